@@ -1,0 +1,233 @@
+"""Lowering a `Graph` to an ONNX model (opset 18), and the `scan` -> `Loop` rule.
+
+``lower(graph, results, dtype)`` walks only the nodes the results need, in
+topological order, calling each primitive's ONNX rule ``fn(o, node, *arg_names)``
+with the builder ``o`` (see `backends.onnx.builder`). Sources become graph inputs
+named by their ``attrs["name"]`` (symbolic dims as ``dim_param``), or initializers
+for parameters/states of an inference model (``params_as="initializers"``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from compiler.ir import SOURCE_OPS, Graph
+from compiler.primitive import get_primitive
+from compiler.types import TensorType, dim_add, norm_axis
+
+from .builder import OPSET, ORT_F32_ONLY, Builder, Names, ir_version, value_info
+
+PARAMS_AS = ("inputs", "initializers")
+
+
+def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: str = "dlc",
+          params_as: str | None = None, param_values: dict | None = None,
+          f32_ops=(), doc: str | None = None) -> onnx.ModelProto:
+    """The ONNX model computing ``results`` (name -> node id) of ``graph``.
+
+    ``dtype`` is the run float (``"f32"`` or ``"f64"``): every float node runs in it.
+    ``params_as``: ``"inputs"`` (train-step and gradient programs: params and states
+    are fed) or ``"initializers"`` (inference: their values come from
+    ``param_values[name]``); the default is initializers when ``param_values`` is
+    given. Inputs and noises are always graph inputs. ``f32_ops``: ONNX op types to
+    compute in float32 (with casts) in a float64 model; pass ``True`` for
+    `ORT_F32_ONLY`, the ops onnxruntime has no double kernel for. Raises `MissingRule`
+    when a primitive on the way has no ONNX rule.
+    """
+    results = dict(results)
+    if params_as is None:
+        params_as = "initializers" if param_values else "inputs"
+    if params_as not in PARAMS_AS:
+        raise ValueError(f"params_as must be one of {PARAMS_AS}, got {params_as!r}")
+    param_values = dict(param_values or {})
+
+    source_ids = [n for n in graph.nx if graph.nx.nodes[n]["op"] in SOURCE_OPS]
+    source_names: dict[str, int] = {}
+    for n in sorted(source_ids):
+        nm = graph.nx.nodes[n]["attrs"]["name"]
+        if nm in source_names:
+            raise ValueError(f"two graph sources are named {nm!r}")
+        source_names[nm] = n
+
+    o = Builder(graph, dtype, names=Names(list(source_names) + list(results)))
+    o.f32_ops = frozenset(ORT_F32_ONLY if f32_ops is True else (f32_ops or ()))
+    fed: dict[str, int] = {}        # graph input name -> node id (for ordering)
+
+    def source(nid: int) -> str | None:
+        node = graph.node(nid)
+        if node.op not in SOURCE_OPS:
+            return None
+        if nid in o.env:
+            return o.env[nid]
+        nm, t = node.attrs["name"], node.type
+        if node.op in ("param", "state") and params_as == "initializers":
+            if nm not in param_values:
+                raise KeyError(f"no value for {node.op} {nm!r} (params_as='initializers')")
+            arr = np.asarray(param_values[nm]).astype(o.np_dtype(t.dtype))
+            want = tuple(t.shape)
+            if len(want) != arr.ndim or any(isinstance(d, int) and d != s
+                                             for d, s in zip(want, arr.shape)):
+                raise ValueError(f"{node.op} {nm!r}: value of shape {arr.shape} does not match "
+                                 f"its type {t}")
+            o.initializers.append(numpy_helper.from_array(np.array(arr, order="C"), nm))
+        else:
+            fed[nm] = nid
+            o.inputs.append(value_info(nm, o.elem_type(t.dtype), t.shape))
+        o.env[nid] = nm
+        return nm
+
+    o.lazy_source = source
+    roots = list(dict.fromkeys(results.values()))
+    for nid in graph.topo_order(roots):
+        if nid in o.env:
+            continue
+        if graph.nx.nodes[nid]["op"] in SOURCE_OPS:
+            source(nid)
+        else:
+            lower_node(o, nid)
+
+    outputs = []
+    bound = set(fed) | {t.name for t in o.initializers}
+    for rname, nid in results.items():
+        v, t = o.env[nid], graph.type(nid)
+        if not isinstance(v, str) or not isinstance(t, TensorType):
+            raise TypeError(f"result {rname!r} is a multi-result node; project it with tuple_get")
+        if v != rname:
+            if rname in bound:
+                raise ValueError(f"result name {rname!r} is also the name of a graph source")
+            o._emit("Identity", [v], [rname], {})
+        outputs.append(value_info(rname, o.elem_type(t.dtype), t.shape))
+
+    inputs = sorted(o.inputs, key=lambda vi: fed[vi.name])
+    g = helper.make_graph(o.nodes, name, inputs, outputs, initializer=o.initializers,
+                          doc_string=doc)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
+                              ir_version=ir_version(), producer_name="dlc")
+    return model
+
+
+def lower_node(o: Builder, nid: int) -> None:
+    """Lower one non-source node of ``o.graph`` into ``o`` (its args already lowered)."""
+    node = o.graph.node(nid)
+    rule = get_primitive(node.op).lowering("onnx")
+    if not callable(rule):
+        raise TypeError(f"ONNX lowering of `{node.op}` must be a function, got {rule!r}")
+    args = [o.env[a] for a in node.args]
+    out = rule(o, node, *args)
+    if isinstance(out, tuple):
+        out = list(out)
+    ok = isinstance(out, str) or (isinstance(out, list) and all(isinstance(x, str) for x in out))
+    if not ok:
+        raise TypeError(f"ONNX lowering of `{node.op}` returned {out!r}, not a value name")
+    o.env[nid] = out
+
+
+# ---- scan -> Loop ------------------------------------------------------------
+
+def lower_scan(o: Builder, node, *args):
+    """``scan`` as an ONNX ``Loop`` whose body is the scan body's subgraph.
+
+    Trip count = ``length``; carries are loop-carried values; each x is read with
+    ``Gather(x, i, axis)`` (``i = length-1-iter`` when reversed) from the outer
+    scope, consts are outer-scope references; ys are Loop scan outputs (stacked on
+    axis 0 in iteration order), flipped back when reversed and moved to ``axis``.
+    """
+    a = node.attrs
+    body: Graph = a["body"]
+    nc, nx_, nk = a["n_carry"], a["n_x"], a["n_const"]
+    reverse, length = bool(a.get("reverse", False)), a["length"]
+    if len(args) != nc + nx_ + nk:
+        raise TypeError(f"scan: {len(args)} arguments for n_carry={nc}, n_x={nx_}, n_const={nk}")
+    carries, xs, consts = args[:nc], args[nc:nc + nx_], args[nc + nx_:]
+    b_in = list(body.inputs)
+    if len(b_in) != nc + nx_ + nk:
+        raise TypeError(f"scan body has {len(b_in)} inputs, expected {nc + nx_ + nk}")
+    res = list(body.meta["results"])
+    ny = len(res) - nc
+    out_types = node.type if isinstance(node.type, tuple) else (node.type,)
+
+    b = o.subgraph(body)
+    it, cin = b.names.fresh("iter"), b.names.fresh("cond")
+    g_inputs = [helper.make_tensor_value_info(it, TensorProto.INT64, []),
+                helper.make_tensor_value_info(cin, TensorProto.BOOL, [])]
+    for cid in b_in[:nc]:
+        nm = b.names.fresh("carry")
+        t = body.type(cid)
+        g_inputs.append(value_info(nm, b.elem_type(t.dtype), t.shape))
+        b.env[cid] = nm
+    if nx_:
+        idx = it
+        if reverse:
+            idx = b.op("Sub", o.dim_scalar(dim_add(length, -1)), it)
+        for i, (xid, xname) in enumerate(zip(b_in[nc:nc + nx_], xs)):
+            xt = o.type_of(node.args[nc + i])
+            b.env[xid] = b.op("Gather", xname, idx, axis=norm_axis(a["axis"], xt.rank))
+    for kid, kname in zip(b_in[nc + nx_:], consts):
+        b.env[kid] = kname
+
+    for nid in body.topo_order(res):
+        if nid in b.env:
+            continue
+        if body.nx.nodes[nid]["op"] in SOURCE_OPS:
+            raise ValueError(f"scan body source %{nid} ({body.nx.nodes[nid]['op']}) is not one "
+                             f"of the body's inputs")
+        lower_node(b, nid)
+
+    cond_out = b.names.fresh("cond_out")
+    b._emit("Identity", [cin], [cond_out], {})
+    g_outputs = [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, [])]
+    for r in res:
+        v, t = b.env[r], body.type(r)
+        if not isinstance(v, str):
+            raise TypeError("scan body results must be single tensors")
+        nm = b.names.fresh("out")
+        if len(g_outputs) <= nc:
+            b._emit("Identity", [v], [nm], {})
+            g_outputs.append(value_info(nm, b.elem_type(t.dtype), t.shape))
+        else:
+            # Per-step ys leave the body flattened: runtimes disagree on whether scan
+            # outputs are stacked (onnxruntime) or concatenated (onnx's reference
+            # evaluator); for 1-D values both give [steps, n]. Reshaped back below.
+            b._emit("Reshape", [v, b.ints([-1])], [nm], {})
+            g_outputs.append(value_info(nm, b.elem_type(t.dtype), [_flat(t.shape)]))
+    gp = helper.make_graph(b.nodes, o.names.fresh("scan_body"), g_inputs, g_outputs)
+
+    outs = o.op("Loop", o.dim_scalar(length), o.const(np.array(True)), *carries,
+                outputs=nc + ny, body=gp)
+    outs = [outs] if isinstance(outs, str) else list(outs)
+    final = outs[:nc]
+    for j, y in enumerate(outs[nc:]):
+        rank = out_types[nc + j].rank
+        ax = norm_axis(a["axis"], rank)
+        step_shape = tuple(body.type(res[nc + j]).shape)
+        y = o.op("Reshape", y, o.dims((length,) + step_shape))
+        if reverse:
+            y = o.op("Slice", y, o.ints([-1]), o.ints([np.iinfo(np.int64).min]), o.ints([0]),
+                     o.ints([-1]))
+        if ax != 0:
+            perm = list(range(1, ax + 1)) + [0] + list(range(ax + 1, rank))
+            y = o.op("Transpose", y, perm=perm)
+        final.append(y)
+    return final
+
+
+def _flat(shape):
+    """The element count of a shape as one dim (int, symbol product, or None)."""
+    n = 1
+    for d in shape:
+        if not isinstance(d, int):
+            return None
+        n *= d
+    return n
+
+
+def register_scan() -> bool:
+    """Attach `lower_scan` to the `scan` primitive (once it is declared)."""
+    from compiler.primitive import MissingRule
+    try:
+        p = get_primitive("scan")
+    except MissingRule:
+        return False
+    p.onnx(lower_scan)
+    return True

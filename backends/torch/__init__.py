@@ -1,0 +1,142 @@
+"""The PyTorch backend: a graph becomes an ``nn.Module`` with generated forward code.
+
+    m = backends.torch.lower(graph, {"loss": l}, dtype="f32", device="cpu")
+    m.load_numpy({"dense0.W": w, ...})      # initial parameter values
+    out = m({"x": x})                        # inputs and noise; -> {"loss": tensor}
+    out["loss"].backward()                   # torch autograd through it
+    m.state_dict().keys()                    # exactly the dlc names: "dense0.W", ...
+
+Every ``param`` of the graph is an ``nn.Parameter`` and every ``state`` a buffer,
+registered under its hierarchical dlc name (``encoder.block.0.W`` lives in nested
+sub-modules), so ``named_parameters()`` and ``state_dict()`` use dlc's names. A
+feed may override a param or state by name. ``m.source`` is the generated code.
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+import types
+import weakref
+
+import numpy as np
+import torch
+from torch import nn
+
+from compiler.ir import Graph
+from compiler.primitive import MissingRule, get_primitive
+from compiler.types import FLOAT_DTYPES
+
+from ..pysource import lower_scan, register_source
+from .codegen import TorchGen
+
+__all__ = ["lower", "DlcModule", "TorchGen"]
+
+_counter = itertools.count()
+_DT = {"f64": torch.float64, "f32": torch.float32, "f16": torch.float16,
+       "i64": torch.int64, "i32": torch.int32, "bool": torch.bool}
+
+
+def _register_scan() -> None:
+    try:
+        prim = get_primitive("scan")
+    except MissingRule:  # not declared (yet): nothing to register
+        return
+    prim.lowerings.setdefault("torch", lower_scan)
+
+
+_register_scan()
+
+
+class DlcModule(nn.Module):
+    """A lowered graph: ``module(feeds) -> dict[str, Tensor]``.
+
+    Attributes: ``source`` (generated code), ``feeds`` (names of non-held sources
+    the forward reads), ``results`` (result names), ``run_dtype``.
+    """
+
+    def __init__(self, graph: Graph, source: str, feeds: list[str], results: list[str],
+                 run_dtype: str, device="cpu"):
+        super().__init__()
+        self.source = source
+        self.results = tuple(results)
+        self.run_dtype = run_dtype
+        held = {graph.node(n).attrs["name"] for n in graph.params + graph.states}
+        self.feeds = tuple(f for f in feeds if f not in held)
+        for n in graph.params + graph.states:
+            node = graph.node(n)
+            self._hold(node.op, node.attrs["name"], node.type, device)
+        # A real (registered) module: torch.compile resolves the generated code's
+        # globals by importing the module its __name__ names.
+        k = next(_counter)
+        modname = f"_dlc_generated_torch_{k}"
+        filename = f"<dlc-torch:{graph.name or 'graph'}:{k}>"
+        register_source(filename, source)
+        mod = types.ModuleType(modname)
+        mod.__file__ = filename
+        exec(compile(source, filename, "exec"), mod.__dict__)
+        sys.modules[modname] = mod
+        weakref.finalize(self, sys.modules.pop, modname, None)
+        self._dlc_forward = mod.forward
+
+    def _hold(self, kind: str, name: str, t, device) -> None:
+        if any(not isinstance(d, int) for d in t.shape):
+            raise ValueError(f"{kind} {name!r} has a symbolic shape {t}; params and states "
+                             "need static shapes")
+        dtype = _DT[self.run_dtype if t.dtype in FLOAT_DTYPES else t.dtype]
+        *path, leaf = name.split(".")
+        owner: nn.Module = self
+        for part in path:
+            child = owner._modules.get(part)
+            if child is None:
+                if hasattr(owner, part):
+                    raise ValueError(f"cannot hold {name!r}: {part!r} is taken")
+                child = nn.Module()
+                owner.add_module(part, child)
+            owner = child
+        value = torch.zeros(tuple(t.shape), dtype=dtype, device=device)
+        try:
+            if kind == "param":
+                owner.register_parameter(
+                    leaf, nn.Parameter(value, requires_grad=dtype.is_floating_point))
+            else:
+                owner.register_buffer(leaf, value)
+        except KeyError as e:
+            raise ValueError(f"cannot hold {kind} {name!r}: {e}") from None
+
+    def forward(self, feeds: dict) -> dict:
+        return self._dlc_forward(self, feeds)
+
+    def load_numpy(self, values: dict, strict: bool = True) -> None:
+        """Set params/states from arrays keyed by dlc name (cast to their dtype)."""
+        held = dict(self.named_parameters())
+        held.update(self.named_buffers())
+        with torch.no_grad():
+            for name, arr in values.items():
+                if name not in held:
+                    if strict:
+                        raise KeyError(f"no param or state named {name!r}")
+                    continue
+                t = held[name]
+                v = torch.as_tensor(np.asarray(arr))
+                if tuple(v.shape) != tuple(t.shape):
+                    raise ValueError(f"{name}: shape {tuple(v.shape)} does not match "
+                                     f"{tuple(t.shape)}")
+                t.copy_(v.to(dtype=t.dtype, device=t.device))
+
+    def numpy_state(self) -> dict[str, np.ndarray]:
+        """Every param and state as a float/int NumPy array, keyed by dlc name."""
+        return {k: v.detach().cpu().numpy() for k, v in self.state_dict().items()}
+
+
+def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", device="cpu",
+          **opts) -> DlcModule:
+    """Generate the PyTorch module computing ``results`` of ``graph``.
+
+    ``dtype`` is the run dtype of every float node; ``device`` where the params and
+    states are created (``module.to(...)`` moves them later as usual).
+    """
+    if opts:
+        raise TypeError(f"unknown PyTorch backend options: {', '.join(opts)}")
+    _register_scan()
+    gen = TorchGen(dtype).generate(graph, dict(results))
+    return DlcModule(graph, gen.source, gen.feeds, list(results), dtype, device)

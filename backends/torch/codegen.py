@@ -1,0 +1,72 @@
+"""PyTorch specifics of the generated module (the rest is `backends.pysource`)."""
+from __future__ import annotations
+
+import keyword
+
+from compiler.types import TensorType
+
+from ..pysource import PyModuleGen, literal, quote
+
+_TORCH_DTYPES = {"f64": "torch.float64", "f32": "torch.float32", "f16": "torch.float16",
+                 "i64": "torch.int64", "i32": "torch.int32", "bool": "torch.bool"}
+
+
+def attr_path(root: str, name: str) -> str:
+    """Source reaching the parameter/buffer ``name`` (dotted) from module ``root``."""
+    src = root
+    for part in name.split("."):
+        if part.isidentifier() and not keyword.iskeyword(part):
+            src = f"{src}.{part}"
+        else:
+            src = f"getattr({src}, {quote(part)})"
+    return src
+
+
+class TorchGen(PyModuleGen):
+    backend = "torch"
+    prelude_package = "backends.torch"
+    imports = ("import torch", "import torch.nn.functional as F")
+
+    def dtype(self, dtype: str) -> str:
+        """Float dtypes are the run dtype (torch.float32 in an f32 run)."""
+        if self.is_float(dtype):
+            dtype = self.run_dtype
+        return _TORCH_DTYPES[dtype]
+
+    def full(self, shape, value, dtype: str) -> str:
+        return (f"torch.full({self.shape(shape)}, {literal(value)}, "
+                f"dtype={self.dtype(dtype)}, device=_dev)")
+
+    def stack(self, items: str, axis: int) -> str:
+        return f"torch.stack({items}, dim={axis})"
+
+    def read_source(self, node, var: str) -> str:
+        t: TensorType = node.type
+        name = node.attrs["name"]
+        if node.op in ("param", "state"):
+            return f"{self.helper('param_or_feed')}(feeds, {quote(name)}, {attr_path('self', name)})"
+        return f"torch.as_tensor(feeds[{quote(name)}], dtype={self.dtype(t.dtype)}, device=_dev)"
+
+    def feed_dim(self, name: str, axis: int) -> str:
+        return f"feeds[{quote(name)}].shape[{axis}]"
+
+    def prologue(self, scope, sources) -> list[str]:
+        g = self.graph
+        held = g.params + g.states
+        if held:
+            where = attr_path("self", g.node(held[0]).attrs["name"])
+            return [f"_dev = {where}.device"]
+        fed = [n for n in sources if g.node(n).op in ("input", "noise")]
+        if fed:
+            name = g.node(fed[0]).attrs["name"]
+            return [f"_dev = {self.helper('device_of')}(feeds[{quote(name)}])"]
+        return ['_dev = torch.device("cpu")']
+
+    def signature(self) -> str:
+        return "def forward(self, feeds):"
+
+    def header(self, graph, results) -> str:
+        return (f'"""dlc: graph {graph.name!r} lowered to PyTorch (run dtype {self.run_dtype}).\n\n'
+                "`forward(module, feeds)`: params and states are the module's; feeds hold\n"
+                "inputs and noise (and may override a param or state by name).\n"
+                '"""')

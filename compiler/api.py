@@ -1,0 +1,203 @@
+"""The public Python API.
+
+    from compiler import api as dlc
+
+    m = dlc.load("specs/mlp.dl")                 # optionally model=, hparams=, dims=
+    m.inputs, m.params, m.outputs                # names -> TensorType (outputs: (kind, type))
+    params = m.init_params(seed=0)               # name -> np.ndarray
+    out = m.run({"x": x, "y": y}, params, backend="numpy")       # outputs, losses, metrics
+    g = m.gradients("ce", {"x": x, "y": y}, params)              # d ce / d every param
+    g = m.gradients("ce", feeds, params, wrt=["x"])              # ... or inputs
+    m.export_onnx("mlp.onnx", params)            # inference model
+    m.export_onnx("step.onnx", params, train_step=True)          # needs a train block
+
+Backends are imported only when used; ONNX export never imports torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from . import backend_registry, noise
+from .autodiff import grad as _grad
+from .elaborate import Program, elaborate, load_program
+from .init import initial_value
+from .ir import Graph
+from .passes import optimize
+from .types import TensorType
+
+GRAD_PREFIX = "grad:"
+
+
+def load(path=None, *, model: str | None = None, hparams: dict | None = None,
+         dims: dict | None = None, text: str | None = None) -> "Model":
+    """Parse, elaborate and type-check one model of a spec file (or of `text`)."""
+    prog = load_program(path, text=text)
+    return Model(prog, model, dict(hparams or {}), dict(dims or {}))
+
+
+@dataclass
+class Model:
+    program: Program
+    model_name: str | None = None
+    hparams: dict = field(default_factory=dict)
+    dims: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.graph  # elaborate now, so errors surface at load time
+        self._programs: dict = {}
+
+    # ---- graphs -------------------------------------------------------------------
+    @cached_property
+    def graph(self) -> Graph:
+        """The evaluation-mode graph (dropout off, batch norm on running statistics)."""
+        return elaborate(self.program, self.model_name, self.hparams, training=False, dims=self.dims)
+
+    @cached_property
+    def train_graph(self) -> Graph:
+        """The training-mode graph (dropout on, batch statistics, state updates)."""
+        return elaborate(self.program, self.model_name, self.hparams, training=True, dims=self.dims)
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    # ---- signature ------------------------------------------------------------------
+    @property
+    def inputs(self) -> dict[str, TensorType]:
+        g = self.graph
+        return {g.node(n).attrs["name"]: g.type(n) for n in g.inputs}
+
+    @property
+    def params(self) -> dict[str, TensorType]:
+        g = self.train_graph
+        return {g.node(n).attrs["name"]: g.type(n) for n in g.params}
+
+    @property
+    def states(self) -> dict[str, TensorType]:
+        g = self.train_graph
+        return {g.node(n).attrs["name"]: g.type(n) for n in g.states}
+
+    @property
+    def outputs(self) -> dict[str, tuple[str, TensorType]]:
+        g = self.graph
+        return {k: (g.output_kinds[k], g.type(n)) for k, n in g.outputs.items()}
+
+    @property
+    def losses(self) -> list[str]:
+        return [k for k, (kind, _) in self.outputs.items() if kind == "loss"]
+
+    def param_count(self) -> int:
+        return int(sum(np.prod(t.shape, dtype=np.int64) for t in self.params.values()))
+
+    # ---- values ---------------------------------------------------------------------
+    def init_params(self, seed: int = 0) -> dict[str, np.ndarray]:
+        """Initial parameter and state values, identical on every backend."""
+        g = self.train_graph
+        return {g.node(n).attrs["name"]: initial_value(g.node(n).attrs["init"], g.type(n).shape,
+                                                      seed, g.node(n).attrs["name"])
+                for n in g.params + g.states}
+
+    def noise(self, feeds: dict, seed: int = 0, step: int = 0, *, training: bool = False) -> dict:
+        return noise.draw(self.train_graph if training else self.graph, feeds, seed, step)
+
+    # ---- running --------------------------------------------------------------------
+    def lower(self, results: dict[str, int], graph: Graph, backend: str = "numpy",
+                dtype: str = "f32", device: str = "cpu", optimized: bool = True):
+        """Lower `results` of `graph` on a backend (cached by results, backend, dtype, device)."""
+        key = (id(graph), tuple(sorted(results.items())), backend, dtype, device, optimized)
+        if key not in self._programs:
+            g, res = optimize(graph, results) if optimized else (graph, results)
+            mod = backend_registry.load(backend)
+            if backend == "torch":
+                prog = mod.lower(g, res, dtype=dtype, device=device)
+            elif backend == "onnx":
+                prog = mod.lower_program(g, res, dtype=dtype, device=device) \
+                    if "device" in mod.lower_program.__code__.co_varnames else \
+                    mod.lower_program(g, res, dtype=dtype)
+            else:
+                prog = mod.lower(g, res, dtype=dtype)
+            self._programs[key] = (prog, g)
+        return self._programs[key][0]
+
+    def _feeds(self, graph: Graph, data: dict, params: dict | None, seed: int, step: int) -> dict:
+        feeds = dict(params or {})
+        feeds.update(data)
+        feeds.update({k: v for k, v in noise.draw(graph, feeds, seed, step).items() if k not in data})
+        return feeds
+
+    def run(self, data: dict, params: dict | None = None, *, backend: str = "numpy",
+            dtype: str = "f32", device: str = "cpu", training: bool = False,
+            outputs: list[str] | None = None, seed: int = 0, step: int = 0) -> dict:
+        """Forward pass: every output, loss and metric (or just `outputs`)."""
+        g = self.train_graph if training else self.graph
+        names = outputs or list(g.outputs)
+        res = {k: g.outputs[k] for k in names}
+        prog = self.lower(res, g, backend, dtype, device)
+        return _to_numpy(_call(prog, self._feeds(g, data, params if params is not None
+                                                 else self.init_params(), seed, step), backend))
+
+    def gradient_results(self, loss: str, wrt: list[str] | None = None, *,
+                         training: bool = False) -> tuple[Graph, dict[str, int]]:
+        """The loss and its symbolic gradients as named results (``grad:<name>``)."""
+        g = self.train_graph if training else self.graph
+        if loss not in g.outputs or g.output_kinds[loss] != "loss":
+            raise KeyError(f"no loss named {loss!r}; losses: {', '.join(self.losses)}")
+        sources = {g.node(n).attrs["name"]: n for n in g.params + g.inputs}
+        if wrt is None:
+            wrt = [g.node(n).attrs["name"] for n in g.params]
+        missing = [w for w in wrt if w not in sources]
+        if missing:
+            raise KeyError(f"cannot differentiate with respect to {', '.join(missing)}")
+        key = ("grad", loss, tuple(wrt), training)
+        if key not in self._programs:
+            nodes = _grad(g, g.outputs[loss], [sources[w] for w in wrt])
+            res = {loss: g.outputs[loss]}
+            res.update({GRAD_PREFIX + w: n for w, n in zip(wrt, nodes)})
+            self._programs[key] = res
+        return g, self._programs[key]
+
+    def gradients(self, loss: str, data: dict, params: dict | None = None, *,
+                  wrt: list[str] | None = None, backend: str = "numpy", dtype: str = "f32",
+                  device: str = "cpu", training: bool = False, seed: int = 0, step: int = 0) -> dict:
+        """d loss / d each of `wrt` (default: every parameter), plus the loss itself."""
+        g, res = self.gradient_results(loss, wrt, training=training)
+        prog = self.lower(res, g, backend, dtype, device)
+        out = _to_numpy(_call(prog, self._feeds(g, data, params if params is not None
+                                                else self.init_params(), seed, step), backend))
+        return {k[len(GRAD_PREFIX):] if k.startswith(GRAD_PREFIX) else k: v for k, v in out.items()}
+
+    # ---- export ---------------------------------------------------------------------
+    def export_onnx(self, path, params: dict | None = None, *, train_step: bool = False,
+                    dtype: str = "f32"):
+        """Write the ONNX inference model (params as initializers), or the train step."""
+        import onnx
+        onnx_backend = backend_registry.load("onnx")
+        if train_step:
+            from .training import build_train_step
+            g, res = build_train_step(self)
+            g, res = optimize(g, res)
+            model = onnx_backend.lower(g, res, dtype=dtype, params_as="inputs", name=self.name)
+        else:
+            g = self.graph
+            og, res = optimize(g, dict(g.outputs))
+            values = params if params is not None else self.init_params()
+            model = onnx_backend.lower(og, res, dtype=dtype, params_as="initializers",
+                                       param_values=values, name=self.name)
+        onnx.save(model, str(path))
+        return model
+
+
+def _call(prog, feeds, backend):
+    return prog(feeds)
+
+
+def _to_numpy(out: dict) -> dict:
+    res = {}
+    for k, v in out.items():
+        if hasattr(v, "detach"):
+            v = v.detach().cpu().numpy()
+        res[k] = np.asarray(v)
+    return res

@@ -1,0 +1,5 @@
+"""Every primitive, one block each: declaration, shape rule, VJP, lowerings.
+
+Importing this package registers the whole table (see `compiler.primitive`).
+"""
+from . import sources, elementwise, reduce, shape, linalg, conv, control  # noqa: F401

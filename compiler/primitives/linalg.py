@@ -1,0 +1,86 @@
+"""Linear algebra: matmul with NumPy ``@`` semantics.
+
+Operands of rank >= 2 are stacks of matrices whose batch dims broadcast; a 1-D
+left operand is a row vector and a 1-D right operand a column vector, and the
+added axis is dropped from the result (as NumPy does).
+"""
+from __future__ import annotations
+
+from ..primitive import defprim
+from ..types import TensorType, TypeMismatch, broadcast_shapes, dim_prod, shape_str
+from ._rules import sum_to_shape
+
+
+def _matmul_type(ts, attrs) -> TensorType:
+    a, b = ts
+    names = f"left is {a}, right is {b}"
+    if a.rank == 0 or b.rank == 0:
+        raise TypeMismatch(f"operands must have at least one axis ({names})")
+    if not (a.is_float and b.is_float):
+        raise TypeMismatch(f"expects float tensors ({names})")
+    if a.dtype != b.dtype:
+        raise TypeMismatch(f"dtypes differ: {a.dtype} vs {b.dtype} ({names})")
+    k_a = a.shape[-1]
+    k_b = b.shape[-2] if b.rank >= 2 else b.shape[0]
+    if k_a != k_b:
+        raise TypeMismatch(f"inner dims differ: {k_a} vs {k_b} ({names})")
+    try:
+        batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except TypeMismatch:
+        raise TypeMismatch(f"batch dims do not broadcast: {shape_str(a.shape[:-2])} vs "
+                           f"{shape_str(b.shape[:-2])} ({names})") from None
+    m = a.shape[-2:-1] if a.rank >= 2 else ()
+    n = b.shape[-1:] if b.rank >= 2 else ()
+    return TensorType(a.dtype, tuple(batch) + tuple(m) + tuple(n))
+
+
+def _swap_last(g, x):
+    r = len(g.type(x).shape)
+    return g.op("transpose", x, perm=tuple(range(r - 2)) + (r - 1, r - 2))
+
+
+matmul = defprim("matmul", "y[..., i, j] = sum_k a[..., i, k] b[..., k, j] (NumPy @)", 2,
+                 _matmul_type)
+
+
+@matmul.vjp
+def _(g, n, ct):
+    a, b = n.args
+    ta, tb = g.type(a), g.type(b)
+    # Work on the matrix forms A [.., M, K], B [.., K, N], C [.., M, N]: 1-D operands
+    # get their implicit axis back (and ct the axes NumPy dropped), then the
+    # gradients lose it again.
+    a1, b1 = ta.rank == 1, tb.rank == 1
+    A = g.op("expand_dims", a, axis=0) if a1 else a
+    B = g.op("expand_dims", b, axis=1) if b1 else b
+    C = ct
+    batch_rank = len(n.type.shape) - (0 if a1 else 1) - (0 if b1 else 1)
+    if a1:
+        C = g.op("expand_dims", C, axis=batch_rank)
+    if b1:
+        C = g.op("expand_dims", C, axis=-1)
+    # At = A^T, Bt = B^T; a 1-D operand's transpose is the other expand_dims
+    At = g.op("expand_dims", a, axis=1) if a1 else _swap_last(g, a)
+    Bt = g.op("expand_dims", b, axis=0) if b1 else _swap_last(g, b)
+
+    da = sum_to_shape(g, g.op("matmul", C, Bt), g.type(A).shape)
+    tA = g.type(A)
+    if tb.rank == 2 and not b1 and tA.rank > 2:
+        # Shared weight matrix (x [B, T, D] @ w [D, H]): fold the batch into rows so
+        # dB is one [K, BT] @ [BT, N] product instead of a [B, K, N] stack summed.
+        rows = dim_prod(tA.shape[:-1])
+        A2 = g.op("reshape", A, shape=(rows, tA.shape[-1]))
+        C2 = g.op("reshape", C, shape=(rows, g.type(C).shape[-1]))
+        db = g.op("matmul", _swap_last(g, A2), C2)
+    else:
+        db = sum_to_shape(g, g.op("matmul", At, C), g.type(B).shape)
+    if a1:
+        da = g.op("squeeze", da, axis=0)
+    if b1:
+        db = g.op("squeeze", db, axis=1)
+    return [da, db]
+
+
+matmul.numpy("np.matmul({0}, {1})")
+matmul.torch("torch.matmul({0}, {1})")
+matmul.onnx(lambda o, n, a, b: o.op("MatMul", a, b))

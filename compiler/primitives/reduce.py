@@ -1,0 +1,411 @@
+"""Reductions and axis-wise normalisations: sum, mean, max, min, argmax, argmin,
+logsumexp, softmax, log_softmax, cumsum.
+
+`axis` is None (every axis), an int or a tuple of ints (negative counts from the
+end); `keepdims` keeps the reduced axes as size-1 dims. Reduced cotangents are put
+back into the keepdims shape (`expand_dims` on each reduced axis) and then
+broadcast against the input, either by an elementwise op with the input or by
+`broadcast_like`, so every rule works for symbolic dims.
+
+Lowerings see only the node, not its argument types, so they recover the reduced
+axes from the attrs and the *result* rank (`_lowered_axes`); the shape rule has
+already rejected out-of-range and duplicate axes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..primitive import defprim
+from ..types import TensorType, TypeMismatch, dim_prod, norm_axes, norm_axis
+
+_INDEX = "integer-valued (an index)"
+
+
+# ============================================================================
+# shape rules
+# ============================================================================
+
+def _reduced_axes(t: TensorType, attrs) -> tuple[int, ...]:
+    """The attrs' `axis` as a sorted tuple of non-negative axes of `t`."""
+    axis = attrs.get("axis")
+    if axis is None:
+        return tuple(range(t.rank))
+    items = (axis,) if isinstance(axis, int) else axis
+    if not isinstance(items, (tuple, list)) or not all(
+            isinstance(a, int) and not isinstance(a, bool) for a in items):
+        raise TypeMismatch(f"axis must be None, an int or a tuple of ints, got {axis!r}")
+    if items and t.rank == 0:
+        raise TypeMismatch(f"cannot reduce a rank-0 tensor along axis {axis!r}")
+    axes = [norm_axis(a, t.rank) for a in items]
+    if len(set(axes)) != len(axes):
+        raise TypeMismatch(f"axis {axis!r} names the same axis twice for a rank-{t.rank} tensor")
+    return tuple(sorted(axes))
+
+
+def _reduced_shape(t: TensorType, axes, keepdims: bool) -> tuple:
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(t.shape))
+    return tuple(d for i, d in enumerate(t.shape) if i not in axes)
+
+
+def _check_keepdims(attrs) -> bool:
+    kd = attrs.get("keepdims", False)
+    if not isinstance(kd, bool):
+        raise TypeMismatch(f"keepdims must be true or false, got {kd!r}")
+    return kd
+
+
+def _reduce_numeric(ts, attrs) -> TensorType:
+    """sum/max/min: float or int input, dtype kept."""
+    (t,) = ts
+    if t.dtype == "bool":
+        raise TypeMismatch(f"expects a numeric (float or int) tensor, got {t}")
+    axes = _reduced_axes(t, attrs)
+    return t.with_shape(_reduced_shape(t, axes, _check_keepdims(attrs)))
+
+
+def _reduce_float(ts, attrs) -> TensorType:
+    """mean/logsumexp: float input."""
+    (t,) = ts
+    if not t.is_float:
+        raise TypeMismatch(f"expects a float tensor, got {t}")
+    return _reduce_numeric(ts, attrs)
+
+
+def _single_axis(t: TensorType, attrs, default=None) -> int:
+    axis = attrs.get("axis", default)
+    if not isinstance(axis, int) or isinstance(axis, bool):
+        raise TypeMismatch(f"axis must be a single int, got {axis!r}")
+    if t.rank == 0:
+        raise TypeMismatch(f"expects a tensor of rank >= 1 (it works along axis {axis}), got {t}")
+    return norm_axis(axis, t.rank)
+
+
+def _arg_reduce(ts, attrs) -> TensorType:
+    """argmax/argmin: the i64 index along one axis."""
+    (t,) = ts
+    if t.dtype == "bool":
+        raise TypeMismatch(f"expects a numeric (float or int) tensor, got {t}")
+    axis = _single_axis(t, attrs)
+    return TensorType("i64", _reduced_shape(t, (axis,), _check_keepdims(attrs)))
+
+
+def _along_axis_float(ts, attrs) -> TensorType:
+    """softmax/log_softmax: float input, same type, one axis (default -1)."""
+    (t,) = ts
+    if not t.is_float:
+        raise TypeMismatch(f"expects a float tensor, got {t}")
+    _single_axis(t, attrs, -1)
+    return t
+
+
+def _cumsum_type(ts, attrs) -> TensorType:
+    (t,) = ts
+    if t.dtype == "bool":
+        raise TypeMismatch(f"expects a numeric (float or int) tensor, got {t}")
+    _single_axis(t, attrs)
+    if not isinstance(attrs.get("reverse", False), bool):
+        raise TypeMismatch(f"reverse must be true or false, got {attrs['reverse']!r}")
+    return t
+
+
+# ============================================================================
+# helpers for lowerings and VJPs
+# ============================================================================
+
+def _lowered_axes(n):
+    """Reduced axes (non-negative, sorted) from a node alone, or None for "all".
+
+    The input rank is the result rank plus the number of dropped axes; with
+    axis=None and keepdims=False it is unknown here, but then every axis goes, which
+    each backend can say without naming them.
+    """
+    axis, kd = n.attrs.get("axis"), n.attrs.get("keepdims", False)
+    if axis is None:
+        return tuple(range(n.type.rank)) if kd else None
+    items = (axis,) if isinstance(axis, int) else tuple(axis)
+    rank = n.type.rank if kd else n.type.rank + len(items)
+    return tuple(sorted(a % rank for a in items))
+
+
+def _one_axis(n) -> int:
+    """softmax/cumsum/argmax axis, non-negative."""
+    axis = n.attrs.get("axis", -1 if n.op in ("softmax", "log_softmax") else None)
+    rank = n.type.rank
+    if n.op in ("argmax", "argmin") and not n.attrs.get("keepdims", False):
+        rank += 1
+    return axis % rank
+
+
+def _keepdims_ct(g, n, ct):
+    """The cotangent of a reduction in the keepdims shape (size-1 reduced axes)."""
+    (x,) = n.args
+    if n.attrs.get("keepdims", False):
+        return ct
+    for a in norm_axes(n.attrs.get("axis"), g.type(x).rank):  # ascending: positions hold
+        ct = g.op("expand_dims", ct, axis=a)
+    return ct
+
+
+def _keepdims_out(g, n):
+    """The node's own value in the keepdims shape."""
+    return _keepdims_ct(g, n, n.id)
+
+
+def _count(g, x, axes):
+    """Number of elements reduced over, as a float scalar node of x's dtype.
+
+    Static dims fold into one constant. A symbolic dim is only known at run time,
+    so it is measured in-graph: max(arange(d)) + 1 = d, computed in i64 (exact)
+    and cast. `stop_gradient` because a count carries no derivative.
+    """
+    t = g.type(x)
+    dims = [t.shape[a] for a in axes]
+    static = dim_prod([d for d in dims if isinstance(d, int)])
+    c = g.const(float(static), t.dtype)
+    for d in dims:
+        if isinstance(d, str):
+            r = g.op("arange", length=d, dtype="i64")
+            nd = g.op("add", g.op("max", r, axis=0, keepdims=False), g.const(1, "i64"))
+            c = g.op("mul", c, g.op("cast", nd, dtype=t.dtype))
+    return g.op("stop_gradient", c)
+
+
+def _np_axis(axes) -> str:
+    return "None" if axes is None else repr(tuple(axes))
+
+
+def _int_dtype_kw(cg, n) -> str:
+    # NumPy and torch widen small ints when summing; keep the declared dtype.
+    return "" if n.type.is_float else f", dtype={cg.dtype(n.type.dtype)}"
+
+
+def _np_reduce(fn: str, with_dtype: bool = False):
+    def lower(cg, n, x):
+        axes = _lowered_axes(n)
+        if axes == ():
+            return x  # reducing over no axes is the identity
+        dt = _int_dtype_kw(cg, n) if with_dtype else ""
+        return f"np.{fn}({x}, axis={_np_axis(axes)}, keepdims={n.attrs.get('keepdims', False)}{dt})"
+    return lower
+
+
+def _torch_reduce(fn: str, with_dtype: bool = False):
+    def lower(cg, n, x):
+        axes = _lowered_axes(n)
+        if axes == ():
+            return x  # torch reads an empty dim list as "all dims": special-case it
+        dt = _int_dtype_kw(cg, n) if with_dtype else ""
+        if axes is None:
+            # all axes, result rank 0; every torch reduction accepts a flat view
+            return f"torch.{fn}({x}.reshape(-1), dim=0{dt})"
+        return f"torch.{fn}({x}, dim={tuple(axes)!r}, keepdim={n.attrs.get('keepdims', False)}{dt})"
+    return lower
+
+
+def _onnx_reduce(op_type: str):
+    def lower(o, n, x):
+        axes = _lowered_axes(n)
+        if axes == ():
+            return o.op("Identity", x)  # ONNX reads empty axes as "all axes"
+        kd = int(bool(n.attrs.get("keepdims", False)))
+        if axes is None:
+            return o.op(op_type, x, keepdims=kd)  # no axes input: reduce everything
+        return o.op(op_type, x, o.ints(list(axes)), keepdims=kd)
+    return lower
+
+
+# ============================================================================
+# sum mean max min
+# ============================================================================
+
+sum_ = defprim("sum", "Σ x over axis", 1, _reduce_numeric)
+
+
+@sum_.vjp
+def _(g, n, ct):
+    (x,) = n.args
+    return [g.op("broadcast_like", _keepdims_ct(g, n, ct), x)]
+
+
+sum_.numpy(_np_reduce("sum", with_dtype=True))
+sum_.torch(_torch_reduce("sum", with_dtype=True))
+sum_.onnx(_onnx_reduce("ReduceSum"))
+
+
+mean = defprim("mean", "Σ x / N over axis (N = number of reduced elements)", 1, _reduce_float)
+
+
+@mean.vjp
+def _(g, n, ct):
+    # divide before broadcasting: the division runs on the small reduced tensor
+    (x,) = n.args
+    count = _count(g, x, norm_axes(n.attrs.get("axis"), g.type(x).rank))
+    return [g.op("broadcast_like", g.op("div", _keepdims_ct(g, n, ct), count), x)]
+
+
+mean.numpy(_np_reduce("mean"))
+mean.torch(_torch_reduce("mean"))
+mean.onnx(_onnx_reduce("ReduceMean"))
+
+
+def _extremum_vjp(g, n, ct):
+    # The gradient goes to the elements equal to the result, split evenly among
+    # ties (as torch.amax/amin do; also what a central difference measures at a
+    # two-way tie). The mask only feeds `where`'s condition and a bool→float cast,
+    # neither of which passes a cotangent on, so the rule is differentiable again.
+    (x,) = n.args
+    axes = norm_axes(n.attrs.get("axis"), g.type(x).rank)
+    hit = g.op("eq", x, _keepdims_out(g, n))
+    ties = g.op("sum", g.op("cast", hit, dtype=g.type(ct).dtype), axis=axes, keepdims=True)
+    share = g.op("div", _keepdims_ct(g, n, ct), ties)
+    return [g.op("where", hit, share, g.scalar_like(0.0, ct))]
+
+
+max_ = defprim("max", "max of x over axis", 1, _reduce_numeric)
+max_.vjp(_extremum_vjp)
+max_.numpy(_np_reduce("max"))
+max_.torch(_torch_reduce("amax"))
+max_.onnx(_onnx_reduce("ReduceMax"))
+
+
+min_ = defprim("min", "min of x over axis", 1, _reduce_numeric)
+min_.vjp(_extremum_vjp)
+min_.numpy(_np_reduce("min"))
+min_.torch(_torch_reduce("amin"))
+min_.onnx(_onnx_reduce("ReduceMin"))
+
+
+# ============================================================================
+# argmax argmin: first index of the extremum along one axis, as i64
+# ============================================================================
+
+def _np_arg(fn):
+    return lambda cg, n, x: (f"np.{fn}({x}, axis={_one_axis(n)}, "
+                             f"keepdims={n.attrs.get('keepdims', False)}).astype(np.int64)")
+
+
+def _torch_arg(fn):
+    return lambda cg, n, x: f"torch.{fn}({x}, dim={_one_axis(n)}, keepdim={n.attrs.get('keepdims', False)})"
+
+
+def _onnx_arg(op_type):
+    # select_last_index=0: the first of equal extrema, as NumPy and torch pick
+    return lambda o, n, x: o.op(op_type, x, axis=_one_axis(n),
+                                keepdims=int(bool(n.attrs.get("keepdims", False))),
+                                select_last_index=0)
+
+
+argmax = defprim("argmax", "index of the first maximum along axis", 1, _arg_reduce, nondiff=_INDEX)
+argmax.numpy(_np_arg("argmax"))
+argmax.torch(_torch_arg("argmax"))
+argmax.onnx(_onnx_arg("ArgMax"))
+
+argmin = defprim("argmin", "index of the first minimum along axis", 1, _arg_reduce, nondiff=_INDEX)
+argmin.numpy(_np_arg("argmin"))
+argmin.torch(_torch_arg("argmin"))
+argmin.onnx(_onnx_arg("ArgMin"))
+
+
+# ============================================================================
+# logsumexp softmax log_softmax
+# ============================================================================
+
+logsumexp = defprim("logsumexp", "ln Σ e^x over axis (stable)", 1, _reduce_float)
+
+
+@logsumexp.vjp
+def _(g, n, ct):
+    # ∂/∂x = e^(x - lse) = softmax(x), built from the forward value
+    (x,) = n.args
+    p = g.op("exp", g.op("sub", x, _keepdims_out(g, n)))
+    return [g.op("mul", _keepdims_ct(g, n, ct), p)]
+
+
+def _lse_numpy(cg, n, x):
+    # m + ln Σ e^(x - m) with m the max over the axes; a non-finite m (a slice
+    # all -inf, or holding +inf/NaN) is replaced by 0 so the answer is the right
+    # -inf/+inf/NaN instead of inf - inf. One expression, so lambdas bind x and m.
+    axes = _lowered_axes(n)
+    if axes == ():
+        return x
+    ax, kd = _np_axis(axes), n.attrs.get("keepdims", False)
+    m_out = "_m" if kd else f"np.squeeze(_m, axis={ax})"
+    return (f"(lambda _x: (lambda _m: np.log(np.sum(np.exp(_x - _m), axis={ax}, keepdims={kd})) + {m_out})"
+            f"(np.nan_to_num(np.max(_x, axis={ax}, keepdims=True), nan=0.0, posinf=0.0, neginf=0.0)))({x})")
+
+
+logsumexp.numpy(_lse_numpy)
+logsumexp.torch(_torch_reduce("logsumexp"))
+logsumexp.onnx(_onnx_reduce("ReduceLogSumExp"))
+
+
+softmax = defprim("softmax", "e^x / Σ e^x along axis (stable)", 1, _along_axis_float)
+
+
+@softmax.vjp
+def _(g, n, ct):
+    # y ⊙ (ct - Σ ct ⊙ y) along the axis, y the forward value
+    (x,) = n.args
+    a = norm_axis(n.attrs.get("axis", -1), g.type(x).rank)
+    dot = g.op("sum", g.op("mul", ct, n.id), axis=a, keepdims=True)
+    return [g.op("mul", n.id, g.op("sub", ct, dot))]
+
+
+softmax.numpy(lambda cg, n, x: (
+    f"(lambda _e: _e / np.sum(_e, axis={_one_axis(n)}, keepdims=True))"
+    f"(np.exp((lambda _x: _x - np.max(_x, axis={_one_axis(n)}, keepdims=True))({x})))"))
+softmax.torch(lambda cg, n, x: f"torch.softmax({x}, dim={_one_axis(n)})")
+softmax.onnx(lambda o, n, x: o.op("Softmax", x, axis=_one_axis(n)))
+
+
+log_softmax = defprim("log_softmax", "x - ln Σ e^x along axis (stable)", 1, _along_axis_float)
+
+
+@log_softmax.vjp
+def _(g, n, ct):
+    # ct - softmax ⊙ Σ ct along the axis; softmax = e^(forward value)
+    (x,) = n.args
+    a = norm_axis(n.attrs.get("axis", -1), g.type(x).rank)
+    total = g.op("sum", ct, axis=a, keepdims=True)
+    return [g.op("sub", ct, g.op("mul", g.op("exp", n.id), total))]
+
+
+log_softmax.numpy(lambda cg, n, x: (
+    f"(lambda _s: _s - np.log(np.sum(np.exp(_s), axis={_one_axis(n)}, keepdims=True)))"
+    f"((lambda _x: _x - np.max(_x, axis={_one_axis(n)}, keepdims=True))({x}))"))
+log_softmax.torch(lambda cg, n, x: f"torch.log_softmax({x}, dim={_one_axis(n)})")
+log_softmax.onnx(lambda o, n, x: o.op("LogSoftmax", x, axis=_one_axis(n)))
+
+
+# ============================================================================
+# cumsum
+# ============================================================================
+
+cumsum = defprim("cumsum", "running Σ along axis (from the end when reverse)", 1, _cumsum_type)
+
+
+@cumsum.vjp
+def _(g, n, ct):
+    # each input feeds every later (earlier, if reverse) output: sum the other way
+    return [g.op("cumsum", ct, axis=n.attrs["axis"], reverse=not n.attrs.get("reverse", False))]
+
+
+def _cumsum_numpy(cg, n, x):
+    a, dt = _one_axis(n), _int_dtype_kw(cg, n)
+    if n.attrs.get("reverse", False):
+        return f"np.flip(np.cumsum(np.flip({x}, {a}), axis={a}{dt}), {a})"
+    return f"np.cumsum({x}, axis={a}{dt})"
+
+
+def _cumsum_torch(cg, n, x):
+    a, dt = _one_axis(n), _int_dtype_kw(cg, n)
+    if n.attrs.get("reverse", False):
+        return f"torch.flip(torch.cumsum(torch.flip({x}, ({a},)), dim={a}{dt}), ({a},))"
+    return f"torch.cumsum({x}, dim={a}{dt})"
+
+
+cumsum.numpy(_cumsum_numpy)
+cumsum.torch(_cumsum_torch)
+cumsum.onnx(lambda o, n, x: o.op("CumSum", x, o.const(np.array(_one_axis(n), dtype=np.int64)),
+                                 exclusive=0, reverse=int(bool(n.attrs.get("reverse", False)))))

@@ -1,0 +1,160 @@
+"""Tensor types: a dtype and a shape whose dims are ints or symbols.
+
+A symbolic dim is a string: a name (``"B"``) or a canonical product of names
+with an integer coefficient (``"2*B*T"``), so ``reshape([B, T, D] -> [B*T, D])``
+type-checks without a computer-algebra system. Shape rules raise `TypeMismatch`
+with a plain message; the elaborator attaches the user's span.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Union
+
+Dim = Union[int, str]
+
+FLOAT_DTYPES = ("f32", "f64", "f16")
+INT_DTYPES = ("i64", "i32")
+DTYPES = FLOAT_DTYPES + INT_DTYPES + ("bool",)
+
+
+class TypeMismatch(Exception):
+    """Raised by shape rules; turned into a located ShapeError by the caller."""
+
+
+@dataclass(frozen=True)
+class TensorType:
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    def __post_init__(self):
+        assert self.dtype in DTYPES, self.dtype
+        assert all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in self.shape), self.shape
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+    def with_shape(self, shape) -> "TensorType":
+        return TensorType(self.dtype, tuple(shape))
+
+    def with_dtype(self, dtype: str) -> "TensorType":
+        return TensorType(dtype, self.shape)
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{', '.join(str(d) for d in self.shape)}]"
+
+
+def is_static(d: Dim) -> bool:
+    return isinstance(d, int)
+
+
+def shape_str(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+# ---- symbolic dim arithmetic: products of symbols times an integer ----------
+
+def _factors(d: Dim) -> tuple[int, Counter]:
+    if isinstance(d, int):
+        return d, Counter()
+    coef, syms = 1, Counter()
+    for part in d.split("*"):
+        if part.lstrip("-").isdigit():
+            coef *= int(part)
+        else:
+            syms[part] += 1
+    return coef, syms
+
+
+def _build(coef: int, syms: Counter) -> Dim:
+    names = sorted(s for s, n in syms.items() for _ in range(n))
+    if not names:
+        return coef
+    if coef == 0:
+        return 0
+    return "*".join(([str(coef)] if coef != 1 else []) + names)
+
+
+def dim_mul(a: Dim, b: Dim) -> Dim:
+    ca, sa = _factors(a)
+    cb, sb = _factors(b)
+    return _build(ca * cb, sa + sb)
+
+
+def dim_div(a: Dim, b: Dim) -> Dim | None:
+    """a / b when it divides exactly, else None."""
+    ca, sa = _factors(a)
+    cb, sb = _factors(b)
+    if cb == 0 or ca % cb or any(sa[k] < n for k, n in sb.items()):
+        return None
+    return _build(ca // cb, sa - sb)
+
+
+def dim_prod(dims) -> Dim:
+    out: Dim = 1
+    for d in dims:
+        out = dim_mul(out, d)
+    return out
+
+
+def dim_add(d: Dim, k: int) -> Dim:
+    """d + k for a static offset k: ``dim_add("T", -1) == "T-1"``."""
+    if isinstance(d, int):
+        return d + k
+    base, off = d, 0
+    for sign in ("+", "-"):
+        head, sep, tail = d.rpartition(sign)
+        if sep and tail.isdigit() and head:
+            base, off = head, int(tail) * (1 if sign == "+" else -1)
+            break
+    off += k
+    return base if off == 0 else f"{base}{'+' if off > 0 else '-'}{abs(off)}"
+
+
+def dim_symbols(d: Dim) -> list[str]:
+    return [] if isinstance(d, int) else sorted(_factors(d)[1])
+
+
+def broadcast_shapes(a: tuple, b: tuple) -> tuple:
+    """NumPy broadcasting; symbolic dims broadcast only against 1 or themselves."""
+    out = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        x = a[-i] if i <= len(a) else 1
+        y = b[-i] if i <= len(b) else 1
+        if x == y or y == 1:
+            out.append(x)
+        elif x == 1:
+            out.append(y)
+        else:
+            raise TypeMismatch(
+                f"cannot broadcast {shape_str(a)} with {shape_str(b)}: "
+                f"dim {-i} is {x} vs {y}")
+    return tuple(reversed(out))
+
+
+def promote(a: str, b: str) -> str:
+    """Result dtype of a binary arithmetic op (floats win; bool < int < float)."""
+    if a == b:
+        return a
+    order = ["bool", "i32", "i64", "f16", "f32", "f64"]
+    return max(a, b, key=order.index)
+
+
+def norm_axis(axis: int, rank: int) -> int:
+    if not -rank <= axis < max(rank, 1):
+        raise TypeMismatch(f"axis {axis} is out of range for a rank-{rank} tensor")
+    return axis % rank if rank else 0
+
+
+def norm_axes(axis, rank: int) -> tuple[int, ...]:
+    """None -> all axes; int or sequence -> sorted non-negative tuple."""
+    if axis is None:
+        return tuple(range(rank))
+    if isinstance(axis, int):
+        axis = (axis,)
+    return tuple(sorted({norm_axis(a, rank) for a in axis}))
