@@ -251,6 +251,7 @@ class PyModuleGen:
         return ""
 
     def footer(self) -> str:
+        """Module-level code after the function (may call `helper`)."""
         return ""
 
     def is_float(self, dtype: str) -> bool:
@@ -283,12 +284,13 @@ class PyModuleGen:
         feeds = [graph.node(n).attrs["name"] for n in sources]
         feeds += [f for f in dim_feeds if f not in feeds]
         head = self.header(graph, results).strip()
+        foot = self.footer().strip()  # before the helpers are written: it may use some
         imports = "\n".join(list(self.imports) + self.extra_imports)
         blocks = [f"{head}\n{imports}" if head else imports]
         blocks += [src.strip() for src in self.helpers.values()]
         blocks.append(self.signature() + "\n" + "\n".join("    " + l for l in body))
-        if self.footer().strip():
-            blocks.append(self.footer().strip())
+        if foot:
+            blocks.append(foot)
         source = "\n\n\n".join(blocks) + "\n"
         return Generated(source, feeds, sources)
 
@@ -347,6 +349,7 @@ class Scope:
         self.tag = tag
         self.lines: list[str] = []
         self.names: set[str] = set()
+        self._suffix: dict[str, int] = {}  # next suffix to try per base name
         self.env: dict[int, str] = {}
 
     # ---- the lowering contract ------------------------------------------------
@@ -381,10 +384,11 @@ class Scope:
     def fresh(self, hint: str) -> str:
         """A local name not used in this function, nor reserved."""
         base = hint if hint.isidentifier() else sanitize(hint)
-        name, k = base, 1
+        name, k = base, self._suffix.get(base, 1)
         while name in self.names or name in self.mod.reserved or keyword.iskeyword(name):
             name = f"{base}_{k}"
             k += 1
+        self._suffix[base] = k
         self.names.add(name)
         return name
 

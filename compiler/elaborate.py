@@ -234,6 +234,17 @@ class Evaluator:
         return Tensor(self.frame, self.graph.add("const", (), {"value": value, "dtype": dtype,
                                                                "shape": ()}, span=span))
 
+    def promote(self, a: Tensor, b: Tensor, span) -> tuple[Tensor, Tensor]:
+        """An int meeting a float is cast explicitly, so no backend mixes dtypes."""
+        da, db = a.type.dtype, b.type.dtype
+        if da == db or "bool" in (da, db):
+            return a, b
+        if a.type.is_float and not b.type.is_float:
+            return a, self.add("cast", [b], span, dtype=da)
+        if b.type.is_float and not a.type.is_float:
+            return self.add("cast", [a], span, dtype=db), b
+        return a, b
+
     def to_tensor(self, v, span, like: Tensor | None = None) -> Tensor:
         if isinstance(v, Tensor):
             return v
@@ -345,6 +356,7 @@ class Evaluator:
                     return a
             ta = self.to_tensor(a, e.left.span, like=b if isinstance(b, Tensor) else None)
             tb = self.to_tensor(b, e.right.span, like=ta)
+            ta, tb = self.promote(ta, tb, e.span)
             return self.add(self._BIN[op], [ta, tb], e.span)
         if isinstance(a, SymDim) or isinstance(b, SymDim):
             return self.dim_arith(op, a, b, e)
@@ -391,6 +403,7 @@ class Evaluator:
         if isinstance(a, Tensor) or isinstance(b, Tensor):
             ta = self.to_tensor(a, e.left.span, like=b if isinstance(b, Tensor) else None)
             tb = self.to_tensor(b, e.right.span, like=ta)
+            ta, tb = self.promote(ta, tb, e.span)
             return self.add(self._CMP[e.op], [ta, tb], e.span)
         try:
             return {"==": a == b, "!=": a != b}.get(e.op) if e.op in ("==", "!=") else \

@@ -335,3 +335,14 @@ def test_every_prelude_helper_is_self_contained(backend):
             missing = [n for n in global_names(ns[fname].__code__)
                        if n not in ns and not hasattr(builtins, n)]
             assert not missing, f"helper {fname} (via {name}) reads undefined globals {missing}"
+
+
+def test_numpy_backend_never_imports_torch():
+    code = ("import sys, backends.numpy as b\n"
+            "from compiler.primitive import all_primitives\n"
+            "all_primitives()\n"
+            "assert 'torch' not in sys.modules\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr

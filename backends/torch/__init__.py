@@ -24,7 +24,6 @@ from torch import nn
 
 from compiler.ir import Graph
 from compiler.primitive import MissingRule, get_primitive
-from compiler.types import FLOAT_DTYPES
 
 from ..pysource import lower_scan, register_source
 from .codegen import TorchGen
@@ -32,8 +31,6 @@ from .codegen import TorchGen
 __all__ = ["lower", "DlcModule", "TorchGen"]
 
 _counter = itertools.count()
-_DT = {"f64": torch.float64, "f32": torch.float32, "f16": torch.float16,
-       "i64": torch.int64, "i32": torch.int32, "bool": torch.bool}
 
 
 def _register_scan() -> None:
@@ -62,9 +59,6 @@ class DlcModule(nn.Module):
         self.run_dtype = run_dtype
         held = {graph.node(n).attrs["name"] for n in graph.params + graph.states}
         self.feeds = tuple(f for f in feeds if f not in held)
-        for n in graph.params + graph.states:
-            node = graph.node(n)
-            self._hold(node.op, node.attrs["name"], node.type, device)
         # A real (registered) module: torch.compile resolves the generated code's
         # globals by importing the module its __name__ names.
         k = next(_counter)
@@ -76,32 +70,8 @@ class DlcModule(nn.Module):
         exec(compile(source, filename, "exec"), mod.__dict__)
         sys.modules[modname] = mod
         weakref.finalize(self, sys.modules.pop, modname, None)
+        mod.build(self, device)  # params and buffers under their dlc names
         self._dlc_forward = mod.forward
-
-    def _hold(self, kind: str, name: str, t, device) -> None:
-        if any(not isinstance(d, int) for d in t.shape):
-            raise ValueError(f"{kind} {name!r} has a symbolic shape {t}; params and states "
-                             "need static shapes")
-        dtype = _DT[self.run_dtype if t.dtype in FLOAT_DTYPES else t.dtype]
-        *path, leaf = name.split(".")
-        owner: nn.Module = self
-        for part in path:
-            child = owner._modules.get(part)
-            if child is None:
-                if hasattr(owner, part):
-                    raise ValueError(f"cannot hold {name!r}: {part!r} is taken")
-                child = nn.Module()
-                owner.add_module(part, child)
-            owner = child
-        value = torch.zeros(tuple(t.shape), dtype=dtype, device=device)
-        try:
-            if kind == "param":
-                owner.register_parameter(
-                    leaf, nn.Parameter(value, requires_grad=dtype.is_floating_point))
-            else:
-                owner.register_buffer(leaf, value)
-        except KeyError as e:
-            raise ValueError(f"cannot hold {kind} {name!r}: {e}") from None
 
     def forward(self, feeds: dict) -> dict:
         return self._dlc_forward(self, feeds)

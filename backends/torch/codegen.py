@@ -67,6 +67,39 @@ class TorchGen(PyModuleGen):
 
     def header(self, graph, results) -> str:
         return (f'"""dlc: graph {graph.name!r} lowered to PyTorch (run dtype {self.run_dtype}).\n\n'
-                "`forward(module, feeds)`: params and states are the module's; feeds hold\n"
-                "inputs and noise (and may override a param or state by name).\n"
+                "`Model()(feeds) -> dict`: an nn.Module holding every param and state under\n"
+                "its dlc name (zeros: load a state_dict); feeds hold inputs and noise, and\n"
+                "may override a param or state by name.\n"
                 '"""')
+
+    def footer(self) -> str:
+        g = self.graph
+        rows = []
+        for n in g.params + g.states:
+            node = g.node(n)
+            t: TensorType = node.type
+            if any(not isinstance(d, int) for d in t.shape):
+                raise ValueError(f"{node.op} {node.attrs['name']!r} has a symbolic shape {t}; "
+                                 "params and states need static shapes")
+            rows.append(f"    ({quote(node.op)}, {quote(node.attrs['name'])}, "
+                        f"{literal(tuple(t.shape))}, {self.dtype(t.dtype)}),")
+        hold = self.helper("hold")
+        return "\n".join([
+            "# (kind, dlc name, shape, dtype) of every param and state",
+            "HELD = (", *rows, ")",
+            "",
+            "",
+            'def build(module, device="cpu"):',
+            '    """Register every param and state of HELD on `module` (zeros)."""',
+            "    for kind, name, shape, dtype in HELD:",
+            f"        {hold}(module, kind, name, shape, dtype, device)",
+            "",
+            "",
+            "class Model(torch.nn.Module):",
+            '    def __init__(self, device="cpu"):',
+            "        super().__init__()",
+            "        build(self, device)",
+            "",
+            "    def forward(self, feeds):",
+            "        return forward(self, feeds)",
+        ])

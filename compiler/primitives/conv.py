@@ -112,7 +112,7 @@ def _conv_type(ts, attrs) -> TensorType:
     return TensorType(x.dtype, (x.shape[0], o) + so)
 
 
-conv = defprim("conv", "y[b,o,s] = sum_{c,k} x[b, c, s*stride + k*dilation - padding] w[o,c,k] (grouped)",
+conv = defprim("conv", "y[b,o,s] = sum_{c,k} x[b, c, s*stride + k*dilation - padding] w[o,c,k]",
                2, _conv_type)
 
 
@@ -198,7 +198,7 @@ def _conv_transpose_type(ts, attrs) -> TensorType:
 
 
 conv_transpose = defprim(
-    "conv_transpose", "the adjoint of conv in x: x[b,c,s*stride + k*dilation - padding] += y[b,o,s] w[o,c,k]",
+    "conv_transpose", "adjoint of conv in x: x[b, c, s*stride + k*dilation - padding] += y[b,o,s] w[o,c,k]",
     2, _conv_transpose_type)
 
 
@@ -259,7 +259,8 @@ def _conv_weight_grad_type(ts, attrs) -> TensorType:
     c, o = x.shape[1], y.shape[1]
     for what, ch in (("input", c), ("output", o)):
         if not isinstance(ch, int) or ch % groups:
-            raise TypeMismatch(f"{what} channels ({ch}) must be static and split into {groups} groups ({names})")
+            raise TypeMismatch(f"{what} channels ({ch}) must be static and split into "
+                               f"{groups} groups ({names})")
     so = tuple(_out_len(x.shape[2 + i], ks[i], stride[i], padding[i], dilation[i], "kernel")
                for i in range(n))
     if so != tuple(y.shape[2:]):
@@ -268,7 +269,8 @@ def _conv_weight_grad_type(ts, attrs) -> TensorType:
 
 
 conv_weight_grad = defprim(
-    "conv_weight_grad", "the adjoint of conv in w: dw[o,c,k] = sum_{b,s} x[b, c, s*stride + k*dilation - padding] y[b,o,s]",
+    "conv_weight_grad",
+    "adjoint of conv in w: dw[o,c,k] = sum_{b,s} x[b, c, s*stride + k*dilation - padding] y[b,o,s]",
     2, _conv_weight_grad_type)
 
 
@@ -346,7 +348,8 @@ def _pool_type(ts, attrs) -> TensorType:
         if t != x:
             raise TypeMismatch(f"both operands must have the same type, got {x} and {t}")
     kernel, stride, padding = pool_params(attrs, n)
-    so = tuple(_out_len(x.shape[2 + i], kernel[i], stride[i], padding[i], 1, "pooling window") for i in range(n))
+    so = tuple(_out_len(x.shape[2 + i], kernel[i], stride[i], padding[i], 1, "pooling window")
+               for i in range(n))
     return x.with_shape(tuple(x.shape[:2]) + so)
 
 
@@ -380,7 +383,8 @@ def _(g, n, ct):
 
 
 max_pool.numpy(lambda cg, n, x: f"np.max({_windows(cg, n, x, '-np.inf')}, axis={_spatial_axes(n)})")
-max_pool.torch(lambda cg, n, x: f"F.max_pool{_LETTER[len(n.type.shape) - 2]}({x}, {', '.join(map(str, _pool_src(n)))})")
+max_pool.torch(lambda cg, n, x: f"F.max_pool{_LETTER[len(n.type.shape) - 2]}({x}, "
+                                f"{', '.join(map(str, _pool_src(n)))})")
 max_pool.onnx(lambda o, n, x: o.op("MaxPool", x, **_pool_onnx_attrs(n)))
 
 
@@ -442,7 +446,8 @@ def _mps_numpy(cg, n, x, y):
 def _pool_indices_torch(n, x):
     # PyTorch's indices are flat within each [b, c] plane
     k = len(n.type.shape) - 2
-    return f"F.max_pool{_LETTER[k]}({x}, {', '.join(map(str, pool_params(n.attrs, k)))}, return_indices=True)[1]"
+    args = ", ".join(map(str, pool_params(n.attrs, k)))
+    return f"F.max_pool{_LETTER[k]}({x}, {args}, return_indices=True)[1]"
 
 
 def _mps_torch(cg, n, x, y):
@@ -484,7 +489,8 @@ def _mps_onnx(o, n, x, y):
                                        o.ints([int(np.prod(sp))]), axis=0))
     upd = o.op("Reshape", y, o.ints([0, 0, -1]))
     out = o.op("ScatterElements", plane, pos, upd, axis=2, reduction="add")
-    out = o.op("Reshape", out, o.op("Concat", o.op("Shape", x, start=0, end=2), o.ints(list(sp)), axis=0))
+    bc = o.op("Shape", x, start=0, end=2)
+    out = o.op("Reshape", out, o.op("Concat", bc, o.ints(list(sp)), axis=0))
     return o.op("Slice", out, o.ints(list(padding)), o.ints([p + s for p, s in zip(padding, spatial)]),
                 o.ints(list(range(2, 2 + k))))
 
@@ -535,7 +541,8 @@ def _mpg_onnx(o, n, x, v):
     _, _, padding = pool_params(n.attrs, k)
     vp = o.op("Pad", v, o.ints([0, 0] + list(padding) + [0, 0] + list(padding)), zero)
     vals = o.op("GatherElements", o.op("Reshape", vp, o.ints([0, 0, -1])), pos, axis=2)
-    return o.op("Reshape", vals, o.op("Concat", o.op("Shape", x, start=0, end=2), o.ints(list(so)), axis=0))
+    bc = o.op("Shape", x, start=0, end=2)
+    return o.op("Reshape", vals, o.op("Concat", bc, o.ints(list(so)), axis=0))
 
 
 max_pool_gather.numpy(_mpg_numpy)

@@ -116,7 +116,7 @@ def _transpose_type(ts, attrs) -> TensorType:
     return t.with_shape(tuple(t.shape[p] for p in perm))
 
 
-transpose = defprim("transpose", "y.shape[i] = x.shape[perm[i]]: the axes of x reordered (perm None reverses them)",
+transpose = defprim("transpose", "y.shape[i] = x.shape[perm[i]] (perm None reverses the axes)",
                     1, _transpose_type)
 
 
@@ -295,9 +295,13 @@ def _(g, n, ct):
     return out
 
 
-concat.numpy(lambda cg, n, *xs: f"np.concatenate([{', '.join(xs)}], axis={norm_axis(n.attrs['axis'], len(n.type.shape))})")
-concat.torch(lambda cg, n, *xs: f"torch.cat([{', '.join(xs)}], dim={norm_axis(n.attrs['axis'], len(n.type.shape))})")
-concat.onnx(lambda o, n, *xs: o.op("Concat", *xs, axis=norm_axis(n.attrs["axis"], len(n.type.shape))))
+def _cat_axis(n) -> int:
+    return norm_axis(n.attrs["axis"], len(n.type.shape))
+
+
+concat.numpy(lambda cg, n, *xs: f"np.concatenate([{', '.join(xs)}], axis={_cat_axis(n)})")
+concat.torch(lambda cg, n, *xs: f"torch.cat([{', '.join(xs)}], dim={_cat_axis(n)})")
+concat.onnx(lambda o, n, *xs: o.op("Concat", *xs, axis=_cat_axis(n)))
 
 
 # ---- slice ---------------------------------------------------------------------------------
@@ -470,7 +474,7 @@ def _scatter_add_type(ts, attrs) -> TensorType:
     return upd.with_shape(like.shape)
 
 
-scatter_add = defprim("scatter_add", "zeros like `like`; y[..., idx[j...], ...] += upd[..., j..., ...]",
+scatter_add = defprim("scatter_add", "zeros like `like`, then y[.., idx[j..], ..] += upd[.., j.., ..]",
                       3, _scatter_add_type, static_args=(0, 1))
 
 
@@ -533,10 +537,10 @@ def _one_hot_type(ts, attrs) -> TensorType:
 # semantics), never an error or a wrapped-around hot position
 one_hot = defprim("one_hot", "y[..., k] = (idx[...] == k) for k < depth", 1, _one_hot_type,
                   nondiff="integer input")
-one_hot.numpy(lambda cg, n, idx: f"(np.expand_dims({idx}, -1) == np.arange({_src(cg, n.attrs['depth'])}))"
-                                 f".astype({cg.dtype(n.type.dtype)})")
-one_hot.torch(lambda cg, n, idx: f"(torch.unsqueeze({idx}, -1) == torch.arange({_src(cg, n.attrs['depth'])}, "
-                                 f"device=_dev)).to({cg.dtype(n.type.dtype)})")
+one_hot.numpy(lambda cg, n, idx: f"(np.expand_dims({idx}, -1) == "
+                                 f"np.arange({_src(cg, n.attrs['depth'])})).astype({cg.dtype(n.type.dtype)})")
+one_hot.torch(lambda cg, n, idx: f"(torch.unsqueeze({idx}, -1) == torch.arange("
+                                 f"{_src(cg, n.attrs['depth'])}, device=_dev)).to({cg.dtype(n.type.dtype)})")
 
 
 def _one_hot_onnx(o, n, idx):
