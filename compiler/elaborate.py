@@ -495,14 +495,18 @@ class Evaluator:
         raise SpecError(f"{describe(f)} is not callable", span)
 
     @contextmanager
-    def entering(self, name: str, span):
-        if name in self.call_stack:
-            cycle = " -> ".join(self.call_stack[self.call_stack.index(name):] + [name])
-            raise SpecError(f"recursion is not allowed: {cycle} (layers and functions are "
-                            "expanded at compile time)", span)
+    def entering(self, name: str, span, key=None):
+        """Track expansion: a definition entered twice on one path is recursion.
+        `key` identifies the definition (distinct lambdas share the label `<fn>`)."""
+        key = name if key is None else key
+        keys = [k for k, _ in self.call_stack]
+        if key in keys:
+            labels = [label for _, label in self.call_stack[keys.index(key):]] + [name]
+            raise SpecError(f"recursion is not allowed: {' -> '.join(labels)} (layers and "
+                            "functions are expanded at compile time)", span)
         if len(self.call_stack) > MAX_CALL_DEPTH:
             raise SpecError(f"calls nested more than {MAX_CALL_DEPTH} deep", span)
-        self.call_stack.append(name)
+        self.call_stack.append((key, name))
         try:
             yield
         finally:
@@ -534,7 +538,7 @@ class Evaluator:
 
     def call_closure(self, f: Closure, args, kwargs, span):
         inner = Scope(f.scope, kind="fn")
-        with self.entering(f.name, span):
+        with self.entering(f.name, span, key=id(f.body)):
             if f.is_lambda:
                 if kwargs:
                     raise SpecError("anonymous functions take positional arguments only", span)
@@ -627,6 +631,10 @@ class Evaluator:
             self.check_type(target.type, value, scope, target.span, bind=bind_dims)
         if isinstance(value, (Instance, Sequential)) and value.name is None:
             self.name_instance(value, target.name)
+        if isinstance(value, Tensor) and value.frame is self.frame:
+            data = self.graph.nx.nodes[value.node]
+            if data["name"] is None:  # generated code reads like the spec: `h = ...` -> h
+                data["name"] = target.name
         scope.define(target.name, value, target.span)
 
     def name_instance(self, v, name: str):
@@ -1012,6 +1020,9 @@ def pick_model(prog: Program, model: str | None) -> LayerDef:
     if model is None:
         if len(prog.models) == 1:
             return next(iter(prog.models.values()))
+        trained = {_train_model_name(t) for t in prog.trains} - {None}
+        if len(trained) == 1 and next(iter(trained)) in prog.models:
+            return prog.models[next(iter(trained))]  # the model the file's train block trains
         if not prog.models:
             raise SpecError(f"{prog.path} defines no model", _file_span(prog))
         raise SpecError(f"{prog.path} defines {len(prog.models)} models "
@@ -1022,6 +1033,11 @@ def pick_model(prog: Program, model: str | None) -> LayerDef:
                         hint=f"did you mean `{close[0]}`?" if close else
                         f"models: {', '.join(prog.models) or 'none'}")
     return prog.models[model]
+
+
+def _train_model_name(t: A.TrainDef):
+    m = t.model.func if isinstance(t.model, A.Call) else t.model
+    return m.id if isinstance(m, A.Name) else None
 
 
 def _file_span(prog: Program):

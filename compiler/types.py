@@ -57,9 +57,42 @@ def shape_str(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-# ---- symbolic dim arithmetic: products of symbols times an integer ----------
+# ---- symbolic dim arithmetic -------------------------------------------------
+# A symbolic dim is one monomial with a coefficient plus an offset: "2*B*T", "T-1",
+# "2*T-2". That covers reshapes ([B, T, D] -> [B*T, D]) and slices (T -> T-1), and
+# every reader (NumPy/torch code generators, the ONNX builder) parses exactly it.
+
+def _parse(d: Dim) -> tuple[int, Counter, int]:
+    """(coefficient, symbols, offset) of a dim."""
+    if isinstance(d, int):
+        return 0, Counter(), d
+    base, off = d, 0
+    for sign in ("+", "-"):
+        head, sep, tail = d.rpartition(sign)
+        if sep and tail.isdigit() and head and not head.endswith("*"):
+            base, off = head, int(tail) * (1 if sign == "+" else -1)
+            break
+    coef, syms = 1, Counter()
+    for part in base.split("*"):
+        if part.lstrip("-").isdigit():
+            coef *= int(part)
+        else:
+            syms[part] += 1
+    if not syms:
+        return 0, Counter(), coef + off
+    return coef, syms, off
+
+
+def _build(coef: int, syms: Counter, off: int = 0) -> Dim:
+    names = sorted(s for s, n in syms.items() for _ in range(n))
+    if not names or coef == 0:
+        return off
+    mono = "*".join(([str(coef)] if coef != 1 else []) + names)
+    return mono if off == 0 else f"{mono}{'+' if off > 0 else '-'}{abs(off)}"
+
 
 def _factors(d: Dim) -> tuple[int, Counter]:
+    """(coefficient, symbols) of a monomial dim such as "2*B*T" (offsets stripped first)."""
     if isinstance(d, int):
         return d, Counter()
     coef, syms = 1, Counter()
@@ -71,26 +104,27 @@ def _factors(d: Dim) -> tuple[int, Counter]:
     return coef, syms
 
 
-def _build(coef: int, syms: Counter) -> Dim:
-    names = sorted(s for s, n in syms.items() for _ in range(n))
-    if not names:
-        return coef
-    if coef == 0:
-        return 0
-    return "*".join(([str(coef)] if coef != 1 else []) + names)
-
-
 def dim_mul(a: Dim, b: Dim) -> Dim:
-    ca, sa = _factors(a)
-    cb, sb = _factors(b)
+    ca, sa, oa = _parse(a)
+    cb, sb, ob = _parse(b)
+    if not sa:
+        return _build(cb * oa, sb, ob * oa)
+    if not sb:
+        return _build(ca * ob, sa, oa * ob)
+    if oa or ob:
+        raise TypeMismatch(f"cannot multiply dims {a} and {b} symbolically")
     return _build(ca * cb, sa + sb)
 
 
 def dim_div(a: Dim, b: Dim) -> Dim | None:
     """a / b when it divides exactly, else None."""
-    ca, sa = _factors(a)
-    cb, sb = _factors(b)
-    if cb == 0 or ca % cb or any(sa[k] < n for k, n in sb.items()):
+    ca, sa, oa = _parse(a)
+    cb, sb, ob = _parse(b)
+    if not sb:
+        if ob == 0 or (ca % ob) or (oa % ob):
+            return None
+        return _build(ca // ob, sa, oa // ob)
+    if ob or oa or cb == 0 or ca % cb or any(sa[k] < n for k, n in sb.items()):
         return None
     return _build(ca // cb, sa - sb)
 
@@ -104,20 +138,12 @@ def dim_prod(dims) -> Dim:
 
 def dim_add(d: Dim, k: int) -> Dim:
     """d + k for a static offset k: ``dim_add("T", -1) == "T-1"``."""
-    if isinstance(d, int):
-        return d + k
-    base, off = d, 0
-    for sign in ("+", "-"):
-        head, sep, tail = d.rpartition(sign)
-        if sep and tail.isdigit() and head:
-            base, off = head, int(tail) * (1 if sign == "+" else -1)
-            break
-    off += k
-    return base if off == 0 else f"{base}{'+' if off > 0 else '-'}{abs(off)}"
+    c, syms, off = _parse(d)
+    return _build(c, syms, off + k)
 
 
 def dim_symbols(d: Dim) -> list[str]:
-    return [] if isinstance(d, int) else sorted(_factors(d)[1])
+    return sorted(_parse(d)[1])
 
 
 def broadcast_shapes(a: tuple, b: tuple) -> tuple:

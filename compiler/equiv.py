@@ -1,0 +1,664 @@
+"""`dlc equiv`: the same model, parameters and data through every backend, compared.
+
+What runs (one seed fixes everything):
+
+* inputs from `compiler.gradcheck.sample_inputs` (every symbolic dim set to `dim`,
+  8 by default), parameters and states from ``model.init_params(seed)`` (for the
+  forward and gradient phases every param gets N(0, 0.1^2) added, so that zero
+  initialisations do not make comparisons vacuous), noise from the host-side
+  generator (`compiler.noise`). Float data is rounded to float32 first, so every
+  backend, float32 or float64, reads exactly the same numbers;
+* backends: **numpy-f64** (the reference), numpy-f32, torch-f32 and torch-f64 on the
+  CPU, torch-f32 on CUDA with ``--device cuda``, and onnxruntime-f32 (onnx-f32);
+* phases, each on the graph after the optimisation passes (what users run):
+  ``forward`` every output, loss and metric of the evaluation graph; ``gradient`` the
+  symbolic gradient of every loss w.r.t. every parameter (`Model.gradient_results`);
+  ``train`` ``--steps`` iterations of the train-step graph (`compiler.training`),
+  each backend iterating on its *own* parameters and optimizer slots from the same
+  start, over the same fixed batches (batch ``k`` is drawn from seed ``(seed, k)``),
+  comparing each step's losses and metrics and, after every step, the new params,
+  optimizer slots and states; ``autograd`` ``loss.backward()`` through the PyTorch
+  lowering of the forward graph (float64) vs dlc's symbolic gradients.
+
+The criterion, elementwise, against the float64 NumPy reference ``r``:
+``|x - r| <= atol + rtol * |r|`` (NaN matches NaN, equal infinities match; integer
+and boolean tensors must be equal). Tolerances (atol, rtol) by the *compared*
+backend's precision and the phase:
+
+=========  ====================  ===================  ======================================
+precision  forward               gradient             train (after k steps) / autograd
+=========  ====================  ===================  ======================================
+f32        1e-5, 1e-4            1e-5, 1e-3           1e-4, 1e-3 / -
+f64        1e-10, 1e-10          1e-10, 1e-10         1e-10, 1e-10 / 1e-10, 1e-10
+=========  ====================  ===================  ======================================
+
+Why: float32 rounds at 2**-24 ~ 6e-8 relative. A forward pass of these models sums
+O(100) products per entry (matmuls, softmax denominators, means): the error grows
+like sqrt(n)..n unit roundoffs, i.e. up to ~1e-5 relative in the worst entries,
+hence rtol 1e-4 (a 10x margin) and atol 1e-5 for entries near zero, where relative
+error is meaningless (softmax probabilities of 1e-7, cancelling sums). A gradient
+is one more pass of the same length in reverse, and its entries are sums over the
+batch of products of forward values that already carry the forward error, with
+more cancellation (gradients are small differences, e.g. ``softmax - onehot``):
+rtol 1e-3. The absolute tolerance stays 1e-5: gradient entries of mean losses are
+O(1e-3..1e-1). A training step maps the gradient error into the parameters through
+the optimizer; Adam divides by ``sqrt(v) + eps``, which turns a gradient entry near
+zero into an update of up to ``lr`` whatever its precision (the derivative of
+``g / (|g| + eps)`` is up to 1/eps), so float32 rounding in such an entry moves a
+parameter by up to ~``lr * 1e-2``; that, compounded over a few steps, is atol 1e-4.
+Float64 backends compute the same expressions in double precision (2**-53 ~ 1.1e-16)
+with possibly different summation orders and kernels; 1e-10 leaves six orders of
+magnitude for that and still catches any real difference in the computation.
+(ONNX runtime and CUDA may use fused or reordered kernels: same tolerances. TF32 is
+switched off for the duration of a CUDA check: it rounds matmul/conv inputs to
+10-bit mantissas, which is not float32 arithmetic.)
+
+When a comparison fails, the run locates the first divergent node: the phase's
+optimised graph is lowered with *every* node as a named result ``n<id>`` on both
+backends, fed the same values (for a training step: the reference's parameters
+and slots at the first failing step), and the first node in topological order whose
+values differ beyond the phase's tolerance is reported with its op, its span (the
+user's ``file:line:col``; for nodes the compiler created, e.g. by autodiff, the span
+of the nearest ancestor that has one) and both values' errors. Exit 0 iff every
+comparison is within tolerance (1 otherwise; 2 when CUDA is asked for and absent).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import backend_registry
+from . import noise as noise_mod
+from .gradcheck import sample_inputs
+from .ir import SOURCE_OPS, Graph
+from .passes import optimize
+from .types import TensorType
+
+DEFAULT_DIM = 8
+DEFAULT_STEPS = 3
+REFERENCE = "numpy-f64"
+
+# (atol, rtol) by precision and phase; see the module docstring for the reasoning.
+TOLERANCES = {
+    "f32": {"forward": (1e-5, 1e-4), "gradient": (1e-5, 1e-3), "train": (1e-4, 1e-3),
+            "autograd": (1e-5, 1e-3)},
+    "f64": {"forward": (1e-10, 1e-10), "gradient": (1e-10, 1e-10), "train": (1e-10, 1e-10),
+            "autograd": (1e-10, 1e-10)},
+}
+
+
+@dataclass(frozen=True)
+class Backend:
+    kind: str          # numpy | torch | onnx
+    dtype: str         # f32 | f64
+    device: str = "cpu"
+
+    @property
+    def name(self) -> str:
+        dev = "" if self.device == "cpu" else f"-{self.device}"
+        return f"{self.kind}-{self.dtype}{dev}"
+
+
+def default_backends(device: str = "cpu") -> list[Backend]:
+    """The reference first, then every backend compared with it."""
+    out = [Backend("numpy", "f64"), Backend("numpy", "f32"), Backend("torch", "f32"),
+           Backend("torch", "f64"), Backend("onnx", "f32")]
+    if device == "cuda":
+        out.append(Backend("torch", "f32", "cuda"))
+    return out
+
+
+@dataclass
+class Comparison:
+    phase: str             # forward | gradient | train | autograd
+    tensor: str
+    backend: str
+    reference: str
+    max_abs: float
+    max_rel: float         # max |x - r| / max(|r|, atol)
+    tol_ratio: float       # max |x - r| / (atol + rtol |r|): ok iff <= 1
+    atol: float
+    rtol: float
+    ok: bool
+    step: int | None = None
+    shape: tuple | None = None
+    error: str | None = None   # the backend failed to produce this tensor at all
+
+    @property
+    def pair(self) -> str:
+        return f"{self.backend} vs {self.reference}"
+
+
+@dataclass
+class Divergence:
+    phase: str
+    backend: str
+    reference: str
+    found: bool
+    node: int | None = None
+    op: str | None = None
+    name: str | None = None
+    span: str | None = None          # file:line:col
+    span_from: int | None = None     # node whose span it is, when not the node itself
+    line: str | None = None          # the user's source line
+    max_abs: float | None = None
+    max_rel: float | None = None
+    index: tuple | None = None       # the worst entry
+    value: float | None = None       # the compared backend's value there
+    ref_value: float | None = None   # the reference's value there
+    args: list = field(default_factory=list)   # the node's argument ops, for context
+    step: int | None = None
+    nodes_compared: int = 0
+    message: str = ""
+
+
+@dataclass
+class EquivReport:
+    model: str
+    seed: int
+    dim: int
+    steps: int
+    device: str
+    backends: list[str]
+    comparisons: list[Comparison] = field(default_factory=list)
+    divergences: list[Divergence] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.comparisons) and bool(self.comparisons)
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "ok": self.ok, "reference": REFERENCE, "seed": self.seed,
+                "dim": self.dim, "steps": self.steps, "device": self.device,
+                "backends": self.backends,
+                "tolerances": {p: {ph: {"atol": a, "rtol": r} for ph, (a, r) in t.items()}
+                               for p, t in TOLERANCES.items()},
+                "comparisons": [_jsonable(asdict(c)) for c in self.comparisons],
+                "divergences": [_jsonable(asdict(d)) for d in self.divergences],
+                "skipped": self.skipped}
+
+
+# ---- comparing arrays --------------------------------------------------------------------
+
+def compare_arrays(x, ref, atol: float, rtol: float) -> tuple[float, float, float, bool, tuple | None]:
+    """(max abs err, max rel err, max tolerance ratio, ok, worst index) of ``x`` vs ``ref``."""
+    x = np.asarray(x)
+    ref = np.asarray(ref)
+    if x.shape != ref.shape:
+        return math.inf, math.inf, math.inf, False, None
+    if ref.dtype.kind in "biu" or x.dtype.kind in "biu" and ref.dtype.kind not in "fc":
+        diff = (x != ref)
+        bad = float(diff.mean()) if diff.size else 0.0
+        idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape)) \
+            if diff.any() else None
+        ok = not diff.any()
+        return (0.0 if ok else math.inf), (0.0 if ok else bad), (0.0 if ok else math.inf), ok, idx
+    xf = x.astype(np.float64)
+    rf = ref.astype(np.float64)
+    same = (xf == rf) | (np.isnan(xf) & np.isnan(rf))
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.where(same, 0.0, np.abs(xf - rf))
+    err = np.where(np.isnan(err), math.inf, err)
+    if err.size == 0:
+        return 0.0, 0.0, 0.0, True, None
+    mag = np.abs(np.where(np.isfinite(rf), rf, 0.0))
+    rel = err / np.maximum(mag, atol if atol > 0 else 1e-300)
+    ratio = err / (atol + rtol * mag)
+    worst = int(np.argmax(ratio))
+    idx = tuple(int(i) for i in np.unravel_index(worst, err.shape))
+    r = float(ratio.max())
+    return float(err.max()), float(rel.max()), r, bool(r <= 1.0), idx
+
+
+def _tol(b: Backend, phase: str) -> tuple[float, float]:
+    return TOLERANCES["f64" if b.dtype == "f64" else "f32"][phase]
+
+
+# ---- running a graph on a backend ----------------------------------------------------------
+
+def lower_on(b: Backend, g: Graph, results: dict[str, int]):
+    """Lower ``results`` of an (already optimised) graph on one backend."""
+    mod = backend_registry.load(b.kind)
+    if b.kind == "torch":
+        return mod.lower(g, results, dtype=b.dtype, device=b.device)
+    if b.kind == "onnx":
+        return mod.lower_program(g, results, dtype=b.dtype)
+    return mod.lower(g, results, dtype=b.dtype)
+
+
+def run_on(b: Backend, prog, feeds: dict) -> dict[str, np.ndarray]:
+    ctx = contextlib.nullcontext()
+    if b.kind == "torch":
+        import torch
+        ctx = torch.no_grad()
+    with ctx:
+        out = prog(feeds)
+    res = {}
+    for k, v in out.items():
+        if hasattr(v, "detach"):
+            v = v.detach().cpu().numpy()
+        res[k] = np.asarray(v)
+    return res
+
+
+@contextlib.contextmanager
+def _exact_cuda():
+    """No TF32 while comparing: it is not float32 arithmetic."""
+    import torch
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+# ---- phases ---------------------------------------------------------------------------------
+
+class Phase:
+    """One optimised graph + results, run on every backend over a list of feeds."""
+
+    def __init__(self, name: str, graph: Graph, results: dict[str, int]):
+        self.name = name
+        self.graph, self.results = optimize(graph, results)
+        self._progs: dict = {}
+
+    def program(self, b: Backend):
+        if b not in self._progs:
+            self._progs[b] = lower_on(b, self.graph, self.results)
+        return self._progs[b]
+
+    def run(self, b: Backend, feeds: dict) -> dict[str, np.ndarray]:
+        return run_on(b, self.program(b), feeds)
+
+
+def _compare_dicts(report, phase, b, ref_out, out, names, step=None, label=None):
+    atol, rtol = _tol(b, phase)
+    bad = []
+    for k in names:
+        tensor = label(k) if label else k
+        if k not in out:
+            c = Comparison(phase, tensor, b.name, REFERENCE, math.inf, math.inf, math.inf, atol,
+                           rtol, False, step, error=f"{b.name} did not return {k!r}")
+        else:
+            mx, mr, ratio, ok, _ = compare_arrays(out[k], ref_out[k], atol, rtol)
+            c = Comparison(phase, tensor, b.name, REFERENCE, mx, mr, ratio, atol, rtol, ok, step,
+                           tuple(np.shape(ref_out[k])))
+        report.comparisons.append(c)
+        if not c.ok:
+            bad.append(k)
+    return bad
+
+
+def _error_row(report, phase, b, err: BaseException, step=None):
+    atol, rtol = _tol(b, phase)
+    msg = f"{type(err).__name__}: {err}".strip()
+    report.comparisons.append(Comparison(phase, "*", b.name, REFERENCE, math.inf, math.inf,
+                                         math.inf, atol, rtol, False, step, error=msg[:2000]))
+
+
+def _sample_data(model, seed: int, dim: int, stream: int | None = None) -> dict:
+    rng = np.random.default_rng(seed if stream is None else [seed, 7919, stream])
+    data = sample_inputs(model.graph, rng, dim)
+    # exactly representable in float32: f32 and f64 backends read the same numbers
+    return {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in data.items()}
+
+
+def perturbed_params(model, seed: int) -> dict:
+    """``init_params(seed)`` with N(0, 0.1^2) added to every float *param* (not states):
+    zero-initialised weights and biases would make comparisons vacuous (a linear
+    regression predicts exactly 0 at its zeros init) and put relus on their kinks."""
+    rng = np.random.default_rng([seed, 104729])
+    values = model.init_params(seed)
+    out = {}
+    for k, v in values.items():
+        v = np.asarray(v)
+        if k in model.params and v.dtype.kind == "f":
+            v = (v + 0.1 * rng.standard_normal(v.shape)).astype(v.dtype)
+        out[k] = v
+    return out
+
+
+def _forward_and_gradients(model, report, backends, seed, dim, locate):
+    data = _sample_data(model, seed, dim)
+    params = perturbed_params(model, seed)
+    feeds = {**params, **data}
+    feeds.update({k: v for k, v in model.noise(feeds, seed).items() if k not in data})
+    ref, others = backends[0], backends[1:]
+
+    phases = [("forward", model.graph, dict(model.graph.outputs), None)]
+    for loss in model.losses:
+        g, res = model.gradient_results(loss)
+        phases.append(("gradient", g, res, loss))
+    for phase_name, g, res, loss in phases:
+        phase = Phase(phase_name, g, res)
+        try:
+            ref_out = phase.run(ref, feeds)
+        except Exception as e:  # the reference itself failed: nothing to compare with
+            _error_row(report, phase_name, ref, e)
+            continue
+        names = list(phase.results)
+        if loss is not None:
+            names = [n for n in names if n != loss]   # the loss is compared in forward
+            label = (lambda k, loss=loss: _grad_label(loss, k.split(":", 1)[1]))
+        else:
+            label = None
+        for b in others:
+            try:
+                out = phase.run(b, feeds)
+            except Exception as e:
+                _error_row(report, phase_name, b, e)
+                continue
+            bad = _compare_dicts(report, phase_name, b, ref_out, out, names, label=label)
+            if bad and locate:
+                report.divergences.append(locate_divergence(phase.graph, phase.results, b, ref,
+                                                            feeds, phase_name))
+    return feeds
+
+
+def _grad_label(loss: str, wrt: str) -> str:
+    return f"d({loss})/d({wrt})"
+
+
+def _autograd(model, report, feeds, device):
+    """loss.backward() through the torch lowering of the forward graph vs dlc's gradients."""
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover
+        report.skipped.append({"phase": "autograd", "reason": f"torch unavailable: {e}"})
+        return
+    g = model.graph
+    b = Backend("torch", "f64", device)
+    ref = Backend("numpy", "f64")
+    for loss in model.losses:
+        try:
+            fwd = Phase("autograd", g, {loss: g.outputs[loss]})
+            module = lower_on(b, fwd.graph, fwd.results)
+            held = dict(module.named_parameters())
+            module.load_numpy({k: v for k, v in feeds.items() if k in held}, strict=False)
+            module.zero_grad(set_to_none=True)
+            data = {k: v for k, v in feeds.items() if k not in held}
+            out = module(data)
+            out[loss].backward()
+            auto = {k: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu().numpy()
+                    for k, p in held.items()}
+            gg, res = model.gradient_results(loss)
+            sym_phase = Phase("gradient", gg, res)
+            sym = sym_phase.run(ref, feeds)
+        except Exception as e:
+            _error_row(report, "autograd", b, e)
+            continue
+        atol, rtol = _tol(b, "autograd")
+        for name in model.params:
+            key = "grad:" + name
+            if name not in auto or key not in sym:
+                continue
+            mx, mr, ratio, ok, _ = compare_arrays(auto[name], sym[key], atol, rtol)
+            report.comparisons.append(Comparison(
+                "autograd", _grad_label(loss, name), "torch-autograd-f64" + ("" if device == "cpu"
+                                                                       else f"-{device}"),
+                "dlc-symbolic-" + REFERENCE, mx, mr, ratio, atol, rtol, ok, None,
+                tuple(np.shape(sym[key]))))
+
+
+# ---- training steps --------------------------------------------------------------------------
+
+def _build_train_step(model):
+    """(graph, results) of the train step, or raise ImportError/other with a reason."""
+    from .training import build_train_step
+    return build_train_step(model)
+
+
+def _initial_slots(g: Graph, feeds: dict) -> dict:
+    """Zeros for every optimizer slot input (``opt.<param>.<slot>``) of a train-step graph."""
+    slots = {}
+    for n in g.inputs:
+        a = g.node(n).attrs
+        if a["name"].startswith("opt."):
+            shape = noise_mod.resolve_shape(g, a["shape"], feeds)
+            dt = np.float64 if a["dtype"] in ("f32", "f64", "f16") else np.int64
+            slots[a["name"]] = np.zeros(shape, dt)
+    return slots
+
+
+def _train(model, report, backends, seed, dim, steps, locate):
+    try:
+        tg, tres = _build_train_step(model)
+    except Exception as e:
+        report.skipped.append({"phase": "train",
+                               "reason": f"no train step: {type(e).__name__}: {e}"})
+        return
+    phase = Phase("train", tg, tres)
+    g = phase.graph
+    source_names = {g.node(n).attrs["name"] for n in g.inputs + g.params + g.states + g.noises}
+    params = model.init_params(seed)
+    batches = []
+    for k in range(steps):
+        data = _sample_data(model, seed, dim, stream=k)
+        data = {n: v for n, v in data.items() if n in source_names}
+        data.update(noise_mod.draw(g, {**params, **data}, seed, k))
+        batches.append(data)
+    start = {k: v for k, v in params.items() if k in source_names}
+    start.update({k: v for k, v in _initial_slots(g, {**start, **batches[0]}).items()})
+    has_step = "step" in source_names
+    carried = [k for k in phase.results if k.startswith("new:")]
+    observed = [k for k in phase.results if not k.startswith("new:")]
+
+    def iterate(b):
+        """Each step's outputs and the carried state before it, on backend b."""
+        state = dict(start)
+        outs, befores = [], []
+        for k in range(steps):
+            feeds = {**state, **batches[k]}
+            if has_step:
+                feeds["step"] = np.asarray(k, np.float64)  # 0-based (compiler.optim)
+            befores.append(feeds)
+            out = phase.run(b, feeds)
+            outs.append(out)
+            state = dict(state)
+            for name in carried:
+                state[name[len("new:"):]] = out[name]
+        return outs, befores
+
+    ref, others = backends[0], backends[1:]
+    try:
+        ref_outs, ref_feeds = iterate(ref)
+    except Exception as e:
+        _error_row(report, "train", ref, e)
+        return
+    for b in others:
+        try:
+            outs, _ = iterate(b)
+        except Exception as e:
+            _error_row(report, "train", b, e)
+            continue
+        first_bad = None
+        for k in range(steps):
+            bad = _compare_dicts(report, "train", b, ref_outs[k], outs[k], observed + carried,
+                                 step=k + 1)
+            if bad and first_bad is None:
+                first_bad = k
+        if first_bad is not None and locate:
+            report.divergences.append(locate_divergence(phase.graph, phase.results, b, ref,
+                                                        ref_feeds[first_bad], "train",
+                                                        step=first_bad + 1))
+
+
+# ---- locating the first divergent node --------------------------------------------------------
+
+def _span_of(g: Graph, n: int):
+    """The node's span, or the nearest (breadth-first over arguments) ancestor's."""
+    node = g.node(n)
+    if node.span is not None:
+        return node.span, None
+    seen, frontier = {n}, list(node.args)
+    while frontier:
+        nxt = []
+        for a in frontier:
+            if a in seen:
+                continue
+            seen.add(a)
+            an = g.node(a)
+            if an.span is not None:
+                return an.span, a
+            nxt.extend(an.args)
+        frontier = nxt
+    return None, None
+
+
+def _fmt_span(span) -> str | None:
+    if span is None:
+        return None
+    return f"{span.path}:{span.line}:{span.col}"
+
+
+def locate_divergence(g: Graph, results: dict[str, int], b: Backend, ref: Backend, feeds: dict,
+                      phase: str, step: int | None = None) -> Divergence:
+    """The first node (topological order) whose values on ``b`` and ``ref`` differ beyond
+    the phase's tolerance, with every node of ``g`` that ``results`` need evaluated."""
+    order = [n for n in g.topo_order(list(results.values()))
+             if g.node(n).op not in SOURCE_OPS and isinstance(g.type(n), TensorType)]
+    every = {f"n{n}": n for n in order}
+    atol, rtol = _tol(b, phase)
+    div = Divergence(phase, b.name, ref.name, False, step=step, nodes_compared=len(order))
+    try:
+        ref_vals = run_on(ref, lower_on(ref, g, every), feeds)
+        vals = run_on(b, lower_on(b, g, every), feeds)
+    except Exception as e:
+        div.message = f"could not evaluate every node: {type(e).__name__}: {e}"
+        return div
+    for n in order:
+        k = f"n{n}"
+        if k not in vals or k not in ref_vals:
+            continue
+        mx, mr, ratio, ok, idx = compare_arrays(vals[k], ref_vals[k], atol, rtol)
+        if ok:
+            continue
+        node = g.node(n)
+        span, via = _span_of(g, n)
+        x, r = np.asarray(vals[k]), np.asarray(ref_vals[k])
+        div.found = True
+        div.node, div.op, div.name = n, node.op, node.name
+        div.span, div.span_from = _fmt_span(span), via
+        if span is not None and span.source is not None:
+            div.line = span.source.line(span.line)
+        div.max_abs, div.max_rel, div.index = mx, mr, idx
+        if idx is not None and x.shape == r.shape:
+            div.value, div.ref_value = _scalar(x[idx]), _scalar(r[idx])
+        div.args = [f"%{a} {g.node(a).op}" for a in node.args]
+        where = div.span or "no span"
+        if via is not None:
+            where += f" (via %{via} {g.node(via).op})"
+        div.message = (f"first divergent node %{n} `{node.op}` at {where}: max abs err "
+                       f"{mx:.3e}, max rel err {mr:.3e} (atol {atol:g}, rtol {rtol:g})")
+        return div
+    div.message = ("no single node differs beyond tolerance on identical inputs: the "
+                   "difference accumulates" + (" over steps" if phase == "train" else "")
+                   + " (or comes from a result's final conversion)")
+    return div
+
+
+def _scalar(v):
+    v = np.asarray(v)
+    return v.item() if v.size == 1 else v.tolist()
+
+
+# ---- the command ---------------------------------------------------------------------------
+
+def equiv(model, *, steps: int = DEFAULT_STEPS, device: str = "cpu", seed: int = 0,
+          dim: int = DEFAULT_DIM, backends: list[Backend] | None = None, locate: bool = True,
+          autograd: bool = True, train: bool = True) -> EquivReport:
+    """Run every comparison; the report's ``ok`` says whether all were within tolerance."""
+    backends = backends or default_backends(device)
+    report = EquivReport(model.name, seed, dim, steps, device, [b.name for b in backends])
+    ctx = _exact_cuda() if any(b.device == "cuda" for b in backends) else contextlib.nullcontext()
+    with ctx:
+        feeds = _forward_and_gradients(model, report, backends, seed, dim, locate)
+        if autograd and model.losses:
+            _autograd(model, report, feeds, "cpu")
+        if train and steps > 0:
+            _train(model, report, backends, seed, dim, steps, locate)
+    return report
+
+
+def run_equiv(model, args) -> tuple[int, dict]:
+    """`dlc equiv`: (exit code, JSON payload); prints the table unless ``--json``."""
+    device = getattr(args, "device", "cpu") or "cpu"
+    if device == "cuda":
+        from .cli import UsageError
+        try:
+            import torch
+            available = torch.cuda.is_available()
+        except ImportError:
+            available = False
+        if not available:
+            raise UsageError("dlc equiv: --device cuda asked for, but PyTorch sees no CUDA "
+                             "device on this machine")
+    steps = getattr(args, "steps", DEFAULT_STEPS)
+    if steps is None:
+        steps = DEFAULT_STEPS
+    if steps < 0:
+        from .cli import UsageError
+        raise UsageError("dlc equiv: --steps must be >= 0")
+    report = equiv(model, steps=steps, device=device, seed=getattr(args, "seed", 0) or 0,
+                   dim=getattr(args, "dim", None) or DEFAULT_DIM)
+    if not getattr(args, "json", False):
+        print(render(report))
+    return (0 if report.ok else 1), report.to_json()
+
+
+def render(report: EquivReport) -> str:
+    lines = [f"equiv {report.model}: reference {REFERENCE}, seed {report.seed}, dims={report.dim}, "
+             f"{report.steps} train step(s); backends: {', '.join(report.backends[1:])}"]
+    rows = []
+    for c in report.comparisons:
+        tensor = c.tensor if c.step is None else f"step {c.step}: {c.tensor}"
+        rows.append((c.phase, tensor, c.pair, "-" if c.error else f"{c.max_abs:.2e}",
+                     "-" if c.error else f"{c.max_rel:.2e}", f"{c.atol:g}+{c.rtol:g}|r|",
+                     "ok" if c.ok else ("ERROR" if c.error else "FAIL")))
+    head = ("phase", "tensor", "backend pair", "max abs err", "max rel err", "tolerance", "ok")
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    fmt = "  " + "  ".join(f"{{:<{w}}}" if i < 3 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    lines.append(fmt.format(*head))
+    for r in rows:
+        lines.append(fmt.format(*r))
+    for c in report.comparisons:
+        if c.error:
+            lines.append(f"error: {c.phase} on {c.backend}: {c.error}")
+    for s in report.skipped:
+        lines.append(f"skipped {s['phase']}: {s['reason']}")
+    for d in report.divergences:
+        where = f" at step {d.step}" if d.step else ""
+        lines.append(f"divergence in {d.phase}{where}, {d.backend} vs {d.reference} "
+                     f"({d.nodes_compared} nodes compared): {d.message}")
+        if d.found:
+            if d.line is not None:
+                lines.append(f"    {d.line}")
+            if d.index is not None:
+                lines.append(f"    worst entry {list(d.index)}: {d.value!r} ({d.backend}) vs "
+                             f"{d.ref_value!r} ({d.reference}); args: {', '.join(d.args)}")
+    n_bad = sum(not c.ok for c in report.comparisons)
+    lines.append("all backends agree" if report.ok else
+                 f"{n_bad} of {len(report.comparisons)} comparisons out of tolerance")
+    return "\n".join(lines)
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {k: _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, float) and not math.isfinite(o):
+        return None if math.isnan(o) else ("inf" if o > 0 else "-inf")
+    if isinstance(o, np.generic):
+        return _jsonable(o.item())
+    return o
+
+
+__all__ = ["equiv", "run_equiv", "render", "compare_arrays", "locate_divergence", "Backend",
+           "default_backends", "TOLERANCES", "Comparison", "Divergence", "EquivReport"]
