@@ -189,14 +189,16 @@ def parse_train(model, train: A.TrainDef | None = None) -> TrainConfig:
     cfg.seed = top.int("seed", 0, minimum=0)
     cfg.eval_every = top.int("eval_every", None)
     cfg.average = top.average()
-    cfg.early_stop = top.early_stop(model)
+    cfg.hparams.update(model.hparams)  # `dlc ... --set` wins over the train block
+    full = model_for(model, cfg)
+    cfg.early_stop = top.early_stop(full)
     if cfg.early_stop is not None and cfg.split[1] <= 0:
         raise SpecError("`early_stop` needs a validation part; the split gives it none",
                         cfg.early_stop.span, hint="e.g. `split 0.8 0.1 0.1`")
-
-    from .api import Model
-    full = Model(prog, model.model_name, {**cfg.hparams, **model.hparams}, model.dims)
     cfg.update_targets = _check_updates(full, cfg.updates)
+    if players and cfg.updates:
+        raise SpecError("update rules `w <- ...` cannot be combined with players",
+                        cfg.updates[0].span)
     if players:
         for name in ("loss", "optimizer", "schedule", "weight_decay", "l1", "clip_grad_norm"):
             if name in top.given:
@@ -210,6 +212,14 @@ def parse_train(model, train: A.TrainDef | None = None) -> TrainConfig:
     return cfg
 
 
+def model_for(model, cfg: TrainConfig):
+    """`model` with the train block's hyperparameters (itself when they change nothing)."""
+    if cfg.hparams == model.hparams:
+        return model
+    from .api import Model
+    return Model(model.program, model.model_name, dict(cfg.hparams), model.dims)
+
+
 def _main_group(model, top: "_Options", cfg: TrainConfig) -> Group:
     has_opt = "optimizer" in top.given
     rules_only = bool(cfg.updates) and not has_opt
@@ -217,9 +227,10 @@ def _main_group(model, top: "_Options", cfg: TrainConfig) -> Group:
         (None if rules_only else Call(*DEFAULT_OPTIMIZER, cfg.span))
     trained = [p for p in model.params if p not in cfg.update_targets] if opt else []
     loss = top.loss(model, needed=bool(trained), span=cfg.span)
-    return Group("model", loss, opt, top.call("schedule", _check_schedule),
-                 top.float("weight_decay", 0.0), top.float("l1", 0.0),
-                 top.float("clip_grad_norm", None, positive=True), trained, span=cfg.span)
+    group = Group("model", loss, opt, top.call("schedule", _check_schedule),
+                  top.float("weight_decay", 0.0), top.float("l1", 0.0),
+                  top.float("clip_grad_norm", None, positive=True), trained, span=cfg.span)
+    return _check_regularizers(group, top)
 
 
 def _player(prog, model, p: A.Player) -> Group:
@@ -233,10 +244,35 @@ def _player(prog, model, p: A.Player) -> Group:
     prefixes, params = _param_group(model, opts.given["params"])
     opt = opts.call("optimizer", _check_optimizer) if "optimizer" in opts.given else \
         Call(*DEFAULT_OPTIMIZER, p.span)
-    return Group(p.name, opts.loss(model, needed=True, span=p.span), opt,
-                 opts.call("schedule", _check_schedule), opts.float("weight_decay", 0.0),
-                 opts.float("l1", 0.0), opts.float("clip_grad_norm", None, positive=True),
-                 params, prefixes, opts.int("steps", 1), span=p.span)
+    group = Group(p.name, opts.loss(model, needed=True, span=p.span), opt,
+                  opts.call("schedule", _check_schedule), opts.float("weight_decay", 0.0),
+                  opts.float("l1", 0.0), opts.float("clip_grad_norm", None, positive=True),
+                  params, prefixes, opts.int("steps", 1), span=p.span)
+    return _check_regularizers(group, opts)
+
+
+def _check_regularizers(group: Group, opts: "_Options") -> Group:
+    """`weight_decay` / `l1` options go into the optimizer's own options (so that AdamW
+    decouples its decay); giving one both ways is ambiguous."""
+    for name in ("weight_decay", "l1"):
+        if name in opts.given and group.optimizer is not None and name in group.optimizer.kwargs:
+            raise SpecError(f"`{name}` is given both as an option and to the optimizer",
+                            _name_span(opts.given[name]),
+                            notes=[("the optimizer's", group.optimizer.span)])
+        if name in opts.given and group.optimizer is None:
+            raise SpecError(f"`{name}` needs an optimizer (update rules ignore it)",
+                            _name_span(opts.given[name]))
+    return group
+
+
+def optimizer_options(group: Group) -> dict:
+    """The optimizer's keyword options with the group's `weight_decay` and `l1` added."""
+    kw = dict(group.optimizer.kwargs)
+    if group.weight_decay:
+        kw["weight_decay"] = group.weight_decay
+    if group.l1:
+        kw["l1"] = group.l1
+    return kw
 
 
 # ---- the data expression -------------------------------------------------------------------

@@ -21,7 +21,15 @@ GRAMMAR = Path(__file__).with_name("grammar.lark")
 # Parse trees deeper than this are refused: the AST passes recurse, and Python's
 # stack would overflow on (say) 100,000 nested parentheses.
 MAX_DEPTH = 200
+# More operators than this in one operand of a bracket level (between commas) is
+# refused while lexing, so a pathological chain fails at once instead of after a
+# slow parse. No hand-written expression comes near it.
+MAX_OPERATORS = 2000
+# Files larger than this are not even read; specs (text) are limited to MAX_CHARS
+# characters and MAX_LINE characters a line, so every input parses in seconds.
 MAX_BYTES = 64 * 1024 * 1024
+MAX_CHARS = 1_000_000
+MAX_LINE = 10_000
 
 
 class NewlinePostLex:
@@ -35,22 +43,42 @@ class NewlinePostLex:
     def __init__(self):
         self.open_brackets: list[Token] = []  # inspected by error reporting
 
+    _operators = {"ADD_OP", "UNARY_OP", "MUL_OP", "POW_OP", "COMP_OP", "NOT", "AND", "OR",
+                  "_PIPE", "IF"}
+    _resets = {"COMMA", "EQUAL", "SEMICOLON", "COLON", "_ARROW", "_LARROW", "TILDE"}
+
     def process(self, stream):
         stack: list[str] = []
         self.open_brackets = opened = []
+        ops = 0                      # operators in the current operand run
+        saved: list[int] = []        # the outer runs, one per open bracket
         for tok in stream:
-            if tok.type == "_NL":
+            t = tok.type
+            if t == "_NL":
                 if not stack or stack[-1] == "{":
+                    ops = 0
                     yield tok
                 continue
-            if tok.type in self._open:
-                stack.append(self._open[tok.type])
+            if t in self._open:
+                stack.append(self._open[t])
                 opened.append(tok)
+                saved.append(ops)
+                ops = 0
                 if len(stack) > MAX_DEPTH:
-                    raise ParseError(f"brackets nested more than {MAX_DEPTH} deep", _tok_span(tok))
-            elif tok.type in self._close and stack and stack[-1] == self._match[tok.type]:
-                stack.pop()
-                opened.pop()
+                    raise ParseError(f"brackets nested more than {MAX_DEPTH} deep; split the "
+                                     "expression into named steps", _tok_span(tok))
+            elif t in self._close:
+                if stack and stack[-1] == self._match[t]:
+                    stack.pop()
+                    opened.pop()
+                    ops = saved.pop()
+            elif t in self._operators:
+                ops += 1
+                if ops > MAX_OPERATORS:
+                    raise ParseError(f"an expression with more than {MAX_OPERATORS} operators; "
+                                     "split it into named steps", _tok_span(tok))
+            elif t in self._resets:
+                ops = 0
             yield tok
 
 
@@ -322,9 +350,27 @@ def parse_file(path) -> A.Module:
     return parse_source(read_source(path))
 
 
+def _check_size(src: Source) -> None:
+    """Refuse absurdly long lines and files before parsing (located, and fast)."""
+    text = src.text
+    if len(text) <= MAX_LINE and len(text) <= MAX_CHARS:
+        return
+    offset = 0
+    for i, line in enumerate(text.split("\n"), 1):
+        if len(line) > MAX_LINE:
+            raise ParseError(f"line {i} is {len(line):,} characters long; lines are limited to "
+                             f"{MAX_LINE:,}", Span(src, i, MAX_LINE + 1, i, MAX_LINE + 2))
+        if offset + len(line) > MAX_CHARS:
+            col = max(1, MAX_CHARS - offset + 1)
+            raise ParseError(f"the spec is {len(text):,} characters long; specs are limited to "
+                             f"{MAX_CHARS:,}", Span(src, i, col, i, col + 1))
+        offset += len(line) + 1
+
+
 def parse_source(src: Source) -> A.Module:
     _CURRENT.append(src)
     try:
+        _check_size(src)
         try:
             tree = _lark().parse(src.text + "\n")
         except UnexpectedInput as e:
@@ -450,6 +496,12 @@ def _syntax_error(e: UnexpectedInput, src: Source) -> ParseError:
         tok = getattr(e, "token", None)
         closing = {"RPAR": "(", "RSQB": "[", "RBRACE": "{"}
         top = opened[-1]
+        expected = set(e.expected or ())
         if tok is None or tok.type == "$END" or (tok.type in closing and str(top) != closing[tok.type]):
+            notes.append((f"this `{top}` is not closed", _tok_span(top)))
+        elif (str(top) in "([" and tok.line and tok.line > top.line
+              and not src.line(tok.line)[: max(tok.column - 1, 0)].strip()
+              and ({"RPAR", "RSQB"} & expected)):
+            # the newline ending the statement was swallowed by an open `(` or `[`
             notes.append((f"this `{top}` is not closed", _tok_span(top)))
     return ParseError(msg, span, notes=notes)
