@@ -408,85 +408,100 @@ def _autograd(model, report, feeds, device):
 
 # ---- training steps --------------------------------------------------------------------------
 
-def _build_train_step(model):
-    """(graph, results) of the train step, or raise ImportError/other with a reason."""
-    from .training import build_train_step
-    return build_train_step(model)
+DEFAULT_HORIZON = 1000   # schedule horizon when the train block's run length is unknown
 
 
-def _initial_slots(g: Graph, feeds: dict) -> dict:
-    """Zeros for every optimizer slot input (``opt.<param>.<slot>``) of a train-step graph."""
-    slots = {}
-    for n in g.inputs:
-        a = g.node(n).attrs
-        if a["name"].startswith("opt."):
-            shape = noise_mod.resolve_shape(g, a["shape"], feeds)
-            dt = np.float64 if a["dtype"] in ("f32", "f64", "f16") else np.int64
-            slots[a["name"]] = np.zeros(shape, dt)
-    return slots
+@dataclass
+class _TrainSetup:
+    model: object                      # the model with the train block's hparams
+    groups: list                       # [(group name, group steps per round, Phase)]
+    start: dict                        # initial params, states, slots, averages, ...
+    batches: list                      # one data + noise dict per step program run
+
+
+def _train_setup(model, seed: int, dim: int, steps: int) -> _TrainSetup:
+    """The training engine's step graphs (one per player group), their initial values
+    as `dlc train` starts them, and fixed batches. Raises when there is no train step."""
+    from . import training
+    from .train_spec import model_for, parse_train
+    cfg = parse_train(model)
+    m = model_for(model, cfg)
+    try:  # the schedule's horizon as the train block describes the run (needs the data)
+        rounds = training._rounds(cfg, training._train_batches(cfg, m))
+    except Exception:
+        rounds = DEFAULT_HORIZON
+    sgs = [training.build_step(m, cfg, grp, rounds * grp.steps) for grp in cfg.groups]
+    groups = [(sg.group.name, sg.group.steps, Phase("train", sg.graph, sg.results)) for sg in sgs]
+    # initial values, as training.Trainer._initial_values makes them
+    values = dict(m.init_params(seed))
+    for sg in sgs:
+        for name, fill in sg.slots.items():
+            p = name[len("opt."):name.rindex(".")]
+            values[name] = np.full_like(values[p], fill)
+        for name, p in {**sg.averages, **sg.snapshots, **sg.mus}.items():
+            values[name] = np.zeros_like(values[p]) if name in sg.mus else values[p].copy()
+    batches = []
+    data_names = set(m.inputs)
+    for k in range(steps):
+        data = {n: v for n, v in _sample_data(m, seed, dim, stream=k).items() if n in data_names}
+        batches.append(data)
+    return _TrainSetup(m, groups, values, batches)
 
 
 def _train(model, report, backends, seed, dim, steps, locate):
     try:
-        tg, tres = _build_train_step(model)
+        setup = _train_setup(model, seed, dim, steps)
     except Exception as e:
         report.skipped.append({"phase": "train",
                                "reason": f"no train step: {type(e).__name__}: {e}"})
         return
-    phase = Phase("train", tg, tres)
-    g = phase.graph
-    source_names = {g.node(n).attrs["name"] for n in g.inputs + g.params + g.states + g.noises}
-    params = model.init_params(seed)
-    batches = []
-    for k in range(steps):
-        data = _sample_data(model, seed, dim, stream=k)
-        data = {n: v for n, v in data.items() if n in source_names}
-        data.update(noise_mod.draw(g, {**params, **data}, seed, k))
-        batches.append(data)
-    start = {k: v for k, v in params.items() if k in source_names}
-    start.update({k: v for k, v in _initial_slots(g, {**start, **batches[0]}).items()})
-    has_step = "step" in source_names
-    carried = [k for k in phase.results if k.startswith("new:")]
-    observed = [k for k in phase.results if not k.startswith("new:")]
+    multi = len(setup.groups) > 1
 
     def iterate(b):
-        """Each step's outputs and the carried state before it, on backend b."""
-        state = dict(start)
-        outs, befores = [], []
-        for k in range(steps):
-            feeds = {**state, **batches[k]}
-            if has_step:
-                feeds["step"] = np.asarray(k, np.float64)  # 0-based (compiler.optim)
-            befores.append(feeds)
-            out = phase.run(b, feeds)
-            outs.append(out)
-            state = dict(state)
-            for name in carried:
-                state[name[len("new:"):]] = out[name]
-        return outs, befores
+        """Every step program run on backend b: [(label, step, phase, feeds, outputs)]."""
+        values = dict(setup.start)
+        group_steps = {name: 0 for name, _, _ in setup.groups}
+        noise_step = 0
+        runs = []
+        for k, batch in enumerate(setup.batches):
+            for name, n_steps, phase in setup.groups:
+                for _ in range(n_steps):
+                    feeds = {**values, **batch,
+                             **noise_mod.draw(phase.graph, batch, seed, noise_step),
+                             "step": np.asarray(group_steps[name], np.float32)}
+                    out = phase.run(b, feeds)
+                    for r, v in out.items():
+                        if r.startswith("new:"):
+                            values[r[4:]] = v
+                    runs.append((name, k + 1, phase, feeds, out))
+                    noise_step += 1
+                    group_steps[name] += 1
+        return runs
 
     ref, others = backends[0], backends[1:]
     try:
-        ref_outs, ref_feeds = iterate(ref)
+        ref_runs = iterate(ref)
     except Exception as e:
         _error_row(report, "train", ref, e)
         return
     for b in others:
         try:
-            outs, _ = iterate(b)
+            runs = iterate(b)
         except Exception as e:
             _error_row(report, "train", b, e)
             continue
         first_bad = None
-        for k in range(steps):
-            bad = _compare_dicts(report, "train", b, ref_outs[k], outs[k], observed + carried,
-                                 step=k + 1)
+        for (name, k, phase, _, out), (_, _, _, ref_feeds, ref_out) in zip(runs, ref_runs):
+            names = [r for r in phase.results if not r.startswith("new:")] + \
+                    [r for r in phase.results if r.startswith("new:")]
+            label = (lambda r, name=name: f"{name}/{r}") if multi else None
+            bad = _compare_dicts(report, "train", b, ref_out, out, names, step=k, label=label)
             if bad and first_bad is None:
-                first_bad = k
+                first_bad = (phase, ref_feeds, k)
         if first_bad is not None and locate:
+            phase, ref_feeds, k = first_bad
             report.divergences.append(locate_divergence(phase.graph, phase.results, b, ref,
-                                                        ref_feeds[first_bad], "train",
-                                                        step=first_bad + 1))
+                                                        ref_feeds, "train", step=k))
 
 
 # ---- locating the first divergent node --------------------------------------------------------
@@ -616,8 +631,10 @@ def render(report: EquivReport) -> str:
     lines = [f"equiv {report.model}: reference {REFERENCE}, seed {report.seed}, dims={report.dim}, "
              f"{report.steps} train step(s); backends: {', '.join(report.backends[1:])}"]
     rows = []
-    for c in report.comparisons:
-        tensor = c.tensor if c.step is None else f"step {c.step}: {c.tensor}"
+    for c, steps in _merge_steps(report.comparisons):
+        tensor = c.tensor if not steps else (
+            f"step {steps[0]}: {c.tensor}" if len(steps) == 1 else
+            f"steps {steps[0]}-{steps[-1]}: {c.tensor}")
         rows.append((c.phase, tensor, c.pair, "-" if c.error else f"{c.max_abs:.2e}",
                      "-" if c.error else f"{c.max_rel:.2e}", f"{c.atol:g}+{c.rtol:g}|r|",
                      "ok" if c.ok else ("ERROR" if c.error else "FAIL")))
@@ -646,6 +663,26 @@ def render(report: EquivReport) -> str:
     lines.append("all backends agree" if report.ok else
                  f"{n_bad} of {len(report.comparisons)} comparisons out of tolerance")
     return "\n".join(lines)
+
+
+def _merge_steps(comparisons):
+    """Training rows of one tensor and backend pair merged over steps (worst errors);
+    the JSON payload keeps every step."""
+    out, index = [], {}
+    for c in comparisons:
+        if c.step is None or c.error:
+            out.append([c, []])
+            continue
+        key = (c.phase, c.tensor, c.backend, c.reference)
+        if key not in index:
+            index[key] = len(out)
+            out.append([Comparison(**asdict(c)), [c.step]])
+            continue
+        m, steps = out[index[key]]
+        steps.append(c.step)
+        m.max_abs, m.max_rel = max(m.max_abs, c.max_abs), max(m.max_rel, c.max_rel)
+        m.tol_ratio, m.ok = max(m.tol_ratio, c.tol_ratio), m.ok and c.ok
+    return [(c, sorted(s)) for c, s in out]
 
 
 def _jsonable(o):

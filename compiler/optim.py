@@ -344,9 +344,6 @@ class Nesterov(SGD):
     name = "nesterov"
     options = {"lr": 0.01, "momentum": 0.9}
 
-    def __init__(self, **hyper):
-        super().__init__(**hyper)
-
     def validate(self):
         _unit(self, "momentum")
         if self.momentum <= 0:

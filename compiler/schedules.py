@@ -14,6 +14,7 @@ learning rate of step ``t``. Each one exists twice, and the two agree:
 | ``step`` | ``every`` (required), ``gamma=0.1`` | ``base * gamma^floor(t / every)`` (torch ``StepLR``) |
 | ``exponential`` | ``gamma`` (required) | ``base * gamma^t`` (``ExponentialLR``) |
 | ``cosine`` | ``total=None``, ``min_lr=0``, ``warmup=0`` | linear warm-up ``base*(t+1)/warmup`` for ``t < warmup``, then ``min_lr + (base - min_lr)(1 + cos(pi s / S))/2`` with ``s = t - warmup``, ``S = total - warmup``; ``s`` is clamped at ``S`` (stays at ``min_lr``) (``CosineAnnealingLR``) |
+| ``warmup_cosine`` | ``total=None``, ``min_lr=0``, ``warmup=None`` | ``cosine`` with ``warmup`` defaulting to 5% of ``total`` (at least 1) |
 | ``warmup`` | ``steps`` (required) | ``base * min(1, (t+1)/steps)`` then constant (``LinearLR(1/steps, 1, steps-1)``) |
 | ``inverse_time`` | ``decay=1`` | ``base / (1 + decay t)``: the notes' 1/t rate (``LambdaLR``) |
 | ``linear`` | ``total=None``, ``end=0`` | from ``base`` at ``t=0`` to the *absolute* learning rate ``end`` at ``t=total``, constant after (``LinearLR(1, end/base, total)``) |
@@ -29,7 +30,7 @@ import math
 from .ir import Graph
 
 __all__ = ["SCHEDULES", "Schedule", "make_schedule", "Constant", "Step", "Exponential",
-           "Cosine", "Warmup", "InverseTime", "Linear"]
+           "Cosine", "WarmupCosine", "Warmup", "InverseTime", "Linear"]
 
 
 class Schedule:
@@ -136,6 +137,12 @@ class Cosine(Schedule):
         return lr
 
 
+class WarmupCosine(Cosine):
+    """``cosine`` whose warm-up defaults to 5% of the total steps (at least 1)."""
+    name = "warmup_cosine"
+    options = {"total": None, "min_lr": 0.0, "warmup": None}
+
+
 class Warmup(Schedule):
     name = "warmup"
     options = {"steps": REQUIRED}
@@ -174,7 +181,8 @@ class Linear(Schedule):
 
 
 SCHEDULES: dict[str, type] = {c.name: c for c in
-                              (Constant, Step, Exponential, Cosine, Warmup, InverseTime, Linear)}
+                              (Constant, Step, Exponential, Cosine, WarmupCosine, Warmup,
+                               InverseTime, Linear)}
 
 
 # ---- construction and validation -------------------------------------------------------------
@@ -225,6 +233,8 @@ def make_schedule(name: str, kwargs: dict | None = None, *, total_steps: int | N
                 raise ValueError(f"schedule {name} needs `total` (the number of steps), and the "
                                  f"run's total step count is not known ({sig})")
             v = total_steps
+        if k == "warmup" and v is None:  # warmup_cosine: 5% of the run
+            v = max(1, round(0.05 * hyper["total"]))
         integer = k in ("every", "total", "warmup", "steps")
         hyper[k] = _number(name, k, v, integer=integer)
     _check(name, hyper)

@@ -416,7 +416,9 @@ def test_every_optimizer_lowers_to_onnx_and_torch(name, kw):
     r = np.random.default_rng(10)
     feeds = {"p": r.normal(size=shape), "g": r.normal(size=shape), "step": np.float64(0),
              "lr": np.float64(0.01)}
-    feeds.update({f"s:{n}": np.abs(r.normal(size=shape)) for n, _ in opt.slots("w", t)})
+    feeds.update({f"s:{n}": np.abs(r.normal(size=shape)) + 0.5 for n, _ in opt.slots("w", t)})
+    if "s:g_avg" in feeds:  # centered RMSprop: keep sq - g_avg^2 positive
+        feeds["s:g_avg"] = 0.1 * r.normal(size=shape)
     feeds.update({f"x:{n}": r.normal(size=shape) for n in opt.inputs("w", t)})
     res = {f"new:{k}": v for k, v in res.items()}
     ref = npb.lower(g, res, dtype="f64")(feeds)
@@ -424,6 +426,7 @@ def test_every_optimizer_lowers_to_onnx_and_torch(name, kw):
     tprog = torch_backend.lower(g, res, dtype="f64")
     tout = tprog({k: torch.tensor(v) for k, v in feeds.items()})
     for k in res:
+        assert np.isfinite(ref[k]).all(), k
         np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-5, err_msg=k)
         np.testing.assert_allclose(np.asarray(tout[k].cpu() if hasattr(tout[k], "cpu") else tout[k]),
                                    ref[k], rtol=1e-12, atol=1e-12, err_msg=k)

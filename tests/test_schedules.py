@@ -68,6 +68,7 @@ def test_cosine_warmup_value():
 GRAPH_CASES = [(n, kw) for n, kw, _ in CASES] + [
     ("cosine", {"warmup": 5, "min_lr": 0.001, "total": 25}),
     ("linear", {}),
+    ("warmup_cosine", {}),
 ]
 
 
@@ -97,5 +98,7 @@ def test_errors():
         make_schedule("exponential", {"gamma": "x"}, total_steps=None)
     with pytest.raises(ValueError, match="must exceed `warmup`"):
         make_schedule("cosine", {"warmup": 10}, total_steps=10)
-    assert set(SCHEDULES) == {"constant", "step", "exponential", "cosine", "warmup",
-                              "inverse_time", "linear"}
+    assert set(SCHEDULES) == {"constant", "step", "exponential", "cosine", "warmup_cosine",
+                              "warmup", "inverse_time", "linear"}
+    s = make_schedule("warmup_cosine", {}, total_steps=100)
+    assert s.hyper["warmup"] == 5 and s.value(0, 1.0) == 0.2 and s.value(4, 1.0) == 1.0

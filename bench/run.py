@@ -1,0 +1,600 @@
+"""dlc benchmarks: one script, one machine, one run; writes bench/RESULTS.md.
+
+    python bench/run.py                 # everything on the CPU, writes bench/RESULTS.md
+    python bench/run.py --device cuda   # (b) on the GPU as well
+    python bench/run.py --quick         # fewer repeats (a smoke run)
+
+Measured (all on specs/mlp.dl's sizes: 64 -> 128 -> 128 -> 10, batch 64, float32):
+
+(a) `dlc compile specs/mlp.dl --to onnx` as a whole cold process vs a cold process
+    running `torch.onnx.export` of the same MLP written in PyTorch, with both of
+    torch's exporters (TorchScript-based ``dynamo=False``, ``dynamo=True``); target <= 0.2x.
+(b) one training step (Adam, the spec's schedule and weight decay) of dlc's PyTorch
+    backend (the lowered train-step graph) vs the same step in eager PyTorch
+    (nn.Linear, torch.optim.AdamW, loss.backward()); target <= 1.0x.
+(c) onnxruntime inference of dlc's ONNX vs of the torch-exported ONNX; target <= 1.0x.
+(d) dlc's ONNX train-step model in onnxruntime vs (b)'s eager step.
+(e) forward+backward of specs/mlp.dl on dlc's NumPy backend vs a hand-written NumPy
+    MLP step; target <= 1.2x. Plus, per example spec, the gradient graph's node count
+    after the passes vs the forward graph's; target <= 3x.
+
+Timings are medians over repeats after warm-up. Every in-process measurement uses the
+same number of threads for every contender (``--threads``, default 1: the machine may
+be shared, and one thread makes the comparison about the generated code, not about
+thread scheduling).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "specs" / "mlp.dl"
+SIZES = dict(d_in=64, hidden=128, classes=10, batch=64)
+
+
+def _set_threads_env(n: int) -> None:
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[k] = str(n)
+
+
+# ---- timing -----------------------------------------------------------------------------
+
+def timeit(fn, *, warmup: int = 20, repeat: int = 15, number: int | None = None,
+           sync=None, budget: float = 0.2) -> dict:
+    """Median seconds per call of ``fn``: `repeat` samples of `number` calls each."""
+    for _ in range(warmup):
+        fn()
+    if sync:
+        sync()
+    if number is None:  # aim for ~budget seconds per sample
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        one = max(time.perf_counter() - t0, 1e-7)
+        number = max(1, min(10000, int(budget / one)))
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        if sync:
+            sync()
+        samples.append((time.perf_counter() - t0) / number)
+    return {"median_s": statistics.median(samples), "min_s": min(samples),
+            "max_s": max(samples), "repeat": repeat, "number": number}
+
+
+def cold(cmd: list[str], repeat: int, env=None) -> dict:
+    """Median wall time of a whole process (start to exit)."""
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+        dt = time.perf_counter() - t0
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stderr[-3000:]}")
+        samples.append(dt)
+    return {"median_s": statistics.median(samples), "min_s": min(samples),
+            "max_s": max(samples), "repeat": repeat}
+
+
+# ---- the machine ---------------------------------------------------------------------------
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(),
+            "date": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}
+    for mod in ("numpy", "torch", "onnx", "onnxruntime", "onnxscript"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception as e:  # noqa: BLE001
+            info[mod] = f"unavailable ({type(e).__name__})"
+    try:
+        info["load_avg"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        pass
+    return info
+
+
+# ---- (a) cold compile ----------------------------------------------------------------------
+
+TORCH_EXPORT_SCRIPT = textwrap.dedent('''
+    import sys
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
+
+    class MLP(nn.Module):
+        def __init__(self, d_in={d_in}, hidden={hidden}, classes={classes}):
+            super().__init__()
+            self.l0 = nn.Linear(d_in, hidden)
+            self.l1 = nn.Linear(hidden, hidden)
+            self.l2 = nn.Linear(hidden, classes)
+
+        def forward(self, x, y):
+            logits = self.l2(F.relu(self.l1(F.relu(self.l0(x)))))
+            probs = F.softmax(logits, dim=-1)
+            ce = F.cross_entropy(logits, y)
+            acc = (logits.argmax(-1) == y).float().mean()
+            return probs, ce, acc
+
+    mode, out = sys.argv[1], sys.argv[2]
+    model = MLP().eval()
+    x = torch.randn({batch}, {d_in})
+    y = torch.randint(0, {classes}, ({batch},))
+    names = dict(input_names=["x", "y"], output_names=["probs", "ce", "acc"])
+    if mode == "dynamo":
+        B = torch.export.Dim("B", min=2)
+        torch.onnx.export(model, (x, y), out, dynamo=True, opset_version=18,
+                          dynamic_shapes={{"x": {{0: B}}, "y": {{0: B}}}}, **names)
+    else:
+        torch.onnx.export(model, (x, y), out, dynamo=False, opset_version=18,
+                          dynamic_axes={{"x": {{0: "B"}}, "y": {{0: "B"}}}}, **names)
+''').format(**SIZES)
+
+
+def bench_cold_compile(tmp: Path, repeat: int, results: dict) -> dict:
+    out = {}
+    dlc_onnx = tmp / "dlc_mlp.onnx"
+    out["dlc"] = cold([sys.executable, "-m", "compiler.cli", "compile", str(SPEC.relative_to(ROOT)),
+                       "--to", "onnx", "-o", str(dlc_onnx)], repeat)
+    results["paths"]["dlc_onnx"] = str(dlc_onnx)
+    script = tmp / "torch_export.py"
+    script.write_text(TORCH_EXPORT_SCRIPT)
+    for mode in ("torchscript", "dynamo"):
+        path = tmp / f"torch_{mode}.onnx"
+        try:
+            out[f"torch_{mode}"] = cold([sys.executable, str(script), mode, str(path)], repeat)
+            results["paths"][f"torch_{mode}"] = str(path)
+        except Exception as e:  # noqa: BLE001
+            out[f"torch_{mode}"] = {"error": _short(e)}
+    # for context: where a cold process's time goes
+    out["python_import_dlc"] = cold([sys.executable, "-c", "import compiler.cli, compiler.api, "
+                                     "compiler.compile, backends.onnx"], repeat)
+    out["python_import_torch"] = cold([sys.executable, "-c", "import torch"], repeat)
+    out["python_empty"] = cold([sys.executable, "-c", "pass"], repeat)
+    return out
+
+
+# ---- shared model setup ---------------------------------------------------------------------
+
+def load_mlp():
+    from compiler import api
+    return api.load(str(SPEC))
+
+
+def fixed_batch(seed: int = 0):
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((SIZES["batch"], SIZES["d_in"])).astype(np.float32)
+    y = rng.integers(0, SIZES["classes"], SIZES["batch"]).astype(np.int64)
+    return x, y
+
+
+def train_step_graph(m):
+    from compiler.passes import optimize
+    from compiler.training import build_train_step
+    g, res = build_train_step(m)
+    return optimize(g, res)
+
+
+def initial_train_state(m, g, seed: int = 0) -> dict:
+    """Params from init_params; optimizer slots from the training engine's initial values
+    when it exposes them, else zeros."""
+    import numpy as np
+    from compiler import noise as noise_mod
+    feeds = dict(m.init_params(seed))
+    names = {g.node(n).attrs["name"] for n in g.inputs + g.params + g.states}
+    feeds = {k: v for k, v in feeds.items() if k in names}
+    x, y = fixed_batch()
+    feeds.update({"x": x, "y": y})
+    for n in g.inputs:
+        a = g.node(n).attrs
+        if a["name"].startswith("opt."):
+            shape = noise_mod.resolve_shape(g, a["shape"], feeds)
+            feeds[a["name"]] = np.zeros(shape, np.float32)
+    if "step" in names:
+        feeds["step"] = np.asarray(0, np.float32)
+    return feeds
+
+
+# ---- (b) torch train step ---------------------------------------------------------------------
+
+def eager_torch_step(device: str, spec_lr: float = 2e-3, wd: float = 1e-4, total_steps: int = 10_000):
+    """The spec's step in eager PyTorch: 3 nn.Linear, AdamW on weights only (decoupled
+    decay, as the spec's `weight_decay`), the cosine schedule, loss and accuracy."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(SIZES["d_in"], SIZES["hidden"]), nn.ReLU(),
+                        nn.Linear(SIZES["hidden"], SIZES["hidden"]), nn.ReLU(),
+                        nn.Linear(SIZES["hidden"], SIZES["classes"])).to(device)
+    decay = [p for p in net.parameters() if p.ndim >= 2]
+    no_decay = [p for p in net.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": wd},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=spec_lr)
+    x, y = fixed_batch()
+    xt, yt = torch.as_tensor(x, device=device), torch.as_tensor(y, device=device)
+    state = {"t": 0}
+
+    def step():
+        t = state["t"]
+        lr = 0.5 * spec_lr * (1 + math.cos(math.pi * min(t, total_steps) / total_steps))
+        for gr in opt.param_groups:
+            gr["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        logits = net(xt)
+        loss = F.cross_entropy(logits, yt)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            acc = (logits.argmax(-1) == yt).float().mean()
+        state["t"] = t + 1
+        return loss, acc
+
+    return step
+
+
+def dlc_torch_step(m, device: str):
+    """The lowered train-step graph as a torch module, iterated on its own outputs."""
+    import torch
+
+    from backends import torch as tb
+    g, res = train_step_graph(m)
+    module = tb.lower(g, res, dtype="f32", device=device)
+    feeds = {k: torch.as_tensor(v, device=device) for k, v in initial_train_state(m, g).items()}
+    carried = [k for k in res if k.startswith("new:")]
+    state = {"feeds": feeds, "t": 0}
+
+    @torch.no_grad()
+    def step():
+        f = state["feeds"]
+        f["step"] = torch.tensor(float(state["t"]), device=device)
+        out = module(f)
+        for k in carried:
+            f[k[4:]] = out[k]
+        state["t"] += 1
+        return out
+
+    return step, module
+
+
+def bench_train_torch(m, device: str, repeat: int) -> dict:
+    import torch
+    sync = torch.cuda.synchronize if device == "cuda" else None
+    out = {}
+    eager = eager_torch_step(device)
+    out["eager"] = timeit(eager, repeat=repeat, sync=sync)
+    try:
+        step, _ = dlc_torch_step(m, device)
+        out["dlc"] = timeit(step, repeat=repeat, sync=sync)
+    except Exception as e:  # noqa: BLE001
+        out["dlc"] = {"error": _short(e)}
+    return out
+
+
+# ---- (c) onnxruntime inference ------------------------------------------------------------------
+
+def ort_session(path_or_model, threads: int):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    data = path_or_model if isinstance(path_or_model, (str, bytes)) else \
+        path_or_model.SerializeToString()
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+
+def bench_ort_inference(paths: dict, threads: int, repeat: int) -> dict:
+    x, y = fixed_batch()
+    out = {}
+    for key in ("dlc_onnx", "torch_torchscript", "torch_dynamo"):
+        if key not in paths:
+            out[key] = {"error": "no model (its export failed)"}
+            continue
+        try:
+            sess = ort_session(paths[key], threads)
+            names = [i.name for i in sess.get_inputs()]
+            feeds = {n: v for n, v in (("x", x), ("y", y)) if n in names}
+            outs = [o.name for o in sess.get_outputs()]
+            out[key] = timeit(lambda: sess.run(outs, feeds), repeat=repeat)
+            out[key]["outputs"] = outs
+        except Exception as e:  # noqa: BLE001
+            out[key] = {"error": _short(e)}
+    return out
+
+
+# ---- (d) the ONNX train step in onnxruntime ----------------------------------------------------
+
+def bench_ort_train(m, threads: int, repeat: int, tmp: Path) -> dict:
+    import numpy as np
+    from backends import onnx as ob
+    g, res = train_step_graph(m)
+    model = ob.lower(g, res, dtype="f32", params_as="inputs", name=m.name)
+    sess = ort_session(model, threads)
+    in_names = [i.name for i in sess.get_inputs()]
+    outs = [o.name for o in sess.get_outputs()]
+    init = initial_train_state(m, g)
+    dtypes = {i.name: i.type for i in sess.get_inputs()}
+    feeds = {k: np.asarray(v, np.int64 if "int64" in dtypes[k] else np.float32)
+             for k, v in init.items() if k in in_names}
+    carried = [(i, o[4:]) for i, o in enumerate(outs) if o.startswith("new:") and o[4:] in feeds]
+    state = {"t": 0}
+
+    def step():
+        feeds["step"] = np.asarray(float(state["t"]), np.float32)
+        r = sess.run(outs, feeds)
+        for i, name in carried:
+            feeds[name] = r[i]
+        state["t"] += 1
+
+    res_t = {"dlc_onnx_train_step": timeit(step, repeat=repeat)}
+    return res_t
+
+
+# ---- (e) NumPy forward+backward -------------------------------------------------------------------
+
+def numpy_hand_step(params: dict):
+    """A hand-written NumPy MLP: forward, softmax cross-entropy, backward (float32)."""
+    import numpy as np
+    x, y = fixed_batch()
+    W0, b0 = params["dense0.W"], params["dense0.b"]
+    W1, b1 = params["dense1.W"], params["dense1.b"]
+    W2, b2 = params["dense2.W"], params["dense2.b"]
+    n = x.shape[0]
+    rows = np.arange(n)
+
+    def step():
+        z0 = x @ W0 + b0
+        h0 = np.maximum(z0, 0)
+        z1 = h0 @ W1 + b1
+        h1 = np.maximum(z1, 0)
+        logits = h1 @ W2 + b2
+        mx = logits.max(axis=1, keepdims=True)
+        e = np.exp(logits - mx)
+        s = e.sum(axis=1, keepdims=True)
+        logp = logits - mx - np.log(s)
+        loss = -logp[rows, y].mean()
+        d = e / s
+        d[rows, y] -= 1
+        d /= n
+        gW2 = h1.T @ d
+        gb2 = d.sum(0)
+        dh1 = (d @ W2.T) * (z1 > 0)
+        gW1 = h0.T @ dh1
+        gb1 = dh1.sum(0)
+        dh0 = (dh1 @ W1.T) * (z0 > 0)
+        gW0 = x.T @ dh0
+        gb0 = dh0.sum(0)
+        return loss, gW0, gb0, gW1, gb1, gW2, gb2
+
+    return step
+
+
+def bench_numpy(m, repeat: int) -> dict:
+    import numpy as np
+    from backends import numpy as nb
+    from compiler.passes import optimize
+    params = {k: np.asarray(v, np.float32) for k, v in m.init_params(0).items()}
+    x, y = fixed_batch()
+    g, res = m.gradient_results("ce")
+    og, ores = optimize(g, res)
+    prog = nb.lower(og, ores, dtype="f32")
+    feeds = {**params, "x": x, "y": y}
+    hand = numpy_hand_step(params)
+    # sanity: the two compute the same gradients
+    got, want = prog(feeds), hand()
+    names = ["dense0.W", "dense0.b", "dense1.W", "dense1.b", "dense2.W", "dense2.b"]
+    worst = max(float(np.max(np.abs(got["grad:" + k] - w))) for k, w in zip(names, want[1:]))
+    return {"dlc": timeit(lambda: prog(feeds), repeat=repeat), "hand": timeit(hand, repeat=repeat),
+            "max_abs_grad_diff": worst}
+
+
+def graph_sizes() -> list[dict]:
+    from compiler import api
+    from compiler.passes import count_nodes, optimize
+    rows = []
+    for spec in sorted((ROOT / "specs").glob("*.dl")):
+        try:
+            prog_models = _models_of(spec)
+        except Exception as e:  # noqa: BLE001
+            rows.append({"spec": spec.name, "error": _short(e)})
+            continue
+        for model_name in prog_models:
+            try:
+                m = api.load(str(spec), model=model_name)
+                for loss in m.losses:
+                    g = m.graph
+                    fg, fres = optimize(g, {loss: g.outputs[loss]})
+                    gg, gres = m.gradient_results(loss)
+                    og, ores = optimize(gg, gres)
+                    f_n = count_nodes(fg, fres.values())
+                    g_n = count_nodes(og, ores.values())
+                    rows.append({"spec": spec.name, "model": m.name, "loss": loss,
+                                 "forward_nodes": f_n, "gradient_nodes": g_n,
+                                 "ratio": g_n / f_n})
+            except Exception as e:  # noqa: BLE001
+                rows.append({"spec": spec.name, "model": model_name, "error": _short(e)})
+    return rows
+
+
+def _models_of(spec: Path) -> list:
+    """Every model of a spec (those without a loss are skipped by the caller)."""
+    from compiler.elaborate import load_program
+    return list(load_program(str(spec)).models)
+
+
+# ---- report --------------------------------------------------------------------------------------
+
+def _short(e: BaseException) -> str:
+    s = f"{type(e).__name__}: {e}"
+    return s if len(s) < 600 else s[:600] + "..."
+
+
+def _ms(d: dict) -> str:
+    if not d or "error" in d:
+        return "n/a"
+    v = d["median_s"]
+    return f"{v * 1e3:.1f} ms" if v >= 0.1 else (f"{v * 1e3:.3f} ms" if v >= 1e-4 else f"{v * 1e6:.1f} us")
+
+
+def _ratio(a: dict, b: dict):
+    if not a or not b or "error" in a or "error" in b:
+        return None
+    return a["median_s"] / b["median_s"]
+
+
+def _verdict(r, target) -> str:
+    if r is None:
+        return "not measured"
+    return "met" if r <= target else "**missed**"
+
+
+def render(res: dict) -> str:
+    m = res["machine"]
+    L = ["# dlc benchmarks", "",
+         f"Generated by `python bench/run.py{' ' + ' '.join(res['argv']) if res['argv'] else ''}` "
+         f"on {m['date']}. Sizes: specs/mlp.dl (64 -> 128 -> 128 -> 10), batch "
+         f"{SIZES['batch']}, float32. Times are medians over repeats after warm-up; in-process "
+         f"measurements use {res['threads']} thread(s) for every contender.", "",
+         "## Machine", "",
+         f"* CPU: {m['cpu']} ({m['cores']} logical cores visible; load average at start "
+         f"{m.get('load_avg', '?')})",
+         f"* Python {m['python']} on {m['platform']}",
+         f"* numpy {m['numpy']}, torch {m['torch']}, onnx {m['onnx']}, onnxruntime "
+         f"{m['onnxruntime']}, onnxscript {m['onnxscript']}",
+         f"* device for (b): {res['device']}", "",
+         "## Summary", "",
+         "| | measurement | dlc | baseline | ratio | target | |",
+         "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    rows = res["summary"]
+    for r in rows:
+        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+        L.append(f"| {r['id']} | {r['what']} | {r['dlc']} | {r['base']} | {ratio} | "
+                 f"<= {r['target']}x | {_verdict(r['ratio'], r['target'])} |")
+    L += ["", "## Gradient graph size (nodes after the passes)", "",
+          "| spec | model | loss | forward | forward + gradient | ratio | target <= 3x |",
+          "| --- | --- | --- | ---: | ---: | ---: | --- |"]
+    for r in res["graph_sizes"]:
+        if "error" in r:
+            L.append(f"| {r['spec']} | {r.get('model') or ''} | | | | | error: {r['error']} |")
+        else:
+            L.append(f"| {r['spec']} | {r['model']} | {r['loss']} | {r['forward_nodes']} | "
+                     f"{r['gradient_nodes']} | {r['ratio']:.2f}x | "
+                     f"{'met' if r['ratio'] <= 3 else '**missed**'} |")
+    L += ["", "## Details", ""]
+    for k, v in res["details"].items():
+        L.append(f"* **{k}**: " + ", ".join(
+            f"{n}: {_ms(d) if isinstance(d, dict) else d}"
+            + (f" (error: {d['error']})" if isinstance(d, dict) and "error" in d else "")
+            for n, d in v.items()))
+    if res.get("notes"):
+        L += ["", "## Notes", ""] + [f"* {n}" for n in res["notes"]]
+    return "\n".join(L) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--cold-repeat", type=int, default=None)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
+    ap.add_argument("--json", default=None, help="also write the raw numbers here")
+    argv = sys.argv[1:] if argv is None else argv
+    args = ap.parse_args(argv)
+    _set_threads_env(args.threads)
+    sys.path.insert(0, str(ROOT))
+    os.chdir(ROOT)
+    repeat = 5 if args.quick else 15
+    cold_repeat = args.cold_repeat or (2 if args.quick else 5)
+
+    import torch
+    torch.set_num_threads(args.threads)
+    res = {"argv": argv, "threads": args.threads, "device": args.device, "machine": machine(),
+           "paths": {}, "details": {}, "summary": [], "notes": []}
+    m = load_mlp()
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+
+        def attempt(key, fn, *a):
+            print(f"[bench] {key} ...", file=sys.stderr, flush=True)
+            try:
+                res["details"][key] = fn(*a)
+            except Exception as e:  # noqa: BLE001
+                traceback.print_exc()
+                res["details"][key] = {"error": {"error": _short(e)}}
+
+        attempt("(a) cold process", bench_cold_compile, tmp, cold_repeat, res)
+        attempt("(b) torch train step (cpu)", bench_train_torch, m, "cpu", repeat)
+        if args.device == "cuda":
+            attempt("(b) torch train step (cuda)", bench_train_torch, m, "cuda", repeat)
+        attempt("(c) onnxruntime inference", bench_ort_inference, res["paths"], args.threads, repeat)
+        attempt("(d) onnxruntime train step", bench_ort_train, m, args.threads, repeat, tmp)
+        attempt("(e) numpy forward+backward", bench_numpy, m, repeat)
+    print("[bench] graph sizes ...", file=sys.stderr, flush=True)
+    res["graph_sizes"] = graph_sizes()
+
+    d = res["details"]
+    a, b = d.get("(a) cold process", {}), d.get("(b) torch train step (cpu)", {})
+    c, dd = d.get("(c) onnxruntime inference", {}), d.get("(d) onnxruntime train step", {})
+    e = d.get("(e) numpy forward+backward", {})
+    S = res["summary"]
+    for mode, label in (("torchscript", "TorchScript exporter, dynamo=False"),
+                        ("dynamo", "dynamo exporter, dynamo=True")):
+        S.append({"id": "a", "what": f"cold `dlc compile --to onnx` vs cold `torch.onnx.export` "
+                  f"({label})", "dlc": _ms(a.get("dlc")), "base": _ms(a.get(f"torch_{mode}")),
+                  "ratio": _ratio(a.get("dlc"), a.get(f"torch_{mode}")), "target": 0.2})
+    S.append({"id": "b", "what": "train step, dlc PyTorch backend vs eager PyTorch (CPU)",
+              "dlc": _ms(b.get("dlc")), "base": _ms(b.get("eager")),
+              "ratio": _ratio(b.get("dlc"), b.get("eager")), "target": 1.0})
+    if args.device == "cuda":
+        bc = d.get("(b) torch train step (cuda)", {})
+        S.append({"id": "b", "what": "train step, dlc PyTorch backend vs eager PyTorch (CUDA)",
+                  "dlc": _ms(bc.get("dlc")), "base": _ms(bc.get("eager")),
+                  "ratio": _ratio(bc.get("dlc"), bc.get("eager")), "target": 1.0})
+    for mode in ("torchscript", "dynamo"):
+        S.append({"id": "c", "what": f"onnxruntime inference, dlc ONNX vs torch-exported ONNX "
+                  f"({mode})", "dlc": _ms(c.get("dlc_onnx")), "base": _ms(c.get(f"torch_{mode}")),
+                  "ratio": _ratio(c.get("dlc_onnx"), c.get(f"torch_{mode}")), "target": 1.0})
+    S.append({"id": "d", "what": "train step, dlc ONNX train-step model in onnxruntime vs eager "
+              "PyTorch (b)", "dlc": _ms(dd.get("dlc_onnx_train_step")), "base": _ms(b.get("eager")),
+              "ratio": _ratio(dd.get("dlc_onnx_train_step"), b.get("eager")), "target": 1.0})
+    S.append({"id": "e", "what": "forward+backward, dlc NumPy backend vs hand-written NumPy",
+              "dlc": _ms(e.get("dlc")), "base": _ms(e.get("hand")),
+              "ratio": _ratio(e.get("dlc"), e.get("hand")), "target": 1.2})
+    text = render(res)
+    Path(args.out).write_text(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
