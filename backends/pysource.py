@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 from compiler.ir import SOURCE_OPS, Graph
 from compiler.primitive import get_primitive, render_template
-from compiler.types import FLOAT_DTYPES, TensorType, _factors
+from compiler.types import FLOAT_DTYPES, TensorType, parse_dim
 
 # Names generated code must never assign: modules, builtins, the function's own
 # parameters. Internal names start with "_" and node names never do (see sanitize).
@@ -48,7 +48,6 @@ _RESERVED = (set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
              | {"np", "torch", "F", "math", "feeds", "self", "run", "forward", "nn"})
 
 _NON_IDENT = re.compile(r"[^0-9A-Za-z_]")
-_DIM_OFFSET = re.compile(r"(.+?)([+-]\d+)?")
 
 
 def sanitize(name: str) -> str:
@@ -168,13 +167,11 @@ class PyModuleGen:
             return str(d)
         if not isinstance(d, str):
             raise TypeError(f"not a dim: {d!r}")
-        base, off = _DIM_OFFSET.fullmatch(d.replace(" ", "")).groups()
-        coef, syms = _factors(base)
-        terms = ([str(coef)] if coef != 1 or not syms else []) + [
-            self.symbol(s) for s in sorted(syms.elements())]
+        coef, syms, off = parse_dim(d.replace(" ", ""))
+        terms = ([str(coef)] if coef != 1 or not syms else []) + [self.symbol(s) for s in syms]
         expr = " * ".join(terms)
         if off:
-            expr += f" {off[0]} {off[1:]}"
+            expr += f" {'+' if off > 0 else '-'} {abs(off)}"
         return expr if (len(terms) == 1 and not off) else f"({expr})"
 
     def shape(self, dims) -> str:

@@ -60,6 +60,8 @@ blobs      x [n,dim], y [n] in {-1,+1} (int64; note: *not* 0/1).  Linearly separ
            margin (the actual minimum, >= requested), radius R = max ||x||,
            mistake_bound = (R/margin)^2 (Novikoff).
 patterns   x [n,dim] float32 of +-1 (random Hopfield memories, P(+1)=p).  n=10, dim=100, p=0.5.
+linreg     x [n,features] float32 ~ N(0,1), y [n] float32 = x.w + b + noise*N(0,1) with w, b ~ N(0,1)
+           (meta: w, b).  n=500, features=4, noise=0.1.  classes=None.
 
 Toy sequences (``n`` sequences of ``length`` steps, batch-first)
 -----------------------------------------------------------------
@@ -795,6 +797,27 @@ def _blobs(seed: int, *, n: int, dim: int, margin: float, spread: float) -> Data
         labels=(-1, 1),
     )
     return ds
+
+
+@_register(
+    "linreg",
+    "noisy linear regression y = x.w + b + noise (least squares recovers w, b)",
+    {"x": "[n,features] float32 ~ N(0,1)", "y": "[n] float32"},
+    {
+        "n": _int(500, _N, min=1),
+        "features": _int(4, "number of input features", min=1),
+        "noise": _float(0.1, "std of Gaussian noise added to y", min=0),
+    },
+    "generator",
+)
+def _linreg(seed: int, *, n: int, features: int, noise: float) -> Dataset:
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0.0, 1.0, features)
+    b = float(rng.normal(0.0, 1.0))
+    x = rng.normal(0.0, 1.0, (n, features)).astype(np.float32)
+    y = x.astype(np.float64) @ w + b + noise * rng.normal(0.0, 1.0, n)
+    return Dataset({"x": x, "y": y.astype(np.float32)}, description=DATASETS["linreg"].description,
+                   classes=None, meta={"w": w, "b": b})
 
 
 @_register(

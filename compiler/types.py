@@ -83,6 +83,13 @@ def _parse(d: Dim) -> tuple[int, Counter, int]:
     return coef, syms, off
 
 
+def parse_dim(d: str) -> tuple[int, list[str], int]:
+    """A symbolic dim's (coefficient, symbols with repeats, offset): "2*B*T-1" -> (2, [B, T], -1).
+    The one parser every reader uses (code generators, the ONNX builder)."""
+    coef, syms, off = _parse(d)
+    return coef, sorted(syms.elements()), off
+
+
 def _build(coef: int, syms: Counter, off: int = 0) -> Dim:
     names = sorted(s for s, n in syms.items() for _ in range(n))
     if not names or coef == 0:

@@ -16,7 +16,8 @@ import onnx
 import pytest
 
 import backends.onnx as bo
-from backends.onnx.builder import Builder, Names, parse_dim, value_info
+from backends.onnx.builder import Builder, Names, value_info
+from compiler.types import parse_dim
 from compiler.ir import Graph
 from compiler.primitive import MissingRule, get_primitive
 
@@ -155,7 +156,7 @@ def test_state_as_initializer_and_f32_cast():
 # ---- dims ----------------------------------------------------------------------
 
 def test_parse_dim():
-    assert parse_dim(3) == (3, [], 0)
+    assert parse_dim(3) == (0, [], 3)  # no monomial: all offset
     assert parse_dim("B") == (1, ["B"], 0)
     assert parse_dim("2*B*T") == (2, ["B", "T"], 0)
     assert parse_dim("T-1") == (1, ["T"], -1)

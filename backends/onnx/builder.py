@@ -36,7 +36,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler.ir import SOURCE_OPS, Graph
-from compiler.types import FLOAT_DTYPES, TensorType
+from compiler.types import FLOAT_DTYPES, TensorType, parse_dim
 
 OPSET = 18
 
@@ -63,26 +63,6 @@ def ir_version() -> int:
     except Exception:  # pragma: no cover - onnxruntime missing
         ort_ok = 9
     return min(ort_ok, onnx.IR_VERSION)
-
-
-def parse_dim(d) -> tuple[int, list[str], int]:
-    """``"2*B*T-1"`` -> (coef 2, symbols [B, T], offset -1); ints -> (d, [], 0)."""
-    if isinstance(d, (int, np.integer)):
-        return int(d), [], 0
-    base, off = d, 0
-    for sign in ("+", "-"):
-        head, sep, tail = d.rpartition(sign)
-        if sep and tail.isdigit() and head and not head.endswith("*"):
-            base, off = head, int(tail) * (1 if sign == "+" else -1)
-            break
-    coef, syms = 1, []
-    for part in base.split("*"):
-        part = part.strip()
-        if part.lstrip("-").isdigit():
-            coef *= int(part)
-        else:
-            syms.append(part)
-    return coef, sorted(syms), off
 
 
 def value_info(name: str, elem: int, shape) -> onnx.ValueInfoProto:
@@ -254,7 +234,7 @@ class Builder:
         """(level, 1-D int64 [1] name) for one dim."""
         if isinstance(d, (int, np.integer)):
             return self.root, self.ints([int(d)])
-        coef, syms, off = parse_dim(d)
+        coef, syms, off = parse_dim(str(d))
         if len(syms) == 1 and coef == 1 and off == 0:
             return self._symbol(syms[0])
         levels = self._levels()
@@ -342,4 +322,4 @@ def _attr(v):
     return v
 
 
-__all__ = ["Builder", "Names", "OPSET", "ORT_F32_ONLY", "ir_version", "parse_dim", "value_info"]
+__all__ = ["Builder", "Names", "OPSET", "ORT_F32_ONLY", "ir_version", "value_info"]
