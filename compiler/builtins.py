@@ -86,12 +86,14 @@ def _axis_arg(v, span):
     raise SpecError(f"axis must be an integer or a tuple of integers, found {_describe(v)}", span)
 
 
-def _dims(v, span, what="shape"):
+def _dims(v, span, what="shape", negative_ok=False):
     if isinstance(v, (int, str)) and not isinstance(v, bool):
         v = (v,)
     if not isinstance(v, tuple) or not all(isinstance(d, (int, str)) and not isinstance(d, bool)
                                            for d in v):
         raise SpecError(f"{what} must be a list of dims, found {_describe(v)}", span)
+    if not negative_ok and any(isinstance(d, int) and d < 0 for d in v):
+        raise ShapeError(f"{what} {list(v)} has a negative dim", span)
     return tuple(str(d) if isinstance(d, SymDim) else d for d in v)
 
 
@@ -148,10 +150,14 @@ def _binary(op):
         b = _bind(op, args, kwargs, span, ["x", "y"], {})
         x, y = b["x"], b["y"]
         if not isinstance(x, Tensor) and not isinstance(y, Tensor):
+            for v in (x, y):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or isinstance(v, SymDim):
+                    raise SpecError(f"`{op}` needs numbers or tensors, found {_describe(v)}", span)
             if op in ("maximum", "minimum"):
                 return max(x, y) if op == "maximum" else min(x, y)
             if op == "pow":
-                return x ** y
+                from .elaborate import compile_time_arith
+                return compile_time_arith("**", x, y, span)
         tx = ev.to_tensor(x, span, like=y if isinstance(y, Tensor) else None)
         ty = ev.to_tensor(y, span, like=tx)
         return ev.add(op, [tx, ty], span)
@@ -244,7 +250,8 @@ def cumsum(ev, args, kwargs, span):
 def reshape(ev, args, kwargs, span):
     """reshape(x, shape): one dim may be -1"""
     b = _bind("reshape", args, kwargs, span, ["x", "shape"], {})
-    return ev.add("reshape", [_tensor(ev, b["x"], span)], span, shape=_dims(b["shape"], span))
+    return ev.add("reshape", [_tensor(ev, b["x"], span)], span,
+                  shape=_dims(b["shape"], span, negative_ok=True))
 
 
 @builtin()
@@ -337,6 +344,8 @@ def split(ev, args, kwargs, span):
     size = x.type.shape[axis]
     parts = b["parts"]
     if isinstance(parts, int) and not isinstance(parts, bool):
+        if parts < 1:
+            raise SpecError(f"split needs a positive number of parts, found {parts}", span)
         if not isinstance(size, int) or size % parts:
             raise ShapeError(f"cannot split dim {size} into {parts} equal parts", span)
         sizes = (size // parts,) * parts
@@ -376,7 +385,13 @@ def pad(ev, args, kwargs, span):
     pads = b["pads"]
     if not isinstance(pads, tuple) or not all(isinstance(p, tuple) and len(p) == 2 for p in pads):
         raise SpecError("pads must be a list of (before, after) pairs", span)
-    return ev.add("pad", [x], span, pads=tuple(tuple(p) for p in pads), value=float(b["value"]))
+    for p in pads:
+        for v in p:
+            _int(v, span, "a pad width")
+    value = b["value"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or isinstance(value, SymDim):
+        raise SpecError(f"pad's `value` must be a number, found {_describe(value)}", span)
+    return ev.add("pad", [x], span, pads=tuple(tuple(p) for p in pads), value=float(value))
 
 
 @builtin()
@@ -393,6 +408,8 @@ def arange(ev, args, kwargs, span):
     n = b["n"]
     if isinstance(n, bool) or not isinstance(n, (int, str)):
         raise SpecError(f"arange needs a dim, found {_describe(n)}", span)
+    if isinstance(n, int) and n < 0:
+        raise SpecError(f"arange needs a non-negative length, found {n}", span)
     return ev.add("arange", [], span, length=str(n) if isinstance(n, SymDim) else n,
                   dtype=_dtype(b["dtype"], span))
 
@@ -478,9 +495,7 @@ def uniform(ev, args, kwargs, span):
     """uniform(shape, low=0, high=1): seeded uniform noise, fresh each step"""
     b = _bind("uniform", args, kwargs, span, ["shape", "low", "high"], {"low": 0.0, "high": 1.0})
     u = ev.make_noise("uniform", _dims(b["shape"], span), span)
-    scale = b["high"] - b["low"] if not isinstance(b["high"], Tensor) else None
-    if scale is None or isinstance(b["low"], Tensor):
-        scale = ev.binary("-", b["high"], b["low"], _Fake(span))
+    scale = ev.binary("-", b["high"], b["low"], _Fake(span))
     return _affine(ev, u, b["low"], scale, span)
 
 
@@ -554,6 +569,10 @@ def scan(ev, args, kwargs, span):
             raise ShapeError(f"scanned inputs disagree on the length of axis {axis}: {length} vs {d}", span)
     if length is None:
         raise SpecError("scan without `xs` needs `length`", span)
+    if isinstance(length, bool) or not isinstance(length, (int, str)) or \
+            isinstance(length, int) and length < 0:
+        raise SpecError(f"scan's `length` must be a non-negative integer or a dim, found "
+                        f"{_describe(length)}", span)
     length = str(length) if isinstance(length, SymDim) else length
     init_leaves, rebuild = _flatten(b["init"], span, "init")
     init_leaves = [_tensor(ev, v, span, "init") for v in init_leaves]
@@ -684,6 +703,8 @@ def index_tensor(ev, x: Tensor, subs, scope, span):
             for p in (start, stop, step):
                 if p is not None and (isinstance(p, bool) or not isinstance(p, int)):
                     raise SpecError(f"slice bounds must be integers, found {_describe(p)}", span)
+            if step == 0:
+                raise SpecError("a slice step must not be zero", span)
             if (start, stop, step) != (None, None, None) and (start or 0, stop, step or 1) != (0, None, 1):
                 x = ev.add("slice", [x], span, axis=axis, start=start, stop=stop, step=step or 1)
             axis += 1

@@ -138,7 +138,13 @@ def _load_into(module: A.Module, scope: Scope, path: str, seen: set, prog: Progr
                 for name, v in sub.vars.items():
                     scope.define(name, v, sub.spans.get(name))
         elif isinstance(item, A.ConstDef):
-            value = Evaluator(None).eval(item.value, scope)
+            try:
+                value = Evaluator(None).eval(item.value, scope)
+            except DslError as e:
+                raise e.with_span(item.span)
+            if isinstance(value, (Instance, Sequential)):
+                raise SpecError(f"a const cannot hold {describe(value)}: create layer instances "
+                                "inside the model that uses them", item.span)
             scope.define(item.name, value, item.span, unique=True, what="constant")
         elif isinstance(item, A.LayerDef):
             scope.define(item.name, LayerDef(item, scope), item.span, unique=True, what="layer")
@@ -361,24 +367,7 @@ class Evaluator:
         if isinstance(a, SymDim) or isinstance(b, SymDim):
             return self.dim_arith(op, a, b, e)
         if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-            try:
-                if op == "+":
-                    return a + b
-                if op == "-":
-                    return a - b
-                if op == "*":
-                    return a * b
-                if op == "/":
-                    # exact integer division stays an int, so `c / groups` is a dim
-                    if isinstance(a, int) and isinstance(b, int) and b and a % b == 0:
-                        return a // b
-                    return a / b
-                if op == "**":
-                    return a ** b
-                if op == "%":
-                    return a % b
-            except (ZeroDivisionError, OverflowError) as err:
-                raise SpecError(f"cannot compute `{op}` at compile time: {err}", e.span) from None
+            return compile_time_arith(op, a, b, e.span)
         if isinstance(a, tuple) and isinstance(b, tuple) and op == "+":
             return a + b
         raise SpecError(f"`{op}` is not defined for {describe(a)} and {describe(b)}", e.span)
@@ -478,7 +467,10 @@ class Evaluator:
     # ---- calls ----------------------------------------------------------------------------
     def call(self, f, args, kwargs, span, arg_spans=None):
         if isinstance(f, Builtin):
-            return f.fn(self, args, kwargs, span)
+            try:
+                return f.fn(self, args, kwargs, span)
+            except TypeMismatch as e:
+                raise ShapeError(f"`{f.name}`: {e}", span) from None
         if isinstance(f, Closure):
             return self.call_closure(f, args, kwargs, span)
         if isinstance(f, LayerDef):
@@ -496,17 +488,26 @@ class Evaluator:
 
     @contextmanager
     def entering(self, name: str, span, key=None):
-        """Track expansion: a definition entered twice on one path is recursion.
+        """Track expansion. Layers and functions are expanded at compile time, so a
+        recursion must end by a compile-time base case; one that has not ended after
+        MAX_CALL_DEPTH nested calls is reported with its cycle (``A -> B -> A``), located
+        at the call that first closed it. A definition may legitimately appear twice on
+        one path when passed as a value (``W(W(Dense(3)))``).
         `key` identifies the definition (distinct lambdas share the label `<fn>`)."""
         key = name if key is None else key
-        keys = [k for k, _ in self.call_stack]
-        if key in keys:
-            labels = [label for _, label in self.call_stack[keys.index(key):]] + [name]
-            raise SpecError(f"recursion is not allowed: {' -> '.join(labels)} (layers and "
-                            "functions are expanded at compile time)", span)
-        if len(self.call_stack) > MAX_CALL_DEPTH:
+        if len(self.call_stack) >= MAX_CALL_DEPTH:
+            stack = self.call_stack + [(key, name, span)]
+            keys = [k for k, _, _ in stack]
+            for i, k in enumerate(keys):
+                if k in keys[i + 1:]:
+                    j = keys.index(k, i + 1)
+                    labels = [label for _, label, _ in stack[i:j + 1]]
+                    raise SpecError(f"recursion is not allowed: {' -> '.join(labels)} (layers "
+                                    "and functions are expanded at compile time; this one "
+                                    f"had not ended after {MAX_CALL_DEPTH} nested calls)",
+                                    stack[j][2] or span)
             raise SpecError(f"calls nested more than {MAX_CALL_DEPTH} deep", span)
-        self.call_stack.append((key, name))
+        self.call_stack.append((key, name, span))
         try:
             yield
         finally:
@@ -556,17 +557,34 @@ class Evaluator:
                         self.check_type(h.annot, inner.lookup(h.name), inner, h.span, bind=True)
             return self.eval_body(f.body, inner, what=f"`{f.name}`")
 
-    def eval_body(self, body, scope: Scope, what: str):
+    def eval_body(self, body, scope: Scope, what: str, mode: str = "fn"):
         if not isinstance(body, A.Block):
             return self.eval(body, scope)
-        result = self.exec_stmts(body.stmts, scope, mode="fn")
+        result = self.exec_stmts(body.stmts, scope, mode=mode)
         if result is _NO_RETURN:
             raise SpecError(f"{what} ends without `return`", body.span)
         return result
 
     def instantiate(self, d: LayerDef, args, kwargs, span) -> Instance:
         hp = self.bind_hparams(f"`{d.name}`", d.node.hparams, args, kwargs, span, d.scope)
-        return Instance(d, hp, owner=self.instance, span=span)
+        owner = self.instance
+        if owner is None:
+            return Instance(d, hp, owner=None, span=span)
+        # Inside a layer's body, the k-th instance made at a call site is the same
+        # object on every call of the owner, so calling a composite layer twice
+        # reuses its sub-layers (and their parameters) instead of rebuilding them.
+        site = (span.line, span.col, span.end_line, span.end_col) if span else None
+        k = owner.site_counter.get(site, 0)
+        owner.site_counter[site] = k + 1
+        cached = owner.children_named.get((site, k))
+        if cached is not None:
+            if cached.defn is not d or cached.hparams != hp:
+                raise SpecError(f"a sub-layer of shared instance `{owner.path(self)}` would be "
+                                f"rebuilt with different hyperparameters on this call", span)
+            return cached
+        inst = Instance(d, hp, owner=owner, span=span)
+        owner.children_named[(site, k)] = inst
+        return inst
 
     def apply(self, inst: Instance, args, kwargs, span):
         d = inst.defn
@@ -575,6 +593,7 @@ class Evaluator:
             scope.define(k, v)
         saved = self.instance
         self.instance = inst
+        inst.site_counter = {}
         with self.entering(d.name, span):
             try:
                 if d.is_model:
@@ -592,7 +611,7 @@ class Evaluator:
                 for p, v in zip(cd.params, args):
                     self.bind_target(p, v, scope, bind_dims=True)
                 self.exec_stmts([s for s in d.node.body.stmts if s is not cd], scope, mode="layer")
-                out = self.eval_body(cd.body, scope, what=f"`{d.name}`")
+                out = self.eval_body(cd.body, scope, what=f"`{d.name}`", mode="call")
                 inst.calls += 1
                 return out
             finally:
@@ -627,6 +646,9 @@ class Evaluator:
             for t, v in zip(target.items, items):
                 self.bind_target(t, v, scope, bind_dims)
             return
+        if target.name == "training":
+            raise SpecError("`training` is the compile-time train/eval flag; it cannot be "
+                            "assigned", target.span)
         if target.type is not None:
             self.check_type(target.type, value, scope, target.span, bind=bind_dims)
         if isinstance(value, (Instance, Sequential)) and value.name is None:
@@ -648,7 +670,8 @@ class Evaluator:
         for d in te.dims:
             if isinstance(d, A.Ellipsis_):
                 raise SpecError("`...` only matches inputs; declared shapes are explicit", d.span)
-            if isinstance(d, A.Name) and not scope.has(d.id) and d.id != "training":
+            if isinstance(d, A.Name) and d.id != "training" and (
+                    not scope.has(d.id) or bind_unknown and not _dim_like(scope.lookup(d.id))):
                 if bind_unknown:
                     dims.append(SymDim(d.id))
                     continue
@@ -690,7 +713,8 @@ class Evaluator:
         for d, actual in pairs:
             if isinstance(d, A.Name) and d.id == "_":
                 continue
-            if isinstance(d, A.Name) and d.id not in scope.vars and not scope.has(d.id):
+            if isinstance(d, A.Name) and d.id not in scope.vars and (
+                    not scope.has(d.id) or bind and not _dim_like(scope.lookup(d.id))):
                 if not bind:
                     raise unknown_name(d.id, scope, d.span, what="dim")
                 scope.define(d.id, SymDim(actual) if isinstance(actual, str) else actual, d.span)
@@ -713,9 +737,12 @@ class Evaluator:
         allowed = _ALLOWED[mode]
         if kind not in allowed:
             where = {"fn": "a function body", "layer": "a layer body", "model": "a model body",
-                     "submodel": "a model body"}[mode]
+                     "submodel": "a model body", "call": "a layer's call body"}[mode]
             raise SpecError(f"{_STMT_LABEL.get(kind, kind)} is not allowed in {where}", s.span)
-        return getattr(self, "exec_" + kind)(s, scope, mode, results)
+        try:
+            return getattr(self, "exec_" + kind)(s, scope, mode, results)
+        except DslError as e:  # an error found deep inside still points at the user's code
+            raise e.with_span(s.span)
 
     def exec_Let(self, s: A.Let, scope, mode, results):
         value = self.eval(s.value, scope)
@@ -759,6 +786,7 @@ class Evaluator:
                              f"[{', '.join(map(str, dims))}]", s.span)
         store = (self.instance.params if kind == "param" else self.instance.states) \
             if self.instance is not None else None
+        _check_new(scope, s.name, kind, s.span)
         if store is not None and s.name in store:
             t = store[s.name]
             if t.type.shape != dims:
@@ -807,6 +835,7 @@ class Evaluator:
         dtype = s.type.dtype or "f32"
         if dtype not in _DTYPE_NAMES:
             raise SpecError(f"unknown dtype `{dtype}`", s.type.span)
+        _check_new(scope, s.name, "input", s.span)
         self.claim_source_name(s.name, s.span)
         node = self.graph.add("input", (), {"name": s.name, "dtype": dtype, "shape": dims},
                               span=s.span, name=s.name)
@@ -883,6 +912,8 @@ class Evaluator:
         """Seeded host noise. Inside a scan body the draw is hoisted out of the loop
         (one slice per step), so every step sees fresh values and backends agree."""
         frame = self.frame
+        if frame is None:
+            raise SpecError("random noise can only be drawn inside a model", span)
         if frame.parent is None:
             name = f"noise.{self.noise_count}"
             self.noise_count += 1
@@ -914,6 +945,7 @@ _NO_RETURN = object()
 
 _ALLOWED = {
     "fn": {"Let", "Return", "If"},
+    "call": {"Let", "Return", "If", "Update"},
     "layer": {"Let", "If", "ParamDecl", "StateDecl", "Update"},
     "model": {"Let", "If", "ParamDecl", "StateDecl", "InputDecl", "ResultDecl", "Update"},
     "submodel": {"Let", "If", "ParamDecl", "StateDecl", "InputDecl", "ResultDecl", "Update"},
@@ -922,6 +954,57 @@ _STMT_LABEL = {"Return": "`return`", "ParamDecl": "`param`", "StateDecl": "`stat
                "InputDecl": "`input`", "ResultDecl": "an output/loss/metric declaration",
                "Update": "an update `<-`", "CallDef": "a call definition", "Let": "a binding",
                "If": "`if`"}
+
+
+MAX_COMPILE_INT = 2 ** 63
+
+
+def _check_new(scope: Scope, name: str, what: str, span) -> None:
+    """A declaration (`input`, `param`, `state`) may not reuse a name of its block."""
+    if name in scope.vars:
+        prev = scope.spans.get(name)
+        raise NameError_(f"duplicate definition of {what} `{name}`", span,
+                         notes=[("first defined here", prev)] if prev else None)
+
+
+def _dim_like(v) -> bool:
+    """A value a dim name can stand for; other values (a layer `B`, the function `h`)
+    are shadowed by a dim pattern that binds the same name."""
+    return isinstance(v, (int, str)) and not isinstance(v, bool)
+
+
+def compile_time_arith(op: str, a, b, span):
+    """`a op b` on compile-time numbers; ints stay within 64 bits, results stay real."""
+    try:
+        if op == "**" and isinstance(a, int) and isinstance(b, int) and b > 64 and abs(a) > 1:
+            raise OverflowError("the result does not fit in 64 bits")
+        if op == "+":
+            r = a + b
+        elif op == "-":
+            r = a - b
+        elif op == "*":
+            r = a * b
+        elif op == "/":
+            # exact integer division stays an int, so `c / groups` is a dim
+            if isinstance(a, int) and isinstance(b, int) and b and a % b == 0:
+                r = a // b
+            else:
+                r = a / b
+        elif op == "**":
+            r = a ** b
+        elif op == "%":
+            r = a % b
+        else:
+            raise SpecError(f"`{op}` is not defined on numbers", span)
+    except (ZeroDivisionError, OverflowError) as err:
+        raise SpecError(f"cannot compute `{op}` at compile time: {err}", span) from None
+    if isinstance(r, complex):
+        raise SpecError(f"cannot compute `{op}` at compile time: {a} ** {b} is not a real number",
+                        span)
+    if isinstance(r, int) and not isinstance(r, bool) and abs(r) >= MAX_COMPILE_INT:
+        raise SpecError(f"cannot compute `{op}` at compile time: the result does not fit in "
+                        "64 bits", span)
+    return r
 
 
 def _check_annot(h: A.HParam, v, what, span):
@@ -978,6 +1061,8 @@ def describe(v) -> str:
         return f"the initializer {v.kind}"
     if isinstance(v, Sequential):
         return f"a stack of {len(v.items)} layers"
+    if isinstance(v, ModuleRef):
+        return f"the imported module `{Path(v.path).name}`"
     if v is None:
         return "nothing"
     return type(v).__name__

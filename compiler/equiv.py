@@ -81,6 +81,12 @@ DEFAULT_DIM = 8
 DEFAULT_STEPS = 3
 REFERENCE = "numpy-f64"
 
+# A float32 backend's tolerance for a tensor is widened when another float32 backend
+# (the probe) itself needs more than 1/PROBE_FACTOR of it: by PROBE_FACTOR x the probe's
+# tolerance ratio, at most MAX_SCALE x. See the module docstring.
+PROBE_FACTOR = 4.0
+MAX_SCALE = 100.0
+
 # (atol, rtol) by precision and phase; see the module docstring for the reasoning.
 TOLERANCES = {
     "f32": {"forward": (1e-5, 1e-4), "gradient": (1e-5, 1e-3), "train": (1e-4, 1e-3),
@@ -126,6 +132,8 @@ class Comparison:
     step: int | None = None
     shape: tuple | None = None
     error: str | None = None   # the backend failed to produce this tensor at all
+    tol_scale: float = 1.0     # the tolerance was widened by this (float32 spread, see probe)
+    probe: str | None = None   # the other float32 backends whose spread widened it
 
     @property
     def pair(self) -> str:
@@ -144,6 +152,7 @@ class Divergence:
     span: str | None = None          # file:line:col
     span_from: int | None = None     # node whose span it is, when not the node itself
     line: str | None = None          # the user's source line
+    col: int | None = None           # the span's column in it (1-based)
     max_abs: float | None = None
     max_rel: float | None = None
     index: tuple | None = None       # the worst entry
@@ -258,6 +267,23 @@ def _exact_cuda():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+@contextlib.contextmanager
+def _torch_single_thread(backends):
+    """PyTorch single-threaded while comparing: the check's tensors are small, where
+    intra-op threads only add synchronisation (on a busy machine, 10x slower), and one
+    thread keeps summation orders reproducible."""
+    if not any(b.kind == "torch" for b in backends):
+        yield
+        return
+    import torch
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 # ---- phases ---------------------------------------------------------------------------------
 
 class Phase:
@@ -277,18 +303,45 @@ class Phase:
         return run_on(b, self.program(b), feeds)
 
 
-def _compare_dicts(report, phase, b, ref_out, out, names, step=None, label=None):
-    atol, rtol = _tol(b, phase)
+def probes_for(b: Backend, backends: list[Backend]) -> list[Backend]:
+    """The other float32 backends, whose spread around the reference widens `b`'s
+    tolerance (none for float64 backends)."""
+    if b.dtype == "f64":
+        return []
+    return [c for c in backends[1:] if c != b and c.dtype == b.dtype]
+
+
+def tolerance_scale(probe_vals, ref_val, atol: float, rtol: float) -> float:
+    """``clip(PROBE_FACTOR * max tolerance ratio of the probes, 1, MAX_SCALE)``: how much of
+    its tolerance another float32 backend needs for this tensor, times a safety factor."""
+    worst = 0.0
+    for v in probe_vals or ():
+        if v is None:
+            continue
+        _, _, ratio, _, _ = compare_arrays(v, ref_val, atol, rtol)
+        if math.isfinite(ratio):
+            worst = max(worst, ratio)
+    return float(min(MAX_SCALE, max(1.0, PROBE_FACTOR * worst)))
+
+
+def _compare_dicts(report, phase, b, ref_out, out, names, step=None, label=None,
+                   probes=(), probe_outs=()):
+    base_atol, base_rtol = _tol(b, phase)
     bad = []
     for k in names:
         tensor = label(k) if label else k
+        atol, rtol = base_atol, base_rtol
         if k not in out:
             c = Comparison(phase, tensor, b.name, REFERENCE, math.inf, math.inf, math.inf, atol,
                            rtol, False, step, error=f"{b.name} did not return {k!r}")
         else:
+            scale = tolerance_scale([p.get(k) for p in probe_outs or ()], ref_out[k],
+                                    atol, rtol)
+            atol, rtol = atol * scale, rtol * scale
             mx, mr, ratio, ok, _ = compare_arrays(out[k], ref_out[k], atol, rtol)
             c = Comparison(phase, tensor, b.name, REFERENCE, mx, mr, ratio, atol, rtol, ok, step,
-                           tuple(np.shape(ref_out[k])))
+                           tuple(np.shape(ref_out[k])), tol_scale=scale,
+                           probe=", ".join(p.name for p in probes) if scale > 1 else None)
         report.comparisons.append(c)
         if not c.ok:
             bad.append(k)
@@ -325,6 +378,7 @@ def perturbed_params(model, seed: int) -> dict:
 
 
 def _forward_and_gradients(model, report, backends, seed, dim, locate):
+    """Forward and gradient phases; returns the feeds and the reference's gradients."""
     data = _sample_data(model, seed, dim)
     params = perturbed_params(model, seed)
     feeds = {**params, **data}
@@ -335,13 +389,21 @@ def _forward_and_gradients(model, report, backends, seed, dim, locate):
     for loss in model.losses:
         g, res = model.gradient_results(loss)
         phases.append(("gradient", g, res, loss))
+    ref_grads = {}
     for phase_name, g, res, loss in phases:
         phase = Phase(phase_name, g, res)
-        try:
-            ref_out = phase.run(ref, feeds)
-        except Exception as e:  # the reference itself failed: nothing to compare with
-            _error_row(report, phase_name, ref, e)
+        outs: dict = {}
+        for b in backends:
+            try:
+                outs[b] = phase.run(b, feeds)
+            except Exception as e:
+                outs[b] = e
+        ref_out = outs[ref]
+        if isinstance(ref_out, Exception):  # nothing to compare with
+            _error_row(report, phase_name, ref, ref_out)
             continue
+        if loss is not None:
+            ref_grads[loss] = ref_out
         names = list(phase.results)
         if loss is not None:
             names = [n for n in names if n != loss]   # the loss is compared in forward
@@ -349,23 +411,24 @@ def _forward_and_gradients(model, report, backends, seed, dim, locate):
         else:
             label = None
         for b in others:
-            try:
-                out = phase.run(b, feeds)
-            except Exception as e:
-                _error_row(report, phase_name, b, e)
+            out = outs[b]
+            if isinstance(out, Exception):
+                _error_row(report, phase_name, b, out)
                 continue
-            bad = _compare_dicts(report, phase_name, b, ref_out, out, names, label=label)
+            probes = [p for p in probes_for(b, backends) if not isinstance(outs.get(p), Exception)]
+            bad = _compare_dicts(report, phase_name, b, ref_out, out, names, label=label,
+                                 probes=probes, probe_outs=[outs[p] for p in probes])
             if bad and locate:
-                report.divergences.append(locate_divergence(phase.graph, phase.results, b, ref,
-                                                            feeds, phase_name))
-    return feeds
+                report.divergences.append(locate_divergence(
+                    phase.graph, phase.results, b, ref, feeds, phase_name, probes=probes))
+    return feeds, ref_grads
 
 
 def _grad_label(loss: str, wrt: str) -> str:
     return f"d({loss})/d({wrt})"
 
 
-def _autograd(model, report, feeds, device):
+def _autograd(model, report, feeds, ref_grads, device):
     """loss.backward() through the torch lowering of the forward graph vs dlc's gradients."""
     try:
         import torch
@@ -387,9 +450,11 @@ def _autograd(model, report, feeds, device):
             out[loss].backward()
             auto = {k: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu().numpy()
                     for k, p in held.items()}
-            gg, res = model.gradient_results(loss)
-            sym_phase = Phase("gradient", gg, res)
-            sym = sym_phase.run(ref, feeds)
+            if loss in ref_grads:
+                sym = ref_grads[loss]
+            else:
+                gg, res = model.gradient_results(loss)
+                sym = Phase("gradient", gg, res).run(ref, feeds)
         except Exception as e:
             _error_row(report, "autograd", b, e)
             continue
@@ -479,47 +544,61 @@ def _train(model, report, backends, seed, dim, steps, locate):
         return runs
 
     ref, others = backends[0], backends[1:]
-    try:
-        ref_runs = iterate(ref)
-    except Exception as e:
-        _error_row(report, "train", ref, e)
+    all_runs: dict = {}
+    for b in backends:
+        try:
+            all_runs[b] = iterate(b)
+        except Exception as e:
+            all_runs[b] = e
+    ref_runs = all_runs[ref]
+    if isinstance(ref_runs, Exception):
+        _error_row(report, "train", ref, ref_runs)
         return
     for b in others:
-        try:
-            runs = iterate(b)
-        except Exception as e:
-            _error_row(report, "train", b, e)
+        runs = all_runs[b]
+        if isinstance(runs, Exception):
+            _error_row(report, "train", b, runs)
             continue
+        probes = [p for p in probes_for(b, backends)
+                  if not isinstance(all_runs.get(p), Exception)]
         first_bad = None
-        for (name, k, phase, _, out), (_, _, _, ref_feeds, ref_out) in zip(runs, ref_runs):
+        for i, ((name, k, phase, _, out), (_, _, _, ref_feeds, ref_out)) in enumerate(
+                zip(runs, ref_runs)):
             names = [r for r in phase.results if not r.startswith("new:")] + \
                     [r for r in phase.results if r.startswith("new:")]
             label = (lambda r, name=name: f"{name}/{r}") if multi else None
-            bad = _compare_dicts(report, "train", b, ref_out, out, names, step=k, label=label)
+            bad = _compare_dicts(report, "train", b, ref_out, out, names, step=k, label=label,
+                                 probes=probes, probe_outs=[all_runs[p][i][4] for p in probes])
             if bad and first_bad is None:
                 first_bad = (phase, ref_feeds, k)
         if first_bad is not None and locate:
             phase, ref_feeds, k = first_bad
             report.divergences.append(locate_divergence(phase.graph, phase.results, b, ref,
-                                                        ref_feeds, "train", step=k))
+                                                        ref_feeds, "train", step=k,
+                                                        probes=probes))
 
 
 # ---- locating the first divergent node --------------------------------------------------------
 
+SPAN_SEARCH_DEPTH = 3
+
+
 def _span_of(g: Graph, n: int):
-    """The node's span, or the nearest (breadth-first over arguments) ancestor's."""
+    """The node's span, or the span of the nearest ancestor (breadth-first over the
+    arguments, at most SPAN_SEARCH_DEPTH levels, constants skipped) that has one: nodes
+    built by autodiff or the optimizer carry no span of their own."""
     node = g.node(n)
     if node.span is not None:
         return node.span, None
     seen, frontier = {n}, list(node.args)
-    while frontier:
+    for _ in range(SPAN_SEARCH_DEPTH):
         nxt = []
         for a in frontier:
             if a in seen:
                 continue
             seen.add(a)
             an = g.node(a)
-            if an.span is not None:
+            if an.span is not None and an.op != "const":
                 return an.span, a
             nxt.extend(an.args)
         frontier = nxt
@@ -533,17 +612,20 @@ def _fmt_span(span) -> str | None:
 
 
 def locate_divergence(g: Graph, results: dict[str, int], b: Backend, ref: Backend, feeds: dict,
-                      phase: str, step: int | None = None) -> Divergence:
+                      phase: str, step: int | None = None,
+                      probes: list[Backend] = ()) -> Divergence:
     """The first node (topological order) whose values on ``b`` and ``ref`` differ beyond
-    the phase's tolerance, with every node of ``g`` that ``results`` need evaluated."""
+    the phase's tolerance (widened by the ``probes``' spread, as for results), with every
+    node of ``g`` that ``results`` need evaluated on identical feeds."""
     order = [n for n in g.topo_order(list(results.values()))
              if g.node(n).op not in SOURCE_OPS and isinstance(g.type(n), TensorType)]
     every = {f"n{n}": n for n in order}
-    atol, rtol = _tol(b, phase)
+    base_atol, base_rtol = _tol(b, phase)
     div = Divergence(phase, b.name, ref.name, False, step=step, nodes_compared=len(order))
     try:
         ref_vals = run_on(ref, lower_on(ref, g, every), feeds)
         vals = run_on(b, lower_on(b, g, every), feeds)
+        probe_vals = [run_on(p, lower_on(p, g, every), feeds) for p in probes]
     except Exception as e:
         div.message = f"could not evaluate every node: {type(e).__name__}: {e}"
         return div
@@ -551,6 +633,8 @@ def locate_divergence(g: Graph, results: dict[str, int], b: Backend, ref: Backen
         k = f"n{n}"
         if k not in vals or k not in ref_vals:
             continue
+        scale = tolerance_scale([p.get(k) for p in probe_vals], ref_vals[k], base_atol, base_rtol)
+        atol, rtol = base_atol * scale, base_rtol * scale
         mx, mr, ratio, ok, idx = compare_arrays(vals[k], ref_vals[k], atol, rtol)
         if ok:
             continue
@@ -562,15 +646,19 @@ def locate_divergence(g: Graph, results: dict[str, int], b: Backend, ref: Backen
         div.span, div.span_from = _fmt_span(span), via
         if span is not None and span.source is not None:
             div.line = span.source.line(span.line)
+            div.col = span.col
         div.max_abs, div.max_rel, div.index = mx, mr, idx
         if idx is not None and x.shape == r.shape:
             div.value, div.ref_value = _scalar(x[idx]), _scalar(r[idx])
         div.args = [f"%{a} {g.node(a).op}" for a in node.args]
-        where = div.span or "no span"
-        if via is not None:
-            where += f" (via %{via} {g.node(via).op})"
+        if div.span is None:
+            where = "a node the compiler generated (autodiff or optimizer; no source span)"
+        elif via is not None:
+            where = f"{div.span} (generated from %{via} `{g.node(via).op}` there)"
+        else:
+            where = div.span
         div.message = (f"first divergent node %{n} `{node.op}` at {where}: max abs err "
-                       f"{mx:.3e}, max rel err {mr:.3e} (atol {atol:g}, rtol {rtol:g})")
+                       f"{mx:.3e}, max rel err {mr:.3e} (atol {atol:.3g}, rtol {rtol:.3g})")
         return div
     div.message = ("no single node differs beyond tolerance on identical inputs: the "
                    "difference accumulates" + (" over steps" if phase == "train" else "")
@@ -592,10 +680,10 @@ def equiv(model, *, steps: int = DEFAULT_STEPS, device: str = "cpu", seed: int =
     backends = backends or default_backends(device)
     report = EquivReport(model.name, seed, dim, steps, device, [b.name for b in backends])
     ctx = _exact_cuda() if any(b.device == "cuda" for b in backends) else contextlib.nullcontext()
-    with ctx:
-        feeds = _forward_and_gradients(model, report, backends, seed, dim, locate)
+    with ctx, _torch_single_thread(backends):
+        feeds, ref_grads = _forward_and_gradients(model, report, backends, seed, dim, locate)
         if autograd and model.losses:
-            _autograd(model, report, feeds, "cpu")
+            _autograd(model, report, feeds, ref_grads, "cpu")
         if train and steps > 0:
             _train(model, report, backends, seed, dim, steps, locate)
     return report
@@ -635,8 +723,9 @@ def render(report: EquivReport) -> str:
         tensor = c.tensor if not steps else (
             f"step {steps[0]}: {c.tensor}" if len(steps) == 1 else
             f"steps {steps[0]}-{steps[-1]}: {c.tensor}")
+        tol = f"{c.atol:.3g}+{c.rtol:.3g}|r|" + (f" (x{c.tol_scale:.3g})" if c.tol_scale > 1 else "")
         rows.append((c.phase, tensor, c.pair, "-" if c.error else f"{c.max_abs:.2e}",
-                     "-" if c.error else f"{c.max_rel:.2e}", f"{c.atol:g}+{c.rtol:g}|r|",
+                     "-" if c.error else f"{c.max_rel:.2e}", tol,
                      "ok" if c.ok else ("ERROR" if c.error else "FAIL")))
     head = ("phase", "tensor", "backend pair", "max abs err", "max rel err", "tolerance", "ok")
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
@@ -656,6 +745,8 @@ def render(report: EquivReport) -> str:
         if d.found:
             if d.line is not None:
                 lines.append(f"    {d.line}")
+                if d.col:
+                    lines.append("    " + " " * (d.col - 1) + "^")
             if d.index is not None:
                 lines.append(f"    worst entry {list(d.index)}: {d.value!r} ({d.backend}) vs "
                              f"{d.ref_value!r} ({d.reference}); args: {', '.join(d.args)}")
@@ -682,6 +773,8 @@ def _merge_steps(comparisons):
         steps.append(c.step)
         m.max_abs, m.max_rel = max(m.max_abs, c.max_abs), max(m.max_rel, c.max_rel)
         m.tol_ratio, m.ok = max(m.tol_ratio, c.tol_ratio), m.ok and c.ok
+        if c.tol_scale > m.tol_scale:
+            m.tol_scale, m.atol, m.rtol, m.probe = c.tol_scale, c.atol, c.rtol, c.probe
     return [(c, sorted(s)) for c, s in out]
 
 

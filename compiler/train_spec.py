@@ -543,7 +543,8 @@ def _check_optimizer(c: Call):
 def _check_schedule(c: Call):
     from . import schedules
     try:
-        schedules.make_schedule(c.name, dict(c.kwargs), total_steps=1000)
+        # the run's length is not known yet: checked again when the step is built
+        schedules.make_schedule(c.name, dict(c.kwargs), total_steps=10 ** 12)
     except DslError as e:
         raise e.with_span(c.span)
     except (KeyError, ValueError, TypeError) as e:

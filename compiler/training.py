@@ -69,7 +69,7 @@ class StepGraph:
     averages: dict = field(default_factory=dict)   # "avg.P" -> P
     snapshots: dict = field(default_factory=dict)  # "snapshot:P" -> P (SVRG)
     mus: dict = field(default_factory=dict)        # "opt.P.mu" -> P (SVRG)
-    logged: list = field(default_factory=list)     # scalar results worth logging
+    logged: dict = field(default_factory=dict)     # scalar result -> name in the logs
 
 
 def build_train_step(model, spec: TrainConfig | None = None, player: str | None = None, *,
@@ -114,13 +114,13 @@ def _loss_and_metrics(sg: StepGraph, cfg: TrainConfig):
     if sg.group.loss is not None:
         res["loss"] = g.outputs[sg.group.loss]
     if cfg.players:  # a player logs its own loss only (the others cost a forward pass)
-        sg.logged = list(res)
+        sg.logged = {"loss": sg.group.loss} if "loss" in res else {}
         return
     for k, n in g.outputs.items():
         if g.output_kinds[k] in ("loss", "metric") and k != "loss":
             res[k] = n
     # the minimised loss is logged under its own name (no `loss` duplicate)
-    sg.logged = [k for k in res if _is_scalar(g, res[k]) and k != "loss"]
+    sg.logged = {k: k for k in res if _is_scalar(g, res[k]) and k != "loss"}
 
 
 def _state_and_rule_updates(sg: StepGraph, cfg: TrainConfig):
@@ -143,12 +143,17 @@ def _optimizer_step(sg: StepGraph, cfg: TrainConfig, total_steps: int):
     if group.clip_grad_norm:
         grads = optim.clip_by_global_norm(g, grads, group.clip_grad_norm)
     step = _source(g, "input", "step", "f32", ())
-    sched = schedules.make_schedule(group.schedule.name, group.schedule.kwargs,
-                                    total_steps=max(1, total_steps)) \
-        if group.schedule else schedules.make_schedule("constant", {})
+    sched = schedules.make_schedule("constant", {})
+    if group.schedule is not None:
+        try:  # the run's length is known only now (e.g. `--steps` shorter than a warm-up)
+            sched = schedules.make_schedule(group.schedule.name, group.schedule.kwargs,
+                                            total_steps=max(1, total_steps))
+        except ValueError as e:
+            raise SpecError(f"{e} (this run has {total_steps} steps)",
+                            group.schedule.span) from None
     lr = sched.build(g, step, g.const(float(opt.hyper["lr"]), "f32"))
     res["lr"] = lr
-    sg.logged.append("lr")
+    sg.logged["lr"] = f"{group.name}.lr" if cfg.players else "lr"
     g_snaps = {}
     if "g_snap" in sum((opt.inputs(p, g.type(n)) for p, n in zip(names, nodes)), []):
         # SVRG: the batch gradient at the snapshot params, inside this same graph
@@ -312,8 +317,8 @@ class Trainer:
         """Train until done, stopped early, or interrupted (KeyboardInterrupt escapes
         with the position at the last completed round, so a checkpoint is exact)."""
         start = time.perf_counter() - self.pos.elapsed
-        self._start = start
-        with self._no_grad:
+        # non-finite values are reported by _check_finite, with the step and tensor
+        with self._no_grad, np.errstate(all="ignore"):
             while self.pos.round < self.total_rounds and not self.pos.stopped:
                 if self.pos.batch == 0 and self.svrg:
                     self._svrg_snapshot()
@@ -354,8 +359,7 @@ class Trainer:
                 for k, v in out.items():
                     if k.startswith("new:"):
                         values[k[4:]] = v
-                prefix = f"{sg.group.name}." if self.cfg.players else ""
-                logged.update({prefix + k: float(_numpy(out[k])) for k in sg.logged})
+                logged.update({name: float(_numpy(out[k])) for k, name in sg.logged.items()})
                 noise_step += 1
                 group_steps[sg.group.name] += 1
         self.values = values
@@ -436,9 +440,8 @@ class Trainer:
         row = {"epoch": round(p.round / self.nb, 4), "step": p.round,
                "time": round(p.elapsed, 3)}
         row.update({f"train_{k}": v / max(p.count, 1) for k, v in p.sums.items()
-                    if not k.endswith("lr")})
-        row.update({k: v for k, v in getattr(self, "last_logged", {}).items()
-                    if k.endswith("lr")})
+                    if not _is_lr(k)})
+        row.update({k: v for k, v in getattr(self, "last_logged", {}).items() if _is_lr(k)})
         val = self.evaluate(self.val_ds) if self.cfg.evaluating else {}
         row.update({f"val_{k}": v for k, v in val.items()})
         p.history.append(row)
@@ -503,19 +506,38 @@ class Trainer:
         self.pos = Position(**meta["position"])
 
 
-def _blas_threads(backend: str):
-    """One BLAS thread for the NumPy backend (``DLC_BLAS_THREADS`` overrides): a train
-    step multiplies small matrices, where OpenBLAS's threads cost more than they gain,
-    and on a busy machine their spin-waiting made steps 20x slower in measurements."""
+@contextlib.contextmanager
+def _cpu_threads(backend: str, device: str):
+    """One CPU thread for NumPy's BLAS and torch (``DLC_CPU_THREADS`` overrides): a train
+    step works on small tensors, where worker threads cost more than they gain; on a
+    busy 2-core machine their spin-waiting made steps 20x slower in measurements.
+    (onnxruntime sessions are left as they are.)"""
     import os
-    limit = os.environ.get("DLC_BLAS_THREADS", "1")
-    if backend != "numpy" or not limit.isdigit() or int(limit) < 1:
-        return contextlib.nullcontext()
+    limit = os.environ.get("DLC_CPU_THREADS", "1")
+    n = int(limit) if limit.isdigit() and int(limit) >= 1 else None
+    if n is None or device != "cpu" or backend == "onnx":
+        yield
+        return
+    if backend == "torch":
+        import torch
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+        return
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=int(limit), user_api="blas")
+        yield
+        return
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
+
+
+def _is_lr(name: str) -> bool:
+    return name == "lr" or name.endswith(".lr")
 
 
 def _no_grad_context(backend):
@@ -610,8 +632,9 @@ def write_metrics_csv(path: Path, history: list):
             w.writerow(row)
 
 
-def plot_curves(path: Path, history: list, title: str) -> bool:
-    """Loss curves (left) and metric curves (right) per evaluation; False without matplotlib."""
+def plot_curves(path: Path, history: list, title: str, losses: list) -> bool:
+    """Loss curves (left) and metric curves (right) per evaluation; False without
+    matplotlib. `losses`: the model's loss names (the rest are metrics)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -621,8 +644,8 @@ def plot_curves(path: Path, history: list, title: str) -> bool:
     keys = [k for k in (history[0] if history else {}) if k.startswith(("train_", "val_"))]
     for row in history:
         keys += [k for k in row if k.startswith(("train_", "val_")) and k not in keys]
-    losses = [k for k in keys if "loss" in k or "ce" in k or "mse" in k or "bce" in k]
-    metrics = [k for k in keys if k not in losses]
+    metrics = [k for k in keys if k.split("_", 1)[1] not in losses]
+    losses = [k for k in keys if k not in metrics]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     x = [r["epoch"] for r in history]
     for ax, group, label in ((axes[0], losses, "loss"), (axes[1], metrics, "metric")):
@@ -661,7 +684,7 @@ def run_training(model, args) -> tuple[int, dict]:
             tr.load_checkpoint()
         except checkpoint.CheckpointError as e:
             return _failure(str(e), {"error": "CheckpointError", "message": str(e)})
-    with _blas_threads(tr.backend):
+    with _cpu_threads(tr.backend, tr.device):
         return _train_and_report(tr, model, cfg, out, args, quiet)
 
 
@@ -714,7 +737,8 @@ def _finish(tr: Trainer, model, cfg: TrainConfig, out: Path) -> dict:
     if tr.pos.history:
         write_metrics_csv(out / METRICS, tr.pos.history)
         files["metrics"] = str(out / METRICS)
-        if plot_curves(out / CURVES, tr.pos.history, f"{model.name} on {cfg.data}"):
+        if plot_curves(out / CURVES, tr.pos.history, f"{model.name} on {cfg.data}",
+                       model.losses):
             files["curves"] = str(out / CURVES)
     export_error = None
     try:

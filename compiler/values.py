@@ -85,7 +85,8 @@ class Instance:
     name: str | None = None  # set by the binding `name = Layer(...)`, else automatic
     params: dict = field(default_factory=dict)   # local name -> Tensor (root frame)
     states: dict = field(default_factory=dict)
-    children_named: dict = field(default_factory=dict)
+    children_named: dict = field(default_factory=dict)  # (call site, k) -> sub-instance
+    site_counter: dict = field(default_factory=dict)    # instances made per site, this call
     auto_counter: dict = field(default_factory=dict)
     sub: dict = field(default_factory=dict)      # attribute access: local name -> value
     calls: int = 0

@@ -11,10 +11,11 @@ import os
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput,
+                             UnexpectedToken, VisitError)
 
 from . import ast as A
-from .errors import InputError, ParseError, Source, Span
+from .errors import DslError, InputError, ParseError, Source, Span
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -133,6 +134,7 @@ class ToAst(Transformer):
         return A.ModelDef(str(c[0]), c[1] or [], c[2], span=_meta_span(meta))
 
     def hparams(self, meta, c):
+        _check_unique(c, "parameter")
         return list(c)
 
     def hparam(self, meta, c):
@@ -183,6 +185,7 @@ class ToAst(Transformer):
         return [str(t) for t in c]
 
     def call_def(self, meta, c):
+        _check_unique(c[0] or [], "input")
         return A.CallDef(c[0] or [], c[1], span=_meta_span(meta))
 
     def sig_params(self, meta, c):
@@ -273,7 +276,10 @@ class ToAst(Transformer):
         return A.Name(str(c[0]), span=_tok_span(c[0]))
 
     def int_(self, meta, c):
-        return A.Num(int(c[0]), span=_tok_span(c[0]))
+        digits = str(c[0]).lstrip("0") or "0"
+        if len(digits) > 19 or int(digits) >= 2 ** 63:
+            raise ParseError("integer literal too large (at most 2**63 - 1)", _tok_span(c[0]))
+        return A.Num(int(digits), span=_tok_span(c[0]))
 
     def float_(self, meta, c):
         return A.Num(float(c[0]), span=_tok_span(c[0]))
@@ -294,12 +300,34 @@ class ToAst(Transformer):
         return A.List([x for x in c if x is not None], span=_meta_span(meta))
 
     def lambda_(self, meta, c):
+        _check_unique(c[0] or [], "argument")
         return A.Lambda(c[0] or [], c[1], span=_meta_span(meta))
 
 
 def _unquote(tok) -> str:
     s = str(tok)[1:-1]
-    return s.encode("latin-1", "backslashreplace").decode("unicode_escape") if "\\" in s else s
+    if "\\" not in s:
+        return s
+    try:
+        return s.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as e:
+        raise ParseError(f"bad escape sequence in a string ({e.reason})", _tok_span(tok)) from None
+
+
+def _check_unique(params, what: str) -> None:
+    """Refuse `layer L(a, a)`, `fn(x, (y, x)) -> ...` and the like."""
+    seen = {}
+
+    def walk(items):
+        for p in items:
+            if isinstance(p, A.SigTuple):
+                walk(p.items)
+                continue
+            if p.name in seen:
+                raise ParseError(f"duplicate {what} `{p.name}`", p.span,
+                                 notes=[("first declared here", seen[p.name])])
+            seen[p.name] = p.span
+    walk(params)
 
 
 # ---- reading files -------------------------------------------------------------
@@ -376,7 +404,12 @@ def parse_source(src: Source) -> A.Module:
         except UnexpectedInput as e:
             raise _syntax_error(e, src) from None
         _check_depth(tree, src)
-        module = ToAst().transform(tree)
+        try:
+            module = ToAst().transform(tree)
+        except VisitError as e:  # ToAst's own located errors, unwrapped
+            if isinstance(e.orig_exc, DslError):
+                raise e.orig_exc from None
+            raise
         module.path = src.path
         return module
     finally:

@@ -1,0 +1,212 @@
+"""Property: nothing but a located `DslError` ever escapes the front end.
+
+Programs are generated from the grammar itself (`hypothesis.extra.lark.from_lark`),
+with terminals drawn from pools of meaningful names and numbers so that many of them
+get past the parser into elaboration; plus raw bytes, raw text and token soup thrown
+at the parser. Any other exception (a Python error from deep inside) fails the test.
+"""
+from __future__ import annotations
+
+import random
+import signal
+from contextlib import contextmanager
+
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis.extra.lark import from_lark  # noqa: E402
+from lark import Lark  # noqa: E402
+
+from compiler.elaborate import elaborate, load_program  # noqa: E402
+from dsl.errors import DslError  # noqa: E402
+from dsl.parser import GRAMMAR, decode_source, parse, parse_source  # noqa: E402
+
+SETTINGS = dict(deadline=None, database=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                       HealthCheck.data_too_large, HealthCheck.large_base_example])
+
+# Names a spec can meaningfully use: builtins, std layers/functions, common locals and dims.
+NAMES = ["x", "y", "k", "h", "W", "b", "B", "T", "D", "n", "f", "g", "a", "c", "t", "M", "L",
+         "relu", "tanh", "sigmoid", "exp", "log", "sum", "mean", "max", "softmax", "log_softmax",
+         "matmul", "where", "reshape", "transpose", "concat", "stack", "split", "take", "one_hot",
+         "zeros", "ones", "normal", "uniform", "grad", "stop_gradient", "scan", "repeat", "dim",
+         "len", "cast", "float", "identity", "arange", "flatten", "pad", "conv2d", "max_pool2d",
+         "Dense", "MLP", "LayerNorm", "BatchNorm", "Dropout", "Embedding", "Residual", "Conv2d",
+         "cross_entropy", "mse", "accuracy", "dropout", "gelu", "kl_normal", "training",
+         "glorot", "he", "orthogonal", "f32", "f64", "i64", "bool", "int", "float", "axis",
+         "keepdims", "init", "length", "reverse", "shape", "out", "act"]
+
+
+def _grammar() -> Lark:
+    # No postlexer: from_lark only reads the grammar's rules and terminals.
+    return Lark(GRAMMAR.read_text(), parser="lalr", lexer="contextual")
+
+
+def _explicit(lark: Lark, start: str) -> dict:
+    """One strategy per terminal, padded with spaces so that tokens stay apart."""
+    terminals, rules, ignore = lark.grammar.compile([start], ())
+    used = {t.name for t in terminals} | set(ignore)
+    out = {}
+    for t in terminals:
+        if t.pattern.type == "str":
+            out[t.name] = st.just(f" {t.pattern.value} ")
+    out.update({
+        "NAME": st.sampled_from(NAMES).map(lambda s: f" {s} "),
+        "INT": st.sampled_from(["0", "1", "2", "3", "4", "8", "64", "007"]).map(lambda s: f" {s} "),
+        "FLOAT": st.sampled_from(["0.5", "1.0", "1e-3", ".25", "2.", "3e2"]).map(lambda s: f" {s} "),
+        "STRING": st.sampled_from(['"f32"', '"i64"', '"std/layers.dl"', '"x"', '""', r'"\n"',
+                                   r'"\x"']).map(lambda s: f" {s} "),
+        "_NL": st.sampled_from(["\n", "\n  ", "\r\n", "\n\n"]),
+        "COMMENT": st.just("  # note\n"),
+        "COMP_OP": st.sampled_from(["==", "!=", "<", "<=", ">", ">="]).map(lambda s: f" {s} "),
+        "ADD_OP": st.sampled_from(["+", "-"]).map(lambda s: f" {s} "),
+        "MUL_OP": st.sampled_from(["*", "/", "@", "%"]).map(lambda s: f" {s} "),
+        "UNARY_OP": st.sampled_from(["-", "+"]).map(lambda s: f" {s} "),
+        "POW_OP": st.just(" ** "),
+    })
+    for name in ignore:
+        out.setdefault(name, st.sampled_from([" ", "\t"]))
+    return {k: v for k, v in out.items() if k in used}
+
+
+_LARK = _grammar()
+
+
+def _strategy(start: str):
+    return from_lark(_LARK, start=start, explicit=_explicit(_LARK, start))
+
+
+programs = _strategy("start")
+expressions = _strategy("expr")
+statements = _strategy("stmt")
+
+
+class _Timeout(Exception):
+    pass
+
+
+@contextmanager
+def _time_limit(seconds: int):
+    """A generated program must not hang the front end either."""
+    def handler(*_):
+        raise _Timeout(f"the front end ran for more than {seconds} s")
+    old = signal.signal(signal.SIGALRM, handler)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _front_end(text: str) -> None:
+    """Parse and elaborate every model (eval and training mode); only DslError may escape,
+    and every DslError must be located and renderable."""
+    with _time_limit(20):
+        try:
+            prog = load_program(text=text)
+            for name in list(prog.models):
+                for training in (False, True):
+                    elaborate(prog, name, training=training)
+        except DslError as e:
+            assert e.span is not None, f"unlocated error: {e.message}"
+            rendered = e.render()
+            assert f":{e.span.line}:{e.span.col}: " in rendered
+
+
+@settings(max_examples=120, **SETTINGS)
+@given(programs)
+def test_generated_programs_raise_only_dsl_errors(text):
+    _front_end(text)
+
+
+MODEL = """model M(hidden = 4) {{
+  input x: f32[B, 3]
+  input k: i64[B]
+  h = {e1}
+  {stmt}
+  output o = {e2}
+  loss l = mean({e3})
+}}
+"""
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(expressions, expressions, expressions, statements)
+def test_generated_models_raise_only_dsl_errors(e1, e2, e3, stmt):
+    _front_end(MODEL.format(e1=e1, e2=e2, e3=e3, stmt=stmt))
+
+
+LAYER = """layer L(n: int = 3) {{
+  {stmt}
+  (x: [..., d]) -> {e1}
+}}
+model M() {{
+  input x: f32[B, 3]
+  y = L()(x)
+  output o = {e2}
+}}
+"""
+
+
+@settings(max_examples=80, **SETTINGS)
+@given(expressions, expressions, statements)
+def test_generated_layers_raise_only_dsl_errors(e1, e2, stmt):
+    _front_end(LAYER.format(e1=e1, e2=e2, stmt=stmt))
+
+
+# ---- garbage --------------------------------------------------------------------------
+
+def _parse_only(text: str) -> None:
+    with _time_limit(20):
+        try:
+            parse(text)
+        except DslError as e:
+            assert e.span is not None, f"unlocated error: {e.message}"
+            e.render()
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(st.binary(max_size=400))
+def test_random_bytes(data):
+    with _time_limit(20):
+        try:
+            parse_source(decode_source(data, "fuzz.dl"))
+        except DslError as e:
+            e.render()
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(st.text(max_size=300))
+def test_random_text(text):
+    _parse_only(text)
+
+
+TOKENS = sorted({
+    "model", "layer", "fn", "const", "import", "train", "on", "player", "input", "param",
+    "state", "output", "loss", "metric", "return", "if", "else", "and", "or", "not", "true",
+    "false", "as", "{", "}", "(", ")", "[", "]", ",", ";", ":", ".", "~", "=", "<-", "->",
+    "|>", "...", "+", "-", "*", "/", "@", "%", "**", "<", "<=", "==", "!=", ">", ">=", "\n",
+    "x", "W", "B", "Dense", "relu", "f32", "i64", "3", "0.5", '"s"', "# c\n", "\\\n", "$",
+    "'", '"', "?", "!", "|"})
+
+
+@settings(max_examples=200, **SETTINGS)
+@given(st.lists(st.sampled_from(TOKENS), max_size=60))
+def test_token_soup(tokens):
+    _parse_only(" ".join(tokens))
+
+
+@settings(max_examples=100, **SETTINGS)
+@given(st.lists(st.sampled_from(TOKENS), max_size=40), st.integers(0, 2 ** 32 - 1))
+def test_mutated_specs(tokens, seed):
+    """A real spec with a few tokens inserted at random places."""
+    from pathlib import Path
+    specs = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.dl"))
+    rng = random.Random(seed)
+    text = rng.choice(specs).read_text()
+    for tok in tokens[:6]:
+        i = rng.randrange(len(text) + 1)
+        text = text[:i] + tok + text[i:]
+    _front_end(text)
