@@ -103,8 +103,9 @@ def _describe(v):
 
 
 def _dtype(v, span):
-    if v not in ("f32", "f64", "f16", "i64", "i32", "bool"):
-        raise SpecError(f"unknown dtype {v!r}; use one of \"f32\", \"f64\", \"i64\", \"i32\", "
+    if not isinstance(v, str) or v not in ("f32", "f64", "f16", "i64", "i32", "bool"):
+        shown = f'"{v}"' if isinstance(v, str) else _describe(v)
+        raise SpecError(f"unknown dtype {shown}; use one of \"f32\", \"f64\", \"i64\", \"i32\", "
                         "\"bool\"", span)
     return v
 

@@ -11,56 +11,74 @@ What runs (one seed fixes everything):
 * backends: **numpy-f64** (the reference), numpy-f32, torch-f32 and torch-f64 on the
   CPU, torch-f32 on CUDA with ``--device cuda``, and onnxruntime-f32 (onnx-f32);
 * phases, each on the graph after the optimisation passes (what users run):
-  ``forward`` every output, loss and metric of the evaluation graph; ``gradient`` the
-  symbolic gradient of every loss w.r.t. every parameter (`Model.gradient_results`);
-  ``train`` ``--steps`` iterations of the train-step graph (`compiler.training`),
-  each backend iterating on its *own* parameters and optimizer slots from the same
-  start, over the same fixed batches (batch ``k`` is drawn from seed ``(seed, k)``),
-  comparing each step's losses and metrics and, after every step, the new params,
-  optimizer slots and states; ``autograd`` ``loss.backward()`` through the PyTorch
-  lowering of the forward graph (float64) vs dlc's symbolic gradients.
+  ``forward``: every output, loss and metric of the evaluation graph;
+  ``gradient``: the symbolic gradient of every loss w.r.t. every parameter
+  (`Model.gradient_results`);
+  ``train``: ``--steps`` iterations of the training engine's step graphs
+  (`compiler.training.build_step`, every player group), each backend iterating on
+  its *own* parameters, optimizer slots and states from the same start (as `dlc
+  train` initialises them), over the same fixed batches (batch ``k`` drawn from seed
+  ``(seed, k)``), comparing each step's loss, metrics, learning rate and every new
+  param, slot and state;
+  ``autograd``: ``loss.backward()`` through the PyTorch lowering of the forward graph
+  (float64) vs dlc's symbolic gradients on the reference.
 
-The criterion, elementwise, against the float64 NumPy reference ``r``:
-``|x - r| <= atol + rtol * |r|`` (NaN matches NaN, equal infinities match; integer
-and boolean tensors must be equal). Tolerances (atol, rtol) by the *compared*
-backend's precision and the phase:
+The criterion, elementwise, against the reference ``r``: ``|x - r| <= atol + rtol*|r|``
+(NaN matches NaN, equal infinities match; integer and boolean tensors must be equal).
+Base tolerances (atol, rtol) by the compared backend's precision and the phase:
 
-=========  ====================  ===================  ======================================
-precision  forward               gradient             train (after k steps) / autograd
-=========  ====================  ===================  ======================================
-f32        1e-5, 1e-4            1e-5, 1e-3           1e-4, 1e-3 / -
-f64        1e-10, 1e-10          1e-10, 1e-10         1e-10, 1e-10 / 1e-10, 1e-10
-=========  ====================  ===================  ======================================
+=========  ============  ============  =============  ============
+precision  forward       gradient      train          autograd
+=========  ============  ============  =============  ============
+f32        1e-5, 1e-4    1e-5, 1e-3    1e-4, 1e-3     -
+f64        1e-10, 1e-10  1e-10, 1e-10  1e-10, 1e-10   1e-10, 1e-10
+=========  ============  ============  =============  ============
 
 Why: float32 rounds at 2**-24 ~ 6e-8 relative. A forward pass of these models sums
 O(100) products per entry (matmuls, softmax denominators, means): the error grows
-like sqrt(n)..n unit roundoffs, i.e. up to ~1e-5 relative in the worst entries,
-hence rtol 1e-4 (a 10x margin) and atol 1e-5 for entries near zero, where relative
-error is meaningless (softmax probabilities of 1e-7, cancelling sums). A gradient
-is one more pass of the same length in reverse, and its entries are sums over the
-batch of products of forward values that already carry the forward error, with
-more cancellation (gradients are small differences, e.g. ``softmax - onehot``):
-rtol 1e-3. The absolute tolerance stays 1e-5: gradient entries of mean losses are
-O(1e-3..1e-1). A training step maps the gradient error into the parameters through
-the optimizer; Adam divides by ``sqrt(v) + eps``, which turns a gradient entry near
-zero into an update of up to ``lr`` whatever its precision (the derivative of
-``g / (|g| + eps)`` is up to 1/eps), so float32 rounding in such an entry moves a
-parameter by up to ~``lr * 1e-2``; that, compounded over a few steps, is atol 1e-4.
+like sqrt(n)..n unit roundoffs, up to ~1e-5 relative in the worst entries, hence
+rtol 1e-4 (a 10x margin), and atol 1e-5 for entries near zero, where relative error
+means nothing (probabilities of 1e-7, cancelling sums). A gradient is one more pass
+of the same length in reverse whose entries are batch sums of products of forward
+values that already carry the forward error, with more cancellation (``softmax -
+onehot``): rtol 1e-3. A training step then maps the gradient error into the
+parameters through the optimizer, and the error compounds over steps: atol 1e-4.
 Float64 backends compute the same expressions in double precision (2**-53 ~ 1.1e-16)
-with possibly different summation orders and kernels; 1e-10 leaves six orders of
-magnitude for that and still catches any real difference in the computation.
-(ONNX runtime and CUDA may use fused or reordered kernels: same tolerances. TF32 is
-switched off for the duration of a CUDA check: it rounds matmul/conv inputs to
-10-bit mantissas, which is not float32 arithmetic.)
+in possibly different orders and kernels: 1e-10 leaves six orders of magnitude for
+that and still catches any real difference in what is computed.
+
+Conditioning. Some values are not determined to those tolerances by the arithmetic
+at all, and no backend can be asked to agree on them:
+
+* the reference itself moves when its inputs move by one rounding error: each phase
+  is also run on the reference with every float feed multiplied by ``1 + u*eps``
+  (``u ~ U[-1, 1]``, ``eps`` = 2**-24 when judging float32 backends, 2**-53 for float64),
+  e.g. an untrained diffusion model's 100-step sampling chain, which blows up;
+* float32 rounding inside the computation is amplified: Adam divides by
+  ``sqrt(v) + eps``, which turns a gradient entry that is zero up to rounding (the
+  bias of an attention key projection: softmax ignores it) into an update of up to
+  ``lr`` whose value is decided by the rounding noise. The other float32 backends
+  show it: they spread around the reference just as much.
+
+So a tensor's tolerance is multiplied by ``clip(4 * max(s, q), 1, 100)``, where ``s`` is
+the perturbed reference's tolerance ratio (its max ``|x - r| / (atol + rtol |r|)``) and
+``q`` the largest ratio of the *other* float32 backends (float32 only). A backend that
+computes something different stands out against both. When ``4 s`` exceeds 100 the
+reference cannot pin the tensor down at that precision: the comparison is reported as
+``ill-conditioned`` (with ``s``) and does not fail the run. The table shows every
+widening (``x4.2``); the JSON has ``tol_scale``, ``sensitivity``, ``spread``.
 
 When a comparison fails, the run locates the first divergent node: the phase's
 optimised graph is lowered with *every* node as a named result ``n<id>`` on both
-backends, fed the same values (for a training step: the reference's parameters
-and slots at the first failing step), and the first node in topological order whose
-values differ beyond the phase's tolerance is reported with its op, its span (the
-user's ``file:line:col``; for nodes the compiler created, e.g. by autodiff, the span
-of the nearest ancestor that has one) and both values' errors. Exit 0 iff every
-comparison is within tolerance (1 otherwise; 2 when CUDA is asked for and absent).
+backends (and the probes), fed the same values (for a training step: the
+reference's parameters and slots at the first failing step), and the first node in
+topological order whose values differ beyond its tolerance (widened as above) is
+reported with its op, its span (the user's ``file:line:col``; a node the compiler
+generated, by autodiff or an optimizer, shows the span of a close ancestor or none)
+and both values at the worst entry. Exit 0 iff every comparison is within tolerance
+(1 otherwise; 2 when CUDA is asked for and absent). PyTorch runs single-threaded and,
+on CUDA, without TF32 (which rounds matmul/conv inputs to 10-bit mantissas: not
+float32 arithmetic) for the duration of a check.
 """
 from __future__ import annotations
 
@@ -81,12 +99,6 @@ DEFAULT_DIM = 8
 DEFAULT_STEPS = 3
 REFERENCE = "numpy-f64"
 
-# A float32 backend's tolerance for a tensor is widened when another float32 backend
-# (the probe) itself needs more than 1/PROBE_FACTOR of it: by PROBE_FACTOR x the probe's
-# tolerance ratio, at most MAX_SCALE x. See the module docstring.
-PROBE_FACTOR = 4.0
-MAX_SCALE = 100.0
-
 # (atol, rtol) by precision and phase; see the module docstring for the reasoning.
 TOLERANCES = {
     "f32": {"forward": (1e-5, 1e-4), "gradient": (1e-5, 1e-3), "train": (1e-4, 1e-3),
@@ -94,6 +106,12 @@ TOLERANCES = {
     "f64": {"forward": (1e-10, 1e-10), "gradient": (1e-10, 1e-10), "train": (1e-10, 1e-10),
             "autograd": (1e-10, 1e-10)},
 }
+# Conditioning: the tolerance is widened by FACTOR x the tolerance ratio of the
+# perturbed reference (sensitivity) or of the other float32 backends (spread), at most
+# MAX_SCALE x; a sensitivity beyond MAX_SCALE / FACTOR makes a tensor ill-conditioned.
+FACTOR = 4.0
+MAX_SCALE = 100.0
+ROUNDING = {"f32": 2.0 ** -24, "f64": 2.0 ** -53}
 
 
 @dataclass(frozen=True)
@@ -106,6 +124,10 @@ class Backend:
     def name(self) -> str:
         dev = "" if self.device == "cpu" else f"-{self.device}"
         return f"{self.kind}-{self.dtype}{dev}"
+
+    @property
+    def precision(self) -> str:
+        return "f64" if self.dtype == "f64" else "f32"
 
 
 def default_backends(device: str = "cpu") -> list[Backend]:
@@ -126,14 +148,16 @@ class Comparison:
     max_abs: float
     max_rel: float         # max |x - r| / max(|r|, atol)
     tol_ratio: float       # max |x - r| / (atol + rtol |r|): ok iff <= 1
-    atol: float
+    atol: float            # the tolerance applied (base x tol_scale)
     rtol: float
     ok: bool
     step: int | None = None
     shape: tuple | None = None
-    error: str | None = None   # the backend failed to produce this tensor at all
-    tol_scale: float = 1.0     # the tolerance was widened by this (float32 spread, see probe)
-    probe: str | None = None   # the other float32 backends whose spread widened it
+    error: str | None = None        # the backend failed to produce this tensor at all
+    tol_scale: float = 1.0          # the base tolerance was widened by this
+    sensitivity: float = 0.0        # tolerance ratio of the perturbed reference
+    spread: float = 0.0             # largest tolerance ratio of the other float32 backends
+    ill_conditioned: bool = False   # the reference cannot pin it down: not judged
 
     @property
     def pair(self) -> str:
@@ -158,7 +182,7 @@ class Divergence:
     index: tuple | None = None       # the worst entry
     value: float | None = None       # the compared backend's value there
     ref_value: float | None = None   # the reference's value there
-    args: list = field(default_factory=list)   # the node's argument ops, for context
+    args: list = field(default_factory=list)   # the node's arguments, for context
     step: int | None = None
     nodes_compared: int = 0
     message: str = ""
@@ -178,7 +202,10 @@ class EquivReport:
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.comparisons) and bool(self.comparisons)
+        return bool(self.comparisons) and all(c.ok for c in self.comparisons)
+
+    def failures(self) -> list[Comparison]:
+        return [c for c in self.comparisons if not c.ok]
 
     def to_json(self) -> dict:
         return {"model": self.model, "ok": self.ok, "reference": REFERENCE, "seed": self.seed,
@@ -186,6 +213,8 @@ class EquivReport:
                 "backends": self.backends,
                 "tolerances": {p: {ph: {"atol": a, "rtol": r} for ph, (a, r) in t.items()}
                                for p, t in TOLERANCES.items()},
+                "conditioning": {"factor": FACTOR, "max_scale": MAX_SCALE,
+                                 "rounding": ROUNDING},
                 "comparisons": [_jsonable(asdict(c)) for c in self.comparisons],
                 "divergences": [_jsonable(asdict(d)) for d in self.divergences],
                 "skipped": self.skipped}
@@ -199,21 +228,20 @@ def compare_arrays(x, ref, atol: float, rtol: float) -> tuple[float, float, floa
     ref = np.asarray(ref)
     if x.shape != ref.shape:
         return math.inf, math.inf, math.inf, False, None
-    if ref.dtype.kind in "biu" or x.dtype.kind in "biu" and ref.dtype.kind not in "fc":
-        diff = (x != ref)
-        bad = float(diff.mean()) if diff.size else 0.0
-        idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape)) \
-            if diff.any() else None
-        ok = not diff.any()
-        return (0.0 if ok else math.inf), (0.0 if ok else bad), (0.0 if ok else math.inf), ok, idx
+    if ref.dtype.kind in "biu" or (x.dtype.kind in "biu" and ref.dtype.kind not in "fc"):
+        diff = x != ref
+        if not diff.any():
+            return 0.0, 0.0, 0.0, True, None
+        idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
+        return math.inf, float(diff.mean()), math.inf, False, idx
     xf = x.astype(np.float64)
     rf = ref.astype(np.float64)
+    if xf.size == 0:
+        return 0.0, 0.0, 0.0, True, None
     same = (xf == rf) | (np.isnan(xf) & np.isnan(rf))
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.where(same, 0.0, np.abs(xf - rf))
     err = np.where(np.isnan(err), math.inf, err)
-    if err.size == 0:
-        return 0.0, 0.0, 0.0, True, None
     mag = np.abs(np.where(np.isfinite(rf), rf, 0.0))
     rel = err / np.maximum(mag, atol if atol > 0 else 1e-300)
     ratio = err / (atol + rtol * mag)
@@ -224,7 +252,32 @@ def compare_arrays(x, ref, atol: float, rtol: float) -> tuple[float, float, floa
 
 
 def _tol(b: Backend, phase: str) -> tuple[float, float]:
-    return TOLERANCES["f64" if b.dtype == "f64" else "f32"][phase]
+    return TOLERANCES[b.precision][phase]
+
+
+def _ratio(x, ref, atol, rtol) -> float:
+    if x is None:
+        return 0.0
+    r = compare_arrays(x, ref, atol, rtol)[2]
+    return r if math.isfinite(r) else math.inf
+
+
+def judge(phase: str, b: Backend, x, ref, *, sensitive=None, probes=()) -> dict:
+    """Compare one tensor: the tolerance, widened for conditioning (see the docstring).
+
+    ``sensitive`` is the reference's value on perturbed feeds, ``probes`` the other
+    float32 backends' values (None where missing)."""
+    atol, rtol = _tol(b, phase)
+    s = _ratio(sensitive, ref, atol, rtol)
+    q = max([_ratio(p, ref, atol, rtol) for p in probes if p is not None], default=0.0)
+    finite_q = q if math.isfinite(q) else 0.0
+    ill = FACTOR * s > MAX_SCALE
+    scale = float(min(MAX_SCALE, max(1.0, FACTOR * s, FACTOR * finite_q)))
+    atol, rtol = atol * scale, rtol * scale
+    mx, mr, ratio, ok, idx = compare_arrays(x, ref, atol, rtol)
+    return dict(max_abs=mx, max_rel=mr, tol_ratio=ratio, atol=atol, rtol=rtol,
+                ok=bool(ok or ill), tol_scale=scale, sensitivity=s, spread=q,
+                ill_conditioned=bool(ill), index=idx)
 
 
 # ---- running a graph on a backend ----------------------------------------------------------
@@ -252,6 +305,18 @@ def run_on(b: Backend, prog, feeds: dict) -> dict[str, np.ndarray]:
             v = v.detach().cpu().numpy()
         res[k] = np.asarray(v)
     return res
+
+
+def perturb(feeds: dict, eps: float, seed: int) -> dict:
+    """Every float feed (except the step counter) times ``1 + u*eps``, u ~ U[-1, 1]."""
+    rng = np.random.default_rng([seed, 31337])
+    out = {}
+    for k in sorted(feeds):
+        a = np.asarray(feeds[k])
+        if a.dtype.kind == "f" and k != "step":
+            a = a.astype(np.float64) * (1.0 + eps * rng.uniform(-1.0, 1.0, a.shape))
+        out[k] = a
+    return out
 
 
 @contextlib.contextmanager
@@ -287,7 +352,7 @@ def _torch_single_thread(backends):
 # ---- phases ---------------------------------------------------------------------------------
 
 class Phase:
-    """One optimised graph + results, run on every backend over a list of feeds."""
+    """One optimised graph and its results, lowered once per backend."""
 
     def __init__(self, name: str, graph: Graph, results: dict[str, int]):
         self.name = name
@@ -304,44 +369,33 @@ class Phase:
 
 
 def probes_for(b: Backend, backends: list[Backend]) -> list[Backend]:
-    """The other float32 backends, whose spread around the reference widens `b`'s
-    tolerance (none for float64 backends)."""
-    if b.dtype == "f64":
+    """The other float32 backends (their spread widens a float32 backend's tolerance)."""
+    if b.precision == "f64":
         return []
-    return [c for c in backends[1:] if c != b and c.dtype == b.dtype]
+    return [c for c in backends[1:] if c != b and c.precision == "f32"]
 
 
-def tolerance_scale(probe_vals, ref_val, atol: float, rtol: float) -> float:
-    """``clip(PROBE_FACTOR * max tolerance ratio of the probes, 1, MAX_SCALE)``: how much of
-    its tolerance another float32 backend needs for this tensor, times a safety factor."""
-    worst = 0.0
-    for v in probe_vals or ():
-        if v is None:
-            continue
-        _, _, ratio, _, _ = compare_arrays(v, ref_val, atol, rtol)
-        if math.isfinite(ratio):
-            worst = max(worst, ratio)
-    return float(min(MAX_SCALE, max(1.0, PROBE_FACTOR * worst)))
+def _precisions(backends) -> list[str]:
+    return sorted({b.precision for b in backends[1:]})
 
 
-def _compare_dicts(report, phase, b, ref_out, out, names, step=None, label=None,
-                   probes=(), probe_outs=()):
-    base_atol, base_rtol = _tol(b, phase)
+def _compare_run(report, phase: str, b: Backend, out: dict, ref_out: dict, sens: dict,
+                 probe_outs: list, names: list, step=None, label=None) -> list[str]:
+    """Judge every result `names` of one run of `b`; append the rows; return the failures."""
     bad = []
     for k in names:
         tensor = label(k) if label else k
-        atol, rtol = base_atol, base_rtol
-        if k not in out:
+        if k not in out or k not in ref_out:
+            atol, rtol = _tol(b, phase)
+            who = b.name if k not in out else REFERENCE
             c = Comparison(phase, tensor, b.name, REFERENCE, math.inf, math.inf, math.inf, atol,
-                           rtol, False, step, error=f"{b.name} did not return {k!r}")
+                           rtol, False, step, error=f"{who} did not return {k!r}")
         else:
-            scale = tolerance_scale([p.get(k) for p in probe_outs or ()], ref_out[k],
-                                    atol, rtol)
-            atol, rtol = atol * scale, rtol * scale
-            mx, mr, ratio, ok, _ = compare_arrays(out[k], ref_out[k], atol, rtol)
-            c = Comparison(phase, tensor, b.name, REFERENCE, mx, mr, ratio, atol, rtol, ok, step,
-                           tuple(np.shape(ref_out[k])), tol_scale=scale,
-                           probe=", ".join(p.name for p in probes) if scale > 1 else None)
+            j = judge(phase, b, out[k], ref_out[k], sensitive=sens.get(b.precision, {}).get(k),
+                      probes=[p.get(k) for p in probe_outs])
+            j.pop("index")
+            c = Comparison(phase, tensor, b.name, REFERENCE, step=step,
+                           shape=tuple(np.shape(ref_out[k])), **j)
         report.comparisons.append(c)
         if not c.ok:
             bad.append(k)
@@ -377,6 +431,10 @@ def perturbed_params(model, seed: int) -> dict:
     return out
 
 
+def _grad_label(loss: str, wrt: str) -> str:
+    return f"d({loss})/d({wrt})"
+
+
 def _forward_and_gradients(model, report, backends, seed, dim, locate):
     """Forward and gradient phases; returns the feeds and the reference's gradients."""
     data = _sample_data(model, seed, dim)
@@ -402,30 +460,26 @@ def _forward_and_gradients(model, report, backends, seed, dim, locate):
         if isinstance(ref_out, Exception):  # nothing to compare with
             _error_row(report, phase_name, ref, ref_out)
             continue
+        sens = {p: phase.run(ref, perturb(feeds, ROUNDING[p], seed))
+                for p in _precisions(backends)}
+        names, label = list(phase.results), None
         if loss is not None:
             ref_grads[loss] = ref_out
-        names = list(phase.results)
-        if loss is not None:
             names = [n for n in names if n != loss]   # the loss is compared in forward
             label = (lambda k, loss=loss: _grad_label(loss, k.split(":", 1)[1]))
-        else:
-            label = None
         for b in others:
             out = outs[b]
             if isinstance(out, Exception):
                 _error_row(report, phase_name, b, out)
                 continue
-            probes = [p for p in probes_for(b, backends) if not isinstance(outs.get(p), Exception)]
-            bad = _compare_dicts(report, phase_name, b, ref_out, out, names, label=label,
-                                 probes=probes, probe_outs=[outs[p] for p in probes])
+            probes = [p for p in probes_for(b, backends) if not isinstance(outs[p], Exception)]
+            bad = _compare_run(report, phase_name, b, out, ref_out, sens,
+                               [outs[p] for p in probes], names, label=label)
             if bad and locate:
                 report.divergences.append(locate_divergence(
-                    phase.graph, phase.results, b, ref, feeds, phase_name, probes=probes))
+                    phase.graph, phase.results, b, ref, feeds, phase_name, probes=probes,
+                    seed=seed))
     return feeds, ref_grads
-
-
-def _grad_label(loss: str, wrt: str) -> str:
-    return f"d({loss})/d({wrt})"
 
 
 def _autograd(model, report, feeds, ref_grads, device):
@@ -438,6 +492,7 @@ def _autograd(model, report, feeds, ref_grads, device):
     g = model.graph
     b = Backend("torch", "f64", device)
     ref = Backend("numpy", "f64")
+    name = "torch-autograd-f64" + ("" if device == "cpu" else f"-{device}")
     for loss in model.losses:
         try:
             fwd = Phase("autograd", g, {loss: g.outputs[loss]})
@@ -445,8 +500,7 @@ def _autograd(model, report, feeds, ref_grads, device):
             held = dict(module.named_parameters())
             module.load_numpy({k: v for k, v in feeds.items() if k in held}, strict=False)
             module.zero_grad(set_to_none=True)
-            data = {k: v for k, v in feeds.items() if k not in held}
-            out = module(data)
+            out = module({k: v for k, v in feeds.items() if k not in held})
             out[loss].backward()
             auto = {k: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu().numpy()
                     for k, p in held.items()}
@@ -458,17 +512,15 @@ def _autograd(model, report, feeds, ref_grads, device):
         except Exception as e:
             _error_row(report, "autograd", b, e)
             continue
-        atol, rtol = _tol(b, "autograd")
-        for name in model.params:
-            key = "grad:" + name
-            if name not in auto or key not in sym:
+        for p in model.params:
+            key = "grad:" + p
+            if p not in auto or key not in sym:
                 continue
-            mx, mr, ratio, ok, _ = compare_arrays(auto[name], sym[key], atol, rtol)
+            j = judge("autograd", b, auto[p], sym[key])
+            j.pop("index")
             report.comparisons.append(Comparison(
-                "autograd", _grad_label(loss, name), "torch-autograd-f64" + ("" if device == "cpu"
-                                                                       else f"-{device}"),
-                "dlc-symbolic-" + REFERENCE, mx, mr, ratio, atol, rtol, ok, None,
-                tuple(np.shape(sym[key]))))
+                "autograd", _grad_label(loss, p), name, "dlc-symbolic-" + REFERENCE,
+                shape=tuple(np.shape(sym[key])), **j))
 
 
 # ---- training steps --------------------------------------------------------------------------
@@ -481,7 +533,7 @@ class _TrainSetup:
     model: object                      # the model with the train block's hparams
     groups: list                       # [(group name, group steps per round, Phase)]
     start: dict                        # initial params, states, slots, averages, ...
-    batches: list                      # one data + noise dict per step program run
+    batches: list                      # one data dict per round
 
 
 def _train_setup(model, seed: int, dim: int, steps: int) -> _TrainSetup:
@@ -497,20 +549,43 @@ def _train_setup(model, seed: int, dim: int, steps: int) -> _TrainSetup:
         rounds = DEFAULT_HORIZON
     sgs = [training.build_step(m, cfg, grp, rounds * grp.steps) for grp in cfg.groups]
     groups = [(sg.group.name, sg.group.steps, Phase("train", sg.graph, sg.results)) for sg in sgs]
-    # initial values, as training.Trainer._initial_values makes them
-    values = dict(m.init_params(seed))
-    for sg in sgs:
-        for name, fill in sg.slots.items():
-            p = name[len("opt."):name.rindex(".")]
-            values[name] = np.full_like(values[p], fill)
-        for name, p in {**sg.averages, **sg.snapshots, **sg.mus}.items():
-            values[name] = np.zeros_like(values[p]) if name in sg.mus else values[p].copy()
-    batches = []
+    # initial values exactly as `dlc train` makes them (its Trainer reads only these)
+    from types import SimpleNamespace
+    values = training.Trainer._initial_values(SimpleNamespace(model=m, seed=seed, steps=sgs))
     data_names = set(m.inputs)
-    for k in range(steps):
-        data = {n: v for n, v in _sample_data(m, seed, dim, stream=k).items() if n in data_names}
-        batches.append(data)
+    batches = [{n: v for n, v in _sample_data(m, seed, dim, stream=k).items() if n in data_names}
+               for k in range(steps)]
     return _TrainSetup(m, groups, values, batches)
+
+
+def _iterate(setup: _TrainSetup, b: Backend, seed: int, eps: float = 0.0) -> list:
+    """Every step program run on backend b, each backend on its own values:
+    [(group, round, phase, feeds, outputs)]. With ``eps``, the start values and every
+    batch are perturbed by that relative rounding (the conditioning probe)."""
+    values = dict(setup.start)
+    if eps:
+        values = perturb(values, eps, seed)
+    group_steps = {name: 0 for name, _, _ in setup.groups}
+    noise_step = 0
+    runs = []
+    for k, batch in enumerate(setup.batches):
+        if eps:
+            batch = perturb(batch, eps, seed + 1 + k)
+        for name, n_steps, phase in setup.groups:
+            for _ in range(n_steps):
+                noise = noise_mod.draw(phase.graph, batch, seed, noise_step)
+                if eps:
+                    noise = perturb(noise, eps, seed + 7 * noise_step + 3)
+                feeds = {**values, **batch, **noise,
+                         "step": np.asarray(group_steps[name], np.float32)}
+                out = phase.run(b, feeds)
+                for r, v in out.items():
+                    if r.startswith("new:"):
+                        values[r[4:]] = v
+                runs.append((name, k + 1, phase, feeds, out))
+                noise_step += 1
+                group_steps[name] += 1
+    return runs
 
 
 def _train(model, report, backends, seed, dim, steps, locate):
@@ -521,61 +596,40 @@ def _train(model, report, backends, seed, dim, steps, locate):
                                "reason": f"no train step: {type(e).__name__}: {e}"})
         return
     multi = len(setup.groups) > 1
-
-    def iterate(b):
-        """Every step program run on backend b: [(label, step, phase, feeds, outputs)]."""
-        values = dict(setup.start)
-        group_steps = {name: 0 for name, _, _ in setup.groups}
-        noise_step = 0
-        runs = []
-        for k, batch in enumerate(setup.batches):
-            for name, n_steps, phase in setup.groups:
-                for _ in range(n_steps):
-                    feeds = {**values, **batch,
-                             **noise_mod.draw(phase.graph, batch, seed, noise_step),
-                             "step": np.asarray(group_steps[name], np.float32)}
-                    out = phase.run(b, feeds)
-                    for r, v in out.items():
-                        if r.startswith("new:"):
-                            values[r[4:]] = v
-                    runs.append((name, k + 1, phase, feeds, out))
-                    noise_step += 1
-                    group_steps[name] += 1
-        return runs
-
     ref, others = backends[0], backends[1:]
     all_runs: dict = {}
     for b in backends:
         try:
-            all_runs[b] = iterate(b)
+            all_runs[b] = _iterate(setup, b, seed)
         except Exception as e:
             all_runs[b] = e
     ref_runs = all_runs[ref]
     if isinstance(ref_runs, Exception):
         _error_row(report, "train", ref, ref_runs)
         return
+    sens_runs = {p: _iterate(setup, ref, seed, ROUNDING[p]) for p in _precisions(backends)}
     for b in others:
         runs = all_runs[b]
         if isinstance(runs, Exception):
             _error_row(report, "train", b, runs)
             continue
-        probes = [p for p in probes_for(b, backends)
-                  if not isinstance(all_runs.get(p), Exception)]
+        probes = [p for p in probes_for(b, backends) if not isinstance(all_runs[p], Exception)]
         first_bad = None
         for i, ((name, k, phase, _, out), (_, _, _, ref_feeds, ref_out)) in enumerate(
                 zip(runs, ref_runs)):
             names = [r for r in phase.results if not r.startswith("new:")] + \
                     [r for r in phase.results if r.startswith("new:")]
             label = (lambda r, name=name: f"{name}/{r}") if multi else None
-            bad = _compare_dicts(report, "train", b, ref_out, out, names, step=k, label=label,
-                                 probes=probes, probe_outs=[all_runs[p][i][4] for p in probes])
+            sens = {p: sens_runs[p][i][4] for p in sens_runs}
+            bad = _compare_run(report, "train", b, out, ref_out, sens,
+                               [all_runs[p][i][4] for p in probes], names, step=k, label=label)
             if bad and first_bad is None:
                 first_bad = (phase, ref_feeds, k)
         if first_bad is not None and locate:
             phase, ref_feeds, k = first_bad
-            report.divergences.append(locate_divergence(phase.graph, phase.results, b, ref,
-                                                        ref_feeds, "train", step=k,
-                                                        probes=probes))
+            report.divergences.append(locate_divergence(
+                phase.graph, phase.results, b, ref, ref_feeds, "train", step=k, probes=probes,
+                seed=seed))
 
 
 # ---- locating the first divergent node --------------------------------------------------------
@@ -612,18 +666,18 @@ def _fmt_span(span) -> str | None:
 
 
 def locate_divergence(g: Graph, results: dict[str, int], b: Backend, ref: Backend, feeds: dict,
-                      phase: str, step: int | None = None,
-                      probes: list[Backend] = ()) -> Divergence:
+                      phase: str, step: int | None = None, probes=(), seed: int = 0) -> Divergence:
     """The first node (topological order) whose values on ``b`` and ``ref`` differ beyond
-    the phase's tolerance (widened by the ``probes``' spread, as for results), with every
-    node of ``g`` that ``results`` need evaluated on identical feeds."""
+    its tolerance (widened for conditioning as for results), with every node of ``g``
+    that ``results`` need evaluated on identical feeds."""
     order = [n for n in g.topo_order(list(results.values()))
              if g.node(n).op not in SOURCE_OPS and isinstance(g.type(n), TensorType)]
     every = {f"n{n}": n for n in order}
-    base_atol, base_rtol = _tol(b, phase)
     div = Divergence(phase, b.name, ref.name, False, step=step, nodes_compared=len(order))
     try:
-        ref_vals = run_on(ref, lower_on(ref, g, every), feeds)
+        ref_prog = lower_on(ref, g, every)
+        ref_vals = run_on(ref, ref_prog, feeds)
+        sens_vals = run_on(ref, ref_prog, perturb(feeds, ROUNDING[b.precision], seed))
         vals = run_on(b, lower_on(b, g, every), feeds)
         probe_vals = [run_on(p, lower_on(p, g, every), feeds) for p in probes]
     except Exception as e:
@@ -633,10 +687,9 @@ def locate_divergence(g: Graph, results: dict[str, int], b: Backend, ref: Backen
         k = f"n{n}"
         if k not in vals or k not in ref_vals:
             continue
-        scale = tolerance_scale([p.get(k) for p in probe_vals], ref_vals[k], base_atol, base_rtol)
-        atol, rtol = base_atol * scale, base_rtol * scale
-        mx, mr, ratio, ok, idx = compare_arrays(vals[k], ref_vals[k], atol, rtol)
-        if ok:
+        j = judge(phase, b, vals[k], ref_vals[k], sensitive=sens_vals.get(k),
+                  probes=[p.get(k) for p in probe_vals])
+        if j["ok"]:
             continue
         node = g.node(n)
         span, via = _span_of(g, n)
@@ -647,9 +700,9 @@ def locate_divergence(g: Graph, results: dict[str, int], b: Backend, ref: Backen
         if span is not None and span.source is not None:
             div.line = span.source.line(span.line)
             div.col = span.col
-        div.max_abs, div.max_rel, div.index = mx, mr, idx
-        if idx is not None and x.shape == r.shape:
-            div.value, div.ref_value = _scalar(x[idx]), _scalar(r[idx])
+        div.max_abs, div.max_rel, div.index = j["max_abs"], j["max_rel"], j["index"]
+        if div.index is not None and x.shape == r.shape:
+            div.value, div.ref_value = _scalar(x[div.index]), _scalar(r[div.index])
         div.args = [f"%{a} {g.node(a).op}" for a in node.args]
         if div.span is None:
             where = "a node the compiler generated (autodiff or optimizer; no source span)"
@@ -658,7 +711,8 @@ def locate_divergence(g: Graph, results: dict[str, int], b: Backend, ref: Backen
         else:
             where = div.span
         div.message = (f"first divergent node %{n} `{node.op}` at {where}: max abs err "
-                       f"{mx:.3e}, max rel err {mr:.3e} (atol {atol:.3g}, rtol {rtol:.3g})")
+                       f"{j['max_abs']:.3e}, max rel err {j['max_rel']:.3e} "
+                       f"(atol {j['atol']:.3g}, rtol {j['rtol']:.3g})")
         return div
     div.message = ("no single node differs beyond tolerance on identical inputs: the "
                    "difference accumulates" + (" over steps" if phase == "train" else "")
@@ -676,8 +730,10 @@ def _scalar(v):
 def equiv(model, *, steps: int = DEFAULT_STEPS, device: str = "cpu", seed: int = 0,
           dim: int = DEFAULT_DIM, backends: list[Backend] | None = None, locate: bool = True,
           autograd: bool = True, train: bool = True) -> EquivReport:
-    """Run every comparison; the report's ``ok`` says whether all were within tolerance."""
-    backends = backends or default_backends(device)
+    """Run every comparison; the report's ``ok`` says whether all were within tolerance.
+
+    ``backends[0]`` is the reference (default: `default_backends`)."""
+    backends = list(backends or default_backends(device))
     report = EquivReport(model.name, seed, dim, steps, device, [b.name for b in backends])
     ctx = _exact_cuda() if any(b.device == "cuda" for b in backends) else contextlib.nullcontext()
     with ctx, _torch_single_thread(backends):
@@ -691,9 +747,9 @@ def equiv(model, *, steps: int = DEFAULT_STEPS, device: str = "cpu", seed: int =
 
 def run_equiv(model, args) -> tuple[int, dict]:
     """`dlc equiv`: (exit code, JSON payload); prints the table unless ``--json``."""
+    from .cli import UsageError
     device = getattr(args, "device", "cpu") or "cpu"
     if device == "cuda":
-        from .cli import UsageError
         try:
             import torch
             available = torch.cuda.is_available()
@@ -701,12 +757,10 @@ def run_equiv(model, args) -> tuple[int, dict]:
             available = False
         if not available:
             raise UsageError("dlc equiv: --device cuda asked for, but PyTorch sees no CUDA "
-                             "device on this machine")
-    steps = getattr(args, "steps", DEFAULT_STEPS)
-    if steps is None:
-        steps = DEFAULT_STEPS
+                             "device on this machine (use --device cpu)")
+    steps = getattr(args, "steps", None)
+    steps = DEFAULT_STEPS if steps is None else steps
     if steps < 0:
-        from .cli import UsageError
         raise UsageError("dlc equiv: --steps must be >= 0")
     report = equiv(model, steps=steps, device=device, seed=getattr(args, "seed", 0) or 0,
                    dim=getattr(args, "dim", None) or DEFAULT_DIM)
@@ -714,6 +768,8 @@ def run_equiv(model, args) -> tuple[int, dict]:
         print(render(report))
     return (0 if report.ok else 1), report.to_json()
 
+
+# ---- the table -------------------------------------------------------------------------------
 
 def render(report: EquivReport) -> str:
     lines = [f"equiv {report.model}: reference {REFERENCE}, seed {report.seed}, dims={report.dim}, "
@@ -723,21 +779,32 @@ def render(report: EquivReport) -> str:
         tensor = c.tensor if not steps else (
             f"step {steps[0]}: {c.tensor}" if len(steps) == 1 else
             f"steps {steps[0]}-{steps[-1]}: {c.tensor}")
-        tol = f"{c.atol:.3g}+{c.rtol:.3g}|r|" + (f" (x{c.tol_scale:.3g})" if c.tol_scale > 1 else "")
+        if c.error:
+            tol, verdict = "-", "ERROR"
+        elif c.ill_conditioned:
+            tol, verdict = f"n/a (sensitivity {c.sensitivity:.3g})", "ill-conditioned"
+        else:
+            tol = f"{c.atol:.3g}+{c.rtol:.3g}|r|" + (f" (x{c.tol_scale:.3g})"
+                                                    if c.tol_scale > 1 else "")
+            verdict = "ok" if c.ok else "FAIL"
         rows.append((c.phase, tensor, c.pair, "-" if c.error else f"{c.max_abs:.2e}",
-                     "-" if c.error else f"{c.max_rel:.2e}", tol,
-                     "ok" if c.ok else ("ERROR" if c.error else "FAIL")))
+                     "-" if c.error else f"{c.max_rel:.2e}", tol, verdict))
     head = ("phase", "tensor", "backend pair", "max abs err", "max rel err", "tolerance", "ok")
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    fmt = "  " + "  ".join(f"{{:<{w}}}" if i < 3 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    lines.append(fmt.format(*head))
+    fmt = "  " + "  ".join(f"{{:<{w}}}" if i < 3 or i == 6 else f"{{:>{w}}}"
+                           for i, w in enumerate(widths))
+    lines.append(fmt.format(*head).rstrip())
     for r in rows:
-        lines.append(fmt.format(*r))
+        lines.append(fmt.format(*r).rstrip())
     for c in report.comparisons:
         if c.error:
             lines.append(f"error: {c.phase} on {c.backend}: {c.error}")
     for s in report.skipped:
         lines.append(f"skipped {s['phase']}: {s['reason']}")
+    if any(c.ill_conditioned for c in report.comparisons):
+        lines.append("ill-conditioned: the reference itself moves by more than "
+                     f"{MAX_SCALE / FACTOR:g}x the tolerance when its inputs move by one "
+                     "rounding error; such tensors cannot be compared and do not fail the run")
     for d in report.divergences:
         where = f" at step {d.step}" if d.step else ""
         lines.append(f"divergence in {d.phase}{where}, {d.backend} vs {d.reference} "
@@ -750,15 +817,15 @@ def render(report: EquivReport) -> str:
             if d.index is not None:
                 lines.append(f"    worst entry {list(d.index)}: {d.value!r} ({d.backend}) vs "
                              f"{d.ref_value!r} ({d.reference}); args: {', '.join(d.args)}")
-    n_bad = sum(not c.ok for c in report.comparisons)
+    n_bad = len(report.failures())
     lines.append("all backends agree" if report.ok else
                  f"{n_bad} of {len(report.comparisons)} comparisons out of tolerance")
     return "\n".join(lines)
 
 
 def _merge_steps(comparisons):
-    """Training rows of one tensor and backend pair merged over steps (worst errors);
-    the JSON payload keeps every step."""
+    """Training rows of one tensor and backend pair merged over steps (the worst of
+    each figure); the JSON payload keeps every step."""
     out, index = [], {}
     for c in comparisons:
         if c.step is None or c.error:
@@ -773,8 +840,10 @@ def _merge_steps(comparisons):
         steps.append(c.step)
         m.max_abs, m.max_rel = max(m.max_abs, c.max_abs), max(m.max_rel, c.max_rel)
         m.tol_ratio, m.ok = max(m.tol_ratio, c.tol_ratio), m.ok and c.ok
+        m.ill_conditioned = m.ill_conditioned or c.ill_conditioned
+        m.sensitivity, m.spread = max(m.sensitivity, c.sensitivity), max(m.spread, c.spread)
         if c.tol_scale > m.tol_scale:
-            m.tol_scale, m.atol, m.rtol, m.probe = c.tol_scale, c.atol, c.rtol, c.probe
+            m.tol_scale, m.atol, m.rtol = c.tol_scale, c.atol, c.rtol
     return [(c, sorted(s)) for c, s in out]
 
 
@@ -790,5 +859,6 @@ def _jsonable(o):
     return o
 
 
-__all__ = ["equiv", "run_equiv", "render", "compare_arrays", "locate_divergence", "Backend",
-           "default_backends", "TOLERANCES", "Comparison", "Divergence", "EquivReport"]
+__all__ = ["equiv", "run_equiv", "render", "compare_arrays", "judge", "locate_divergence",
+           "perturb", "Backend", "default_backends", "TOLERANCES", "FACTOR", "MAX_SCALE",
+           "ROUNDING", "Comparison", "Divergence", "EquivReport"]

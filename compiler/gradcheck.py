@@ -6,6 +6,11 @@ torch.autograd.gradcheck's default criterion |sym − fd| <= atol + rtol·|fd|
 (ε = 1e-6, atol = 1e-5, rtol = 1e-3). Tensors with more than `max_entries`
 elements are checked on that many entries drawn with a fixed seed (the count is
 reported); smaller ones on every entry. Noise is drawn once and held fixed.
+
+`stop_gradient(v)` means "treat v as a constant": the symbolic gradient is that of
+the function in which v is frozen at its current value. So the finite differences
+are taken of exactly that function: every stop_gradient node becomes an input fed
+with its value at the unperturbed point.
 """
 from __future__ import annotations
 
@@ -87,12 +92,35 @@ def gradcheck(model, *, seed: int = 0, max_entries: int = 64, dim: int = DEFAULT
     for loss in model.losses:
         wrt = list(model.params) + float_inputs
         sym = model.gradients(loss, data, params, wrt=wrt, dtype="f64")
-        fwd = model.lower({loss: g.outputs[loss]}, g, "numpy", "f64")
+        fwd = _frozen_forward(model, g, loss, {**params, **data})
         for name in wrt:
             base = params if name in params else data
             results.append(_check_tensor(fwd, loss, name, "param" if name in params else "input",
                                          base, params, data, sym[name], rng, max_entries))
     return results
+
+
+def _frozen_forward(model, g: Graph, loss: str, feeds: dict):
+    """The loss as a function of its sources, with stop_gradient values held fixed."""
+    root = g.outputs[loss]
+    order = g.topo_order([root])
+    stops = [n for n in order if g.node(n).op == "stop_gradient"]
+    if not stops:
+        return model.lower({loss: root}, g, "numpy", "f64")
+    values = model.lower({f"frozen.{n}": g.node(n).args[0] for n in stops}, g, "numpy", "f64")(feeds)
+    # copies: a frozen value may be a source array that the checker perturbs in place
+    values = {k: np.array(v, copy=True) for k, v in values.items()}
+    fg, m = Graph(g.name), {}
+    for n in order:
+        node = g.node(n)
+        if node.op == "stop_gradient":
+            t = node.type
+            m[n] = fg.add("input", (), {"name": f"frozen.{n}", "dtype": t.dtype, "shape": t.shape})
+        else:
+            m[n] = fg.add(node.op, [m[a] for a in node.args], dict(node.attrs), type=node.type)
+    fg.dim_sources = {k: (m[n], ax) for k, (n, ax) in g.dim_sources.items() if n in m}
+    prog = model.lower({loss: m[root]}, fg, "numpy", "f64", optimized=False)
+    return lambda f: prog({**f, **values})
 
 
 def _check_tensor(fwd, loss, name, kind, base, params, data, sym, rng, max_entries):

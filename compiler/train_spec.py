@@ -29,18 +29,23 @@ Options (each at most once, one per line or separated by `;`):
 `epochs N` | `steps N`
     Train for N passes over the training part, or for N optimizer steps (rounds, with
     players). Default `epochs 10`. `dlc train --epochs/--steps` override them.
-`optimizer NAME(k = v, ...)`
-    `sgd`, `momentum`, `nesterov`, `adam`, `adamw`, `rmsprop`, `adagrad`, `svrg`, ...
-    (see `compiler.optim`); `lr` is the base learning rate. Default `adam(lr = 1e-3)`,
-    unless the block has update rules and no optimizer (then only the rules train).
+`optimizer NAME(k = v, ...)` | `optimizer NAME`
+    `sgd`, `momentum`, `nesterov`, `adagrad`, `rmsprop`, `adam`, `adamw`, `signsgd`,
+    `muon`, `svrg` with their options (see `compiler.optim`); `lr` is the base learning
+    rate. Default `adam(lr = 1e-3)`, unless the block has update rules and no
+    optimizer (then only the rules train). `svrg` recomputes the full-batch gradient
+    at a snapshot of the parameters at the start of every epoch.
 `schedule NAME(k = v, ...)` | `schedule NAME`
-    Learning-rate schedule over the run's total steps: `constant`, `cosine`, `step`,
-    `exponential`, `warmup_cosine`, ... (see `compiler.schedules`). Default constant.
+    Learning-rate schedule over the run's total number of steps: `constant`, `step`,
+    `exponential`, `cosine` (options `min_lr`, `warmup`), `warmup`, `inverse_time`,
+    `linear` (see `compiler.schedules`). Default constant.
 `weight_decay X`
-    Decoupled L2 decay of the *weights* only (rank >= 2 params; biases, gains and
-    shifts are left alone).
+    L2 regularization of the *weights* only (rank >= 2 params; biases, gains and
+    shifts are left alone): X * w is added to the gradient, like torch's
+    `weight_decay`; with `adamw` the decay is decoupled. Same as giving the
+    optimizer `weight_decay = X` (giving both is an error).
 `l1 X`
-    L1 penalty X * sum |w| on the weights (added to the gradient as X * sign(w)).
+    L1 penalty on the weights only: X * sign(w) is added to the gradient.
 `clip_grad_norm X`
     Rescale the gradients so their global L2 norm is at most X.
 `early_stop val.METRIC patience N [min | max]`
@@ -69,8 +74,14 @@ weight_decay X; l1 X; clip_grad_norm X }`
     noise per step). Parameters of no player are frozen.
 `NAME <- EXPR`
     Update rules (perceptron, Hebbian, Hopfield): evaluated in the model's scope in
-    training mode; each step sets the param or state to EXPR. Params with a rule are
-    not gradient-trained; without an `optimizer` only the rules train.
+    training mode, after its body (so they may use its local names); each step sets
+    the param or state to EXPR. Params with a rule are not gradient-trained; without
+    an `optimizer` only the rules train, and the model needs no loss. Not allowed
+    together with players.
+
+Runs evaluate every loss and metric of the model (evaluation mode: dropout off,
+batch-norm running statistics) on the validation part after each epoch, and on all
+three parts at the end; see `compiler.training`.
 """
 from __future__ import annotations
 
@@ -156,7 +167,7 @@ class TrainConfig:
         return self.split[1] > 0
 
 
-# ---- entry points -------------------------------------------------------------------------
+# ---- entry points ------------------------------------------------------------------------
 
 def find_train(program, model_name: str) -> A.TrainDef:
     """The train block of `model_name` in a program (the first, if there are several)."""
@@ -275,7 +286,7 @@ def optimizer_options(group: Group) -> dict:
     return kw
 
 
-# ---- the data expression -------------------------------------------------------------------
+# ---- the data expression -----------------------------------------------------------------
 
 def _model_name(e) -> str:
     if isinstance(e, A.Call):
@@ -363,7 +374,7 @@ def _fit_field(name, arr: np.ndarray, t, cfg) -> np.ndarray:
     return arr.astype(np_dtype, copy=False)
 
 
-# ---- options --------------------------------------------------------------------------------
+# ---- options -----------------------------------------------------------------------------
 
 def _name_span(opt: A.Option) -> Span | None:
     """The span of just the option's name (the first word)."""
@@ -572,7 +583,7 @@ def _show(v) -> str:
     return f"`{v}`" if not isinstance(v, str) else f'"{v}"'
 
 
-# ---- parameter groups and update rules --------------------------------------------------------
+# ---- parameter groups and update rules ---------------------------------------------------
 
 def _param_group(model, opt: A.Option) -> tuple[list, list]:
     names = list(model.params)

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsl.errors import DslError, SpecError
+from dsl.errors import SpecError
 
 from . import checkpoint, noise
 from .autodiff import grad as _grad
@@ -56,7 +56,7 @@ CHECKPOINT, METRICS, CURVES, ONNX_MODEL = ("checkpoint.safetensors", "metrics.cs
                                            "curves.png", "model.onnx")
 
 
-# ---- the step graph ----------------------------------------------------------------------------
+# ---- the step graph ----------------------------------------------------------------------
 
 @dataclass
 class StepGraph:
@@ -65,7 +65,7 @@ class StepGraph:
     graph: Graph
     results: dict
     group: Group
-    slots: dict = field(default_factory=dict)      # "opt.P.S" -> initial fill
+    slots: dict = field(default_factory=dict)      # "opt.P.S" -> (P, initial fill)
     averages: dict = field(default_factory=dict)   # "avg.P" -> P
     snapshots: dict = field(default_factory=dict)  # "snapshot:P" -> P (SVRG)
     mus: dict = field(default_factory=dict)        # "opt.P.mu" -> P (SVRG)
@@ -111,16 +111,17 @@ def build_step(model, cfg: TrainConfig, group: Group, total_steps: int) -> StepG
 
 def _loss_and_metrics(sg: StepGraph, cfg: TrainConfig):
     g, res = sg.graph, sg.results
-    if sg.group.loss is not None:
-        res["loss"] = g.outputs[sg.group.loss]
-    if cfg.players:  # a player logs its own loss only (the others cost a forward pass)
-        sg.logged = {"loss": sg.group.loss} if "loss" in res else {}
+    loss = sg.group.loss
+    if loss is not None:
+        res["loss"] = g.outputs[loss]
+        sg.logged["loss"] = loss  # logged under its own name
+    if cfg.players:  # a player computes its own loss only (the others cost a forward pass)
         return
     for k, n in g.outputs.items():
-        if g.output_kinds[k] in ("loss", "metric") and k != "loss":
+        if g.output_kinds[k] in ("loss", "metric") and k not in ("loss", loss):
             res[k] = n
-    # the minimised loss is logged under its own name (no `loss` duplicate)
-    sg.logged = {k: k for k in res if _is_scalar(g, res[k]) and k != "loss"}
+            if _is_scalar(g, n):
+                sg.logged[k] = k
 
 
 def _state_and_rule_updates(sg: StepGraph, cfg: TrainConfig):
@@ -165,7 +166,7 @@ def _optimizer_step(sg: StepGraph, cfg: TrainConfig, total_steps: int):
         slots = {}
         for s, fill in opt.slots(p, t):
             slots[s] = _source(g, "input", f"opt.{p}.{s}", t.dtype, t.shape)
-            sg.slots[f"opt.{p}.{s}"] = fill
+            sg.slots[f"opt.{p}.{s}"] = (p, fill)
         for s in opt.inputs(p, t):
             if s == "g_snap":
                 slots[s] = g_snaps[p]
@@ -185,12 +186,10 @@ def _optimizer_step(sg: StepGraph, cfg: TrainConfig, total_steps: int):
 
 
 def _source(g: Graph, op: str, name: str, dtype: str, shape) -> int:
-    taken = {g.node(n).attrs["name"] for n in g.inputs + g.params + g.states + g.noises}
-    if name in taken:
-        raise SpecError(f"the model already has a tensor named `{name}`, which the train "
-                        "step needs for itself", g.node(next(
-                            n for n in g.inputs + g.params + g.states
-                            if g.node(n).attrs["name"] == name)).span)
+    for n in g.inputs + g.params + g.states + g.noises:
+        if g.node(n).attrs["name"] == name:
+            raise SpecError(f"the model already has a tensor named `{name}`, which the "
+                            "train step needs for itself", g.node(n).span)
     return g.add(op, (), {"name": name, "dtype": dtype, "shape": tuple(shape)})
 
 
@@ -208,7 +207,7 @@ def _gradient_graph(model, cfg: TrainConfig, group: Group) -> tuple[Graph, dict]
     return g, {f"grad:{p}": n for p, n in zip(group.params, grads)}
 
 
-# ---- data ------------------------------------------------------------------------------------
+# ---- data --------------------------------------------------------------------------------
 
 def _split(cfg: TrainConfig, model):
     data = load_data(cfg, model)
@@ -226,7 +225,7 @@ def _rounds(cfg: TrainConfig, batches_per_epoch: int) -> int:
     return (cfg.epochs if cfg.epochs is not None else 10) * batches_per_epoch
 
 
-# ---- values on any backend ---------------------------------------------------------------------
+# ---- values on any backend ---------------------------------------------------------------
 
 def _numpy(v) -> np.ndarray:
     if hasattr(v, "detach"):
@@ -250,7 +249,7 @@ class Diverged(Exception):
         self.payload, self.rendered = payload, rendered
 
 
-# ---- the runner ----------------------------------------------------------------------------------
+# ---- the runner --------------------------------------------------------------------------
 
 @dataclass
 class Position:
@@ -262,6 +261,7 @@ class Position:
     noise_step: int = 0     # step programs run so far (the noise stream index)
     group_steps: dict = field(default_factory=dict)   # player -> its steps so far
     sums: dict = field(default_factory=dict)          # train metrics since the last row
+    last: dict = field(default_factory=dict)          # the last round's logged values
     count: int = 0
     best: float | None = None
     best_round: int | None = None
@@ -297,7 +297,6 @@ class Trainer:
         self.best_values: dict | None = None
         self.pos = Position(group_steps={grp.name: 0 for grp in cfg.groups})
         self.progress = progress
-        self._no_grad = _no_grad_context(backend)
 
     def _lower(self, graph, results):
         return self.model.lower(results, graph, self.backend, "f32", self.device)
@@ -305,8 +304,7 @@ class Trainer:
     def _initial_values(self) -> dict:
         values = dict(self.model.init_params(self.seed))
         for sg in self.steps:
-            for name, fill in sg.slots.items():
-                p = name[len("opt."):name.rindex(".")]
+            for name, (p, fill) in sg.slots.items():
                 values[name] = np.full_like(values[p], fill)
             for name, p in {**sg.averages, **sg.snapshots, **sg.mus}.items():
                 values[name] = np.zeros_like(values[p]) if name in sg.mus else values[p].copy()
@@ -318,7 +316,7 @@ class Trainer:
         with the position at the last completed round, so a checkpoint is exact)."""
         start = time.perf_counter() - self.pos.elapsed
         # non-finite values are reported by _check_finite, with the step and tensor
-        with self._no_grad, np.errstate(all="ignore"):
+        with _no_grad(self.backend), np.errstate(all="ignore"):
             while self.pos.round < self.total_rounds and not self.pos.stopped:
                 if self.pos.batch == 0 and self.svrg:
                     self._svrg_snapshot()
@@ -367,7 +365,7 @@ class Trainer:
         for k, v in logged.items():
             self.pos.sums[k] = self.pos.sums.get(k, 0.0) + v * n
         self.pos.count += n
-        self.last_logged = logged
+        self.pos.last = logged
         self.pos.noise_step, self.pos.group_steps = noise_step, group_steps
         self.pos.round += 1
         self.pos.batch += 1
@@ -425,7 +423,7 @@ class Trainer:
             return {}
         values = values or self.eval_values()
         sums, n = {}, 0
-        with self._no_grad:
+        with _no_grad(self.backend):
             for i, batch in enumerate(ds.batches(EVAL_BATCH, shuffle=False)):
                 noise_feeds = noise.draw(self.model.graph, batch, self.seed, EVAL_NOISE + i)
                 out = self.eval_prog({**values, **batch, **noise_feeds})
@@ -441,7 +439,7 @@ class Trainer:
                "time": round(p.elapsed, 3)}
         row.update({f"train_{k}": v / max(p.count, 1) for k, v in p.sums.items()
                     if not _is_lr(k)})
-        row.update({k: v for k, v in getattr(self, "last_logged", {}).items() if _is_lr(k)})
+        row.update({k: v for k, v in p.last.items() if _is_lr(k)})
         val = self.evaluate(self.val_ds) if self.cfg.evaluating else {}
         row.update({f"val_{k}": v for k, v in val.items()})
         p.history.append(row)
@@ -540,7 +538,7 @@ def _is_lr(name: str) -> bool:
     return name == "lr" or name.endswith(".lr")
 
 
-def _no_grad_context(backend):
+def _no_grad(backend):
     if backend == "torch":
         import torch
         return torch.no_grad()
@@ -588,7 +586,7 @@ def _first_nonfinite(model, sg: StepGraph, feeds) -> tuple[str, object] | None:
     return None
 
 
-# ---- reporting -------------------------------------------------------------------------------------
+# ---- reporting ---------------------------------------------------------------------------
 
 class Progress:
     """A one-line progress bar on stderr (plain text and \\r), plus a line per evaluation."""
@@ -607,7 +605,7 @@ class Progress:
         self.last = now
         frac = tr.pos.round / max(tr.total_rounds, 1)
         bar = "#" * int(frac * self.WIDTH)
-        live = "  ".join(f"{k} {v:.4g}" for k, v in getattr(tr, "last_logged", {}).items())
+        live = "  ".join(f"{k} {v:.4g}" for k, v in tr.pos.last.items())
         self.stream.write(f"\repoch {tr.pos.epoch + 1}  [{bar:<{self.WIDTH}}] "
                           f"{tr.pos.round}/{tr.total_rounds}  {live}  {tr.pos.elapsed:.1f}s\x1b[K")
         self.stream.flush()
@@ -664,7 +662,7 @@ def plot_curves(path: Path, history: list, title: str, losses: list) -> bool:
     return True
 
 
-# ---- dlc train -------------------------------------------------------------------------------------
+# ---- dlc train ---------------------------------------------------------------------------
 
 def run_training(model, args) -> tuple[int, dict]:
     """`dlc train`: returns (exit code, the JSON payload `--json` prints)."""
@@ -760,7 +758,8 @@ def _finish(tr: Trainer, model, cfg: TrainConfig, out: Path) -> dict:
 
 
 def render_summary(payload: dict) -> str:
-    lines = [f"trained {payload['model']} on {payload['data']}: {payload['epochs']:g} epochs "
+    e = payload["epochs"]
+    lines = [f"trained {payload['model']} on {payload['data']}: {e:g} epoch{'' if e == 1 else 's'} "
              f"({payload['steps']} steps) in {payload['time_s']:.1f} s"
              f"{', stopped early' if payload['stopped_early'] else ''}"]
     for part in ("train", "val", "test"):

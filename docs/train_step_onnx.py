@@ -75,12 +75,14 @@ def main(argv=None) -> int:
     init = dict(np.load(args.init)) if args.init else {}
     state = initial_state(session, rng, init)
     names = [o.name for o in session.get_outputs()]
+    wanted = {i.name for i in session.get_inputs()}  # e.g. no `step` with a constant lr
 
     losses = []
     for t in range(args.steps):
         idx = rng.choice(len(x), args.batch, replace=False)
         feeds = {"x": x[idx], "y": y[idx], "step": np.asarray(t, np.float32), **state}
-        out = dict(zip(names, session.run(names, feeds)))
+        out = dict(zip(names, session.run(names, {k: v for k, v in feeds.items()
+                                                  if k in wanted})))
         state = {k[4:]: v for k, v in out.items() if k.startswith("new:")}
         losses.append(float(out["loss"]))
         if t % 20 == 0 or t == args.steps - 1:

@@ -50,17 +50,20 @@ def test_progress_and_summary(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0
     assert "\r" in captured.err and "epoch 1: train ce " in captured.err
-    assert captured.out.startswith("trained MLP on digits: 1 epochs (23 steps)")
+    assert captured.out.startswith("trained MLP on digits: 1 epoch (23 steps)")
     assert "  test   ce " in captured.out and "model.onnx" in captured.out
 
 
 def test_located_spec_error_through_the_cli(tmp_path, capsys):
     spec = tmp_path / "bad.dl"
-    spec.write_text(Path(MLP).read_text().replace("batch 64", "bacth 64"))
+    text = Path(MLP).read_text().replace("batch 64", "bacth 64")
+    spec.write_text(text)
+    line = text.splitlines().index("  bacth 64") + 1
     code = main(["train", str(spec), "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 1
-    assert "bad.dl:12:3: error: unknown option `bacth` in train block" in err
+    assert f"bad.dl:{line}:3: error: unknown option `bacth` in train block" in err
+    assert f"{line:>4} |   bacth 64\n         ^^^^^\n" in err
     assert "hint: did you mean `batch`?" in err
 
 
@@ -100,7 +103,8 @@ def test_onnx_train_step_lowers_the_loss(step_onnx):
     x, y = data.x[:128], data.y[:128]
     losses = []
     for t in range(20):
-        out = dict(zip(names, sess.run(names, {"x": x, "y": y, "step": np.float32(t), **state})))
+        feeds = {"x": x, "y": y, "step": np.asarray(t, np.float32), **state}
+        out = dict(zip(names, sess.run(names, feeds)))
         state.update({k[4:]: v for k, v in out.items() if k.startswith("new:")})
         losses.append(float(out["loss"]))
     assert losses[-1] < 0.5 * losses[0]
