@@ -29,7 +29,7 @@ def save(path, tensors: dict, meta: dict) -> None:
     from safetensors.numpy import save_file
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {k: np.ascontiguousarray(_numpy(v)) for k, v in tensors.items()}
+    arrays = {k: np.require(_numpy(v), requirements="C") for k, v in tensors.items()}
     blob = json.dumps({"format": FORMAT, **meta}, default=_json_default)
     tmp = path.with_name(path.name + ".tmp")
     save_file(arrays, str(tmp), metadata={META_KEY: blob})

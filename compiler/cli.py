@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(c)
     c.add_argument("--backend", default="numpy", choices=["numpy", "torch", "onnx"])
     c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=int, default=None, help="overrides the train block's seed")
     c.add_argument("--out", default=None, help="run directory (default runs/<model>)")
     c.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     c.add_argument("--epochs", type=int, default=None, help="override the train block's epochs")

@@ -539,7 +539,7 @@ class Evaluator:
 
     def call_closure(self, f: Closure, args, kwargs, span):
         inner = Scope(f.scope, kind="fn")
-        with self.entering(f.name, span, key=id(f.body)):
+        with self.entering(f.name, span, key=id(f.body)), _call_site(f"`{f.name}`", span):
             if f.is_lambda:
                 if kwargs:
                     raise SpecError("anonymous functions take positional arguments only", span)
@@ -552,9 +552,11 @@ class Evaluator:
                 for k, v in self.bind_hparams(f"`{f.name}`", f.params, args, kwargs, span,
                                               f.scope).items():
                     inner.define(k, v)
-                for h in f.params:
-                    if isinstance(h.annot, A.TypeExpr):
-                        self.check_type(h.annot, inner.lookup(h.name), inner, h.span, bind=True)
+                with _call_site(f"`{f.name}`", span, pattern=True):
+                    for h in f.params:
+                        if isinstance(h.annot, A.TypeExpr):
+                            self.check_type(h.annot, inner.lookup(h.name), inner, h.span,
+                                            bind=True)
             return self.eval_body(f.body, inner, what=f"`{f.name}`")
 
     def eval_body(self, body, scope: Scope, what: str, mode: str = "fn"):
@@ -594,7 +596,7 @@ class Evaluator:
         saved = self.instance
         self.instance = inst
         inst.site_counter = {}
-        with self.entering(d.name, span):
+        with self.entering(d.name, span), _call_site(f"`{d.name}`", span):
             try:
                 if d.is_model:
                     return self.apply_model(inst, args, kwargs, span, scope)
@@ -608,8 +610,9 @@ class Evaluator:
                 if len(args) != len(cd.params):
                     raise SpecError(f"`{d.name}` takes {len(cd.params)} input"
                                     f"{'s' if len(cd.params) != 1 else ''}, got {len(args)}", span)
-                for p, v in zip(cd.params, args):
-                    self.bind_target(p, v, scope, bind_dims=True)
+                with _call_site(f"`{d.name}`", span, pattern=True):
+                    for p, v in zip(cd.params, args):
+                        self.bind_target(p, v, scope, bind_dims=True)
                 self.exec_stmts([s for s in d.node.body.stmts if s is not cd], scope, mode="layer")
                 out = self.eval_body(cd.body, scope, what=f"`{d.name}`", mode="call")
                 inst.calls += 1
@@ -957,6 +960,27 @@ _STMT_LABEL = {"Return": "`return`", "ParamDecl": "`param`", "StateDecl": "`stat
 
 
 MAX_COMPILE_INT = 2 ** 63
+
+
+@contextmanager
+def _call_site(what: str, span, *, pattern: bool = False):
+    """Errors raised inside a call point at the user's code: an error inside another
+    file (the standard library, an import) is moved to the call site, the library line
+    becoming a note; an input that does not fit the callee's signature (`pattern`) also
+    gets a note showing the call."""
+    try:
+        yield
+    except DslError as e:
+        if span is None or span.source is None:
+            raise
+        if e.span is None:
+            raise e.with_span(span)
+        if e.span.path != span.path:
+            e.notes.insert(0, (f"inside {what}, here", e.span))
+            e.span = span
+        elif pattern and not any(n_span == span for _, n_span in e.notes):
+            e.notes.append((f"{what} is called here", span))
+        raise
 
 
 def _check_new(scope: Scope, name: str, what: str, span) -> None:

@@ -62,11 +62,15 @@ at all, and no backend can be asked to agree on them:
 
 So a tensor's tolerance is multiplied by ``clip(4 * max(s, q), 1, 100)``, where ``s`` is
 the perturbed reference's tolerance ratio (its max ``|x - r| / (atol + rtol |r|)``) and
-``q`` the largest ratio of the *other* float32 backends (float32 only). A backend that
-computes something different stands out against both. When ``4 s`` exceeds 100 the
-reference cannot pin the tensor down at that precision: the comparison is reported as
-``ill-conditioned`` (with ``s``) and does not fail the run. The table shows every
-widening (``x4.2``); the JSON has ``tol_scale``, ``sensitivity``, ``spread``.
+``q`` the smallest ratio among the *other* float32 backends (float32 only: it takes
+two other implementations agreeing that the tensor is that uncertain, and a single
+wrong backend cannot inflate anyone's tolerance). A backend that computes something
+different stands out against both: its own error does not widen its tolerance. When ``4 max(s, q)`` exceeds 100 the tensor is not
+determined at that precision: the comparison is reported as ``ill-conditioned`` (with
+``s`` and ``q``) and does not fail the run (a backend that is wrong there is still
+caught, by the tensors it does determine and by its own, uninflated, comparisons
+against which the others' spread is measured). The table shows every widening
+(``x4.2``); the JSON has ``tol_scale``, ``sensitivity``, ``spread``.
 
 When a comparison fails, the run locates the first divergent node: the phase's
 optimised graph is lowered with *every* node as a named result ``n<id>`` on both
@@ -156,7 +160,7 @@ class Comparison:
     error: str | None = None        # the backend failed to produce this tensor at all
     tol_scale: float = 1.0          # the base tolerance was widened by this
     sensitivity: float = 0.0        # tolerance ratio of the perturbed reference
-    spread: float = 0.0             # largest tolerance ratio of the other float32 backends
+    spread: float = 0.0             # smallest tolerance ratio of the other float32 backends
     ill_conditioned: bool = False   # the reference cannot pin it down: not judged
 
     @property
@@ -269,10 +273,10 @@ def judge(phase: str, b: Backend, x, ref, *, sensitive=None, probes=()) -> dict:
     float32 backends' values (None where missing)."""
     atol, rtol = _tol(b, phase)
     s = _ratio(sensitive, ref, atol, rtol)
-    q = max([_ratio(p, ref, atol, rtol) for p in probes if p is not None], default=0.0)
-    finite_q = q if math.isfinite(q) else 0.0
-    ill = FACTOR * s > MAX_SCALE
-    scale = float(min(MAX_SCALE, max(1.0, FACTOR * s, FACTOR * finite_q)))
+    q = min([_ratio(p, ref, atol, rtol) for p in probes if p is not None], default=0.0)
+    q = q if math.isfinite(q) else 0.0   # a probe that failed outright says nothing
+    ill = FACTOR * max(s, q) > MAX_SCALE
+    scale = float(min(MAX_SCALE, max(1.0, FACTOR * s, FACTOR * q)))
     atol, rtol = atol * scale, rtol * scale
     mx, mr, ratio, ok, idx = compare_arrays(x, ref, atol, rtol)
     return dict(max_abs=mx, max_rel=mr, tol_ratio=ratio, atol=atol, rtol=rtol,
@@ -782,7 +786,8 @@ def render(report: EquivReport) -> str:
         if c.error:
             tol, verdict = "-", "ERROR"
         elif c.ill_conditioned:
-            tol, verdict = f"n/a (sensitivity {c.sensitivity:.3g})", "ill-conditioned"
+            tol = f"n/a (sensitivity {c.sensitivity:.3g}, spread {c.spread:.3g})"
+            verdict = "ill-conditioned"
         else:
             tol = f"{c.atol:.3g}+{c.rtol:.3g}|r|" + (f" (x{c.tol_scale:.3g})"
                                                     if c.tol_scale > 1 else "")
@@ -802,9 +807,10 @@ def render(report: EquivReport) -> str:
     for s in report.skipped:
         lines.append(f"skipped {s['phase']}: {s['reason']}")
     if any(c.ill_conditioned for c in report.comparisons):
-        lines.append("ill-conditioned: the reference itself moves by more than "
+        lines.append("ill-conditioned: the reference moves by more than "
                      f"{MAX_SCALE / FACTOR:g}x the tolerance when its inputs move by one "
-                     "rounding error; such tensors cannot be compared and do not fail the run")
+                     "rounding error (sensitivity), or the other float32 backends are that far "
+                     "from it (spread); such tensors are not judged and do not fail the run")
     for d in report.divergences:
         where = f" at step {d.step}" if d.step else ""
         lines.append(f"divergence in {d.phase}{where}, {d.backend} vs {d.reference} "

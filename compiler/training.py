@@ -681,7 +681,9 @@ def run_training(model, args) -> tuple[int, dict]:
         try:
             tr.load_checkpoint()
         except checkpoint.CheckpointError as e:
-            return _failure(str(e), {"error": "CheckpointError", "message": str(e)})
+            if not getattr(args, "json", False):
+                print(f"error: {e}", file=sys.stderr)
+            return EXIT_FAIL, {"error": "CheckpointError", "message": str(e)}
     with _cpu_threads(tr.backend, tr.device):
         return _train_and_report(tr, model, cfg, out, args, quiet)
 
@@ -719,11 +721,6 @@ def _apply_overrides(cfg: TrainConfig, args):
         if args.epochs < 1:
             raise SpecError("--epochs must be at least 1")
         cfg.epochs, cfg.steps = args.epochs, None
-
-
-def _failure(msg: str, payload: dict) -> tuple[int, dict]:
-    print(f"error: {msg}", file=sys.stderr)
-    return EXIT_FAIL, payload
 
 
 def _finish(tr: Trainer, model, cfg: TrainConfig, out: Path) -> dict:

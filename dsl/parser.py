@@ -205,7 +205,10 @@ class ToAst(Transformer):
         return list(c)
 
     def option(self, meta, c):
-        return A.Option(str(c[0]), list(c[1:]), span=_meta_span(meta))
+        return A.Option(c[0], list(c[1:]), span=_meta_span(meta))
+
+    def option_name(self, meta, c):
+        return str(c[0])
 
     def player(self, meta, c):
         return A.Player(str(c[0]), c[1], span=_meta_span(meta))
@@ -454,6 +457,9 @@ _EXAMPLES = {
         "x = 3\n",
         "models M() {}\n",
         "3\n",
+        "\nx = 3\n",
+        "\n3\n",
+        "const c = 1\nx = 3\n",
     ],
     "a declaration needs a type, as in `input x: f32[B, 64]`": [
         "model M() {\n input x\n}\n",
@@ -463,6 +469,33 @@ _EXAMPLES = {
         "model M() {\n}\n}\n",
     ],
 }
+
+
+def _error_key(e: UnexpectedInput):
+    """Where the parser failed: its LALR state and the offending token's type.
+    (Lark's own `match_examples` also compares stack depths, so an example stops
+    matching as soon as the same mistake sits one block deeper.)"""
+    state, tok = getattr(e, "state", None), getattr(e, "token", None)
+    try:
+        return (state.position, tok.type)
+    except AttributeError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _example_labels() -> dict:
+    labels = {}
+    for label, examples in _EXAMPLES.items():
+        for example in examples:
+            try:
+                _lark().parse(example)
+            except UnexpectedInput as ut:
+                key = _error_key(ut)
+                if key is not None:
+                    labels.setdefault(key, label)
+            except DslError:
+                pass
+    return labels
 
 
 _TOKEN_NAMES = {
@@ -498,11 +531,7 @@ def _describe_token(tok: Token) -> str:
 
 def _syntax_error(e: UnexpectedInput, src: Source) -> ParseError:
     opened = list(_lark().options.postlex.open_brackets)  # before re-parsing examples
-    label = None
-    try:
-        label = e.match_examples(_lark().parse, _EXAMPLES, use_accepts=True)
-    except Exception:  # labelling is best effort; the generic message still stands
-        label = None
+    label = _example_labels().get(_error_key(e))
     line, col = getattr(e, "line", 1), getattr(e, "column", 1)
     if not isinstance(line, int) or line < 1:
         lines = src.text.split("\n")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ F = torch.nn.functional
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 CNN, VAE = SPECS / "cnn.dl", SPECS / "vae.dl"
 TOL = 1e-8  # max abs error in float64
+slow = pytest.mark.skipif(not os.environ.get("DLC_SLOW"),
+                          reason="full training run; set DLC_SLOW=1 to run it")
 
 
 def _params(m, seed=0, scale=0.1):
@@ -128,11 +131,17 @@ def test_cnn_gradcheck_and_onnx(tmp_path, capsys):
 
 def test_cnn_learns_digits(tmp_path, capsys):
     # The full train block (40 epochs) reaches ~0.99 test accuracy (0.9889 measured,
-    # seed 0, ~50 s); a 4-epoch run must already be well on the way.
-    r = _train(CNN, tmp_path, capsys, "--epochs", "4")
-    assert r["steps"] == 4 * 45
+    # seed 0, ~50 s); a 6-epoch run must already be well on the way (0.944 measured).
+    r = _train(CNN, tmp_path, capsys, "--epochs", "6")
+    assert r["steps"] == 6 * 45
     assert r["test"]["acc"] >= 0.9, r["test"]
-    assert r["train"]["ce"] < 0.5, r["train"]
+    assert r["train"]["ce"] < 0.4, r["train"]
+
+
+@slow
+def test_cnn_train_block_reaches_98_percent(tmp_path, capsys):
+    r = _train(CNN, tmp_path, capsys)
+    assert r["test"]["acc"] >= 0.98, r["test"]
 
 
 # ---- VAE --------------------------------------------------------------------------------------
@@ -210,7 +219,8 @@ def test_vae_elbo_rises_with_training(tmp_path, capsys):
     before = float(m.run({"x": data}, m.init_params(0), outputs=["elbo"])["elbo"])
     r = _train(VAE, tmp_path, capsys, "--epochs", "5")
     after = r["test"]["elbo"]
-    # untrained: ~ -45 nats per image; after 5 epochs well above -35
+    # measured (seed 0): untrained -46.7 nats per image; 5 epochs -27.0; the train
+    # block (60 epochs) -24.6
     assert after > before + 10, (before, r["test"])
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     head = rows[0].split(",")

@@ -7,6 +7,7 @@ at the parser. Any other exception (a Python error from deep inside) fails the t
 """
 from __future__ import annotations
 
+import os
 import random
 import signal
 from contextlib import contextmanager
@@ -24,9 +25,16 @@ from dsl.parser import GRAMMAR, decode_source, parse, parse_source  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 
-SETTINGS = dict(deadline=None, database=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                       HealthCheck.data_too_large, HealthCheck.large_base_example])
+# DLC_FUZZ_SCALE=20 runs a 20x longer, randomized campaign; the default is quick and
+# derandomized (the same examples every run).
+_SCALE = int(os.environ.get("DLC_FUZZ_SCALE", "1"))
+_HEALTH = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large,
+           HealthCheck.large_base_example]
+
+
+def fuzz(n: int):
+    return settings(max_examples=n * _SCALE, deadline=None, database=None,
+                    derandomize=_SCALE == 1, suppress_health_check=_HEALTH)
 
 # Names a spec can meaningfully use: builtins, std layers/functions, common locals and dims.
 NAMES = ["x", "y", "k", "h", "W", "b", "B", "T", "D", "n", "f", "g", "a", "c", "t", "M", "L",
@@ -116,7 +124,7 @@ def _front_end(text: str) -> None:
             assert f":{e.span.line}:{e.span.col}: " in rendered
 
 
-@settings(max_examples=80, **SETTINGS)
+@fuzz(80)
 @given(programs)
 def test_generated_programs_raise_only_dsl_errors(text):
     _front_end(text)
@@ -186,7 +194,7 @@ MODEL = """model M(hidden = 4) {{
 """
 
 
-@settings(max_examples=200, **SETTINGS)
+@fuzz(200)
 @given(exprs, exprs, exprs, STMTS)
 def test_generated_models_raise_only_dsl_errors(e1, e2, e3, stmt):
     _front_end(MODEL.format(e1=e1, e2=e2, e3=e3, stmt=stmt))
@@ -205,7 +213,7 @@ model M(hidden = 2) {{
 """
 
 
-@settings(max_examples=100, **SETTINGS)
+@fuzz(100)
 @given(exprs, exprs, STMTS)
 def test_generated_layers_raise_only_dsl_errors(e1, e2, stmt):
     _front_end(LAYER.format(e1=e1, e2=e2, stmt=stmt))
@@ -222,7 +230,7 @@ def _parse_only(text: str) -> None:
             e.render()
 
 
-@settings(max_examples=150, **SETTINGS)
+@fuzz(150)
 @given(st.binary(max_size=400))
 def test_random_bytes(data):
     with _time_limit(20):
@@ -232,7 +240,7 @@ def test_random_bytes(data):
             e.render()
 
 
-@settings(max_examples=150, **SETTINGS)
+@fuzz(150)
 @given(st.text(max_size=300))
 def test_random_text(text):
     _parse_only(text)
@@ -247,13 +255,13 @@ TOKENS = sorted({
     "'", '"', "?", "!", "|"})
 
 
-@settings(max_examples=200, **SETTINGS)
+@fuzz(200)
 @given(st.lists(st.sampled_from(TOKENS), max_size=60))
 def test_token_soup(tokens):
     _parse_only(" ".join(tokens))
 
 
-@settings(max_examples=100, **SETTINGS)
+@fuzz(100)
 @given(st.lists(st.sampled_from(TOKENS), max_size=40), st.integers(0, 2 ** 32 - 1))
 def test_mutated_specs(tokens, seed):
     """A real spec with a few tokens inserted at random places."""
