@@ -670,6 +670,14 @@ def identity(ev, args, kwargs, span):
     return _bind("identity", args, kwargs, span, ["x"], {})["x"]
 
 
+@builtin("error")
+def error_(ev, args, kwargs, span):
+    """error(message): stop compiling with a located error, e.g. for an unknown
+    value of a string hyperparameter"""
+    msg = _bind("error", args, kwargs, span, ["message"], {})["message"]
+    raise SpecError(msg if isinstance(msg, str) else _describe(msg), span)
+
+
 @builtin("len")
 def len_(ev, args, kwargs, span):
     """len(tuple)"""

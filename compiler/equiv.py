@@ -80,7 +80,9 @@ topological order whose values differ beyond its tolerance (widened as above) is
 reported with its op, its span (the user's ``file:line:col``; a node the compiler
 generated, by autodiff or an optimizer, shows the span of a close ancestor or none)
 and both values at the worst entry. Exit 0 iff every comparison is within tolerance
-(1 otherwise; 2 when CUDA is asked for and absent). PyTorch runs single-threaded and,
+(1 otherwise; 2 when CUDA is asked for and absent). PyTorch and NumPy's OpenBLAS run
+single-threaded (the tensors are small: threads only add synchronisation, and one
+thread fixes the summation orders) and PyTorch,
 on CUDA, without TF32 (which rounds matmul/conv inputs to 10-bit mantissas: not
 float32 arithmetic) for the duration of a check.
 """
@@ -351,6 +353,46 @@ def _torch_single_thread(backends):
         yield
     finally:
         torch.set_num_threads(saved)
+
+
+_BLAS_NAMES = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+               ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+               ("openblas_get_num_threads", "openblas_set_num_threads"))
+
+
+def _openblas():
+    """(get, set) of the OpenBLAS NumPy loaded, or None (best effort, as threadpoolctl)."""
+    import ctypes
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {ln.split()[-1] for ln in f if "openblas" in ln.lower() and "/" in ln}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get, set_ in _BLAS_NAMES:
+            if hasattr(lib, get) and hasattr(lib, set_):
+                return getattr(lib, get), getattr(lib, set_)
+    return None
+
+
+@contextlib.contextmanager
+def _blas_single_thread():
+    """NumPy's OpenBLAS single-threaded while comparing, for the same reasons as torch."""
+    fns = _openblas()
+    if fns is None:
+        yield
+        return
+    get, set_ = fns
+    saved = int(get())
+    set_(1)
+    try:
+        yield
+    finally:
+        set_(saved)
 
 
 # ---- phases ---------------------------------------------------------------------------------
@@ -740,7 +782,7 @@ def equiv(model, *, steps: int = DEFAULT_STEPS, device: str = "cpu", seed: int =
     backends = list(backends or default_backends(device))
     report = EquivReport(model.name, seed, dim, steps, device, [b.name for b in backends])
     ctx = _exact_cuda() if any(b.device == "cuda" for b in backends) else contextlib.nullcontext()
-    with ctx, _torch_single_thread(backends):
+    with ctx, _torch_single_thread(backends), _blas_single_thread():
         feeds, ref_grads = _forward_and_gradients(model, report, backends, seed, dim, locate)
         if autograd and model.losses:
             _autograd(model, report, feeds, ref_grads, "cpu")

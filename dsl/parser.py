@@ -355,8 +355,14 @@ def read_source(path: str | os.PathLike) -> Source:
 
 def decode_source(data: bytes, name: str) -> Source:
     if b"\x00" in data:
-        line = data[: data.index(b"\x00")].count(b"\n") + 1
-        raise InputError(f"{name} looks like a binary file (NUL byte on line {line}), not a .dl spec")
+        i = data.index(b"\x00")
+        line = data[:i].count(b"\n") + 1
+        start = data.rfind(b"\n", 0, i) + 1
+        col = len(data[start:i].decode("utf-8", errors="replace")) + 1
+        shown = data[: i + 200].decode("utf-8", errors="replace")
+        shown = "".join(c if c.isprintable() or c in "\t\n" else "\ufffd" for c in shown)
+        raise InputError(f"{name} looks like a binary file (a NUL byte), not a .dl spec",
+                         Span(Source(name, shown), line, col, line, col + 1))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -465,6 +471,12 @@ _EXAMPLES = {
         "model M() {\n input x\n}\n",
         "model M() {\n param W\n}\n",
     ],
+    "an arrow function used as an operand needs parentheses, as in `x |> (fn(a) -> a * 2)`": [
+        "const c = x |> fn(a) -> a\n",
+        "const c = 1 + fn(a) -> a\n",
+        "const c = x |> fn() -> a\n",
+        "const c = x |> fn(a, b) -> a\n",
+    ],
     "unexpected `}`: there is no open block to close": [
         "model M() {\n}\n}\n",
     ],
@@ -566,4 +578,7 @@ def _syntax_error(e: UnexpectedInput, src: Source) -> ParseError:
               and ({"RPAR", "RSQB"} & expected)):
             # the newline ending the statement was swallowed by an open `(` or `[`
             notes.append((f"this `{top}` is not closed", _tok_span(top)))
+            close = "`)`" if str(top) == "(" else "`]`"
+            msg = f"unexpected {_describe_token(tok)}; expected {close}" + \
+                (", `,`" if "COMMA" in expected else "")
     return ParseError(msg, span, notes=notes)

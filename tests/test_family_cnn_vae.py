@@ -27,8 +27,7 @@ F = torch.nn.functional
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 CNN, VAE = SPECS / "cnn.dl", SPECS / "vae.dl"
 TOL = 1e-8  # max abs error in float64
-slow = pytest.mark.skipif(not os.environ.get("DLC_SLOW"),
-                          reason="full training run; set DLC_SLOW=1 to run it")
+slow = pytest.mark.slow  # full training runs: part of the suite, each under a minute
 
 
 def _params(m, seed=0, scale=0.1):
@@ -169,7 +168,7 @@ def test_vae_elbo_samples_and_gradients_match_torch():
     g = m.gradients("neg_elbo", {"x": x, **noise}, p, dtype="f64")
 
     enc_h, enc_mu, enc_lv = (_linear(p, f"enc.dense{i}") for i in range(3))
-    dec_h, dec_out = _linear(p, "dec_hidden"), _linear(p, "dec_out")
+    dec_h, dec_out = _linear(p, "dec.dense0"), _linear(p, "dec.dense1")
     decode = lambda z: dec_out(torch.relu(dec_h(z)))  # noqa: E731
     xt = _t(x)
     h = torch.relu(enc_h(xt))
@@ -188,7 +187,7 @@ def test_vae_elbo_samples_and_gradients_match_torch():
               "kl": abs(kl.item() - float(out["kl_term"])),
               "samples": _maxerr(samples, out["samples"])}
     layers = {"enc.dense0": enc_h, "enc.dense1": enc_mu, "enc.dense2": enc_lv,
-              "dec_hidden": dec_h, "dec_out": dec_out}
+              "dec.dense0": dec_h, "dec.dense1": dec_out}
     for name, lin in layers.items():
         errors[name + ".W"] = _maxerr(lin.weight.grad.T, g[name + ".W"])
         errors[name + ".b"] = _maxerr(lin.bias.grad, g[name + ".b"])

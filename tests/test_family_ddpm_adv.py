@@ -28,8 +28,7 @@ from compiler import api, checkpoint, cli, datasets
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 DDPM, ADV = SPECS / "ddpm.dl", SPECS / "adversarial.dl"
 TOL = 1e-8
-slow = pytest.mark.skipif(not os.environ.get("DLC_SLOW"),
-                          reason="full training run; set DLC_SLOW=1 to run it")
+slow = pytest.mark.slow  # full training runs: part of the suite, each under a minute
 
 
 def _params(m, seed=0, scale=0.1):
@@ -128,7 +127,7 @@ def test_ddpm_scan_sampler_matches_a_numpy_loop():
     T, S = 40, 16
     m = _ddpm("linear", T, n_samples=S, hidden=16, depth=2, temb=8, x_freqs=3)
     p = _params(m, scale=0.3)
-    p["head.W"] *= 0.1            # a random net's eps blows the chain up; keep it readable
+    p["eps_theta.dense2.W"] *= 0.1            # a random net's eps blows the chain up; keep it readable
     x = np.zeros((2, 2))
     noise = {k: v.astype(np.float64) for k, v in m.noise({"x": x}, seed=2).items()}
     out = m.run({"x": x, **noise}, p, dtype="f64")
@@ -143,9 +142,9 @@ def test_ddpm_scan_sampler_matches_a_numpy_loop():
         h = np.concatenate([xt, np.sin(a), np.cos(a),
                             np.broadcast_to(np.concatenate([np.sin(tf), np.cos(tf)]), (len(xt), 8))], 1)
         for k in range(2):
-            h = h @ p[f"trunk.{k}.W"] + p[f"trunk.{k}.b"]
+            h = h @ p[f"eps_theta.dense{k}.W"] + p[f"eps_theta.dense{k}.b"]
             h = h * 0.5 * (1 + np.tanh(h / 2))       # silu
-        return h @ p["head.W"] + p["head.b"]
+        return h @ p["eps_theta.dense2.W"] + p["eps_theta.dense2.b"]
 
     xt = next(v for v in noise.values() if v.shape == (S, 2))
     z = next(v for v in noise.values() if v.shape == (T, S, 2))
@@ -188,6 +187,16 @@ def test_ddpm_train_block_samples_the_roll(tmp_path, capsys):
     assert _mean_nn_distance(samples, data) < 0.05     # 0.029 measured (fresh data: 0.016)
 
 
+def test_unknown_string_hyperparameters_are_located_errors():
+    from dsl.errors import SpecError
+    for path, hp, msg in [(DDPM, {"schedule_kind": "cosin"}, "schedule_kind must be"),
+                          (DDPM, {"variance": "fixed"}, "variance must be"),
+                          (ADV, {"attack": "pdg"}, "attack must be")]:
+        with pytest.raises(SpecError, match=msg) as e:
+            api.load(path, hparams=hp)
+        assert e.value.span is not None and e.value.span.path.endswith(path.name)
+
+
 def test_ddpm_gradcheck_and_onnx(tmp_path, capsys):
     _gradcheck(DDPM, capsys=capsys)
     _gradcheck(DDPM, "--set", "schedule_kind=linear", "--set", "T=20", capsys=capsys)
@@ -203,8 +212,8 @@ def _torch_net(torch, p):
             layer.weight.copy_(torch.tensor(p[name + ".W"].T))
             layer.bias.copy_(torch.tensor(p[name + ".b"]))
         return layer
-    return torch.nn.Sequential(lin("trunk.0"), torch.nn.ReLU(), lin("trunk.1"), torch.nn.ReLU(),
-                               lin("head"))
+    return torch.nn.Sequential(lin("f.dense0"), torch.nn.ReLU(), lin("f.dense1"), torch.nn.ReLU(),
+                               lin("f.dense2"))
 
 
 def test_attacks_match_torch_autograd():
@@ -241,7 +250,7 @@ def test_attacks_match_torch_autograd():
     loss = F.cross_entropy(net(x_pgd.detach()), yt)
     loss.backward()
     assert abs(loss.item() - float(out["ce"])) < TOL
-    names = ["trunk.0", "trunk.1", "head"]
+    names = ["f.dense0", "f.dense1", "f.dense2"]
     for name, layer in zip(names, [net[0], net[2], net[4]]):
         np.testing.assert_allclose(g[name + ".W"], layer.weight.grad.numpy().T, rtol=0, atol=TOL)
         np.testing.assert_allclose(g[name + ".b"], layer.bias.grad.numpy(), rtol=0, atol=TOL)
