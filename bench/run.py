@@ -192,38 +192,45 @@ def fixed_batch(seed: int = 0):
     return x, y
 
 
-def train_step_graph(m):
+HORIZON = 10_000   # the cosine schedule's total steps, for dlc and the eager baseline alike
+
+
+def train_setup(m):
+    """The training engine's step for the spec's train block (the spec's hparams, e.g.
+    hidden = 256), its initial values as `dlc train` makes them, and the dense layer
+    sizes [(in, out), ...] of the trained model."""
+    from types import SimpleNamespace
+
+    from compiler import training
     from compiler.passes import optimize
-    from compiler.training import build_train_step
-    g, res = build_train_step(m)
-    return optimize(g, res)
+    from compiler.train_spec import model_for, parse_train
+    cfg = parse_train(m)
+    m2 = model_for(m, cfg)
+    sg = training.build_step(m2, cfg, cfg.groups[0], HORIZON)
+    g, res = optimize(sg.graph, sg.results)
+    values = training.Trainer._initial_values(SimpleNamespace(model=m2, seed=0, steps=[sg]))
+    layers = [tuple(t.shape) for k, t in m2.params.items() if k.endswith(".W")]
+    group = cfg.groups[0]
+    hyper = dict(group.optimizer.kwargs)
+    return SimpleNamespace(model=m2, graph=g, results=res, values=values, layers=layers,
+                           lr=float(hyper.get("lr", 1e-3)), weight_decay=group.weight_decay,
+                           schedule=group.schedule.name if group.schedule else "constant")
 
 
-def initial_train_state(m, g, seed: int = 0) -> dict:
-    """Params from init_params; optimizer slots from the training engine's initial values
-    when it exposes them, else zeros."""
+def batch_for(layers, seed: int = 0):
     import numpy as np
-    from compiler import noise as noise_mod
-    feeds = dict(m.init_params(seed))
-    names = {g.node(n).attrs["name"] for n in g.inputs + g.params + g.states}
-    feeds = {k: v for k, v in feeds.items() if k in names}
-    x, y = fixed_batch()
-    feeds.update({"x": x, "y": y})
-    for n in g.inputs:
-        a = g.node(n).attrs
-        if a["name"].startswith("opt."):
-            shape = noise_mod.resolve_shape(g, a["shape"], feeds)
-            feeds[a["name"]] = np.zeros(shape, np.float32)
-    if "step" in names:
-        feeds["step"] = np.asarray(0, np.float32)
-    return feeds
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((SIZES["batch"], layers[0][0])).astype(np.float32)
+    y = rng.integers(0, layers[-1][1], SIZES["batch"]).astype(np.int64)
+    return x, y
 
 
 # ---- (b) torch train step ---------------------------------------------------------------------
 
-def eager_torch_step(device: str, spec_lr: float = 2e-3, wd: float = 1e-4, total_steps: int = 10_000):
-    """The spec's step in eager PyTorch: 3 nn.Linear, AdamW on weights only (decoupled
-    decay, as the spec's `weight_decay`), the cosine schedule, loss and accuracy."""
+def eager_torch_step(ts, device: str, init: dict | None = None):
+    """The spec's step in eager PyTorch: nn.Linear layers with relu, torch.optim.Adam with
+    L2 weight decay on the weights only (as the spec's `weight_decay`), the cosine
+    schedule, cross-entropy and accuracy. ``init``: start from dlc's parameter values."""
     import math
 
     import torch
@@ -231,22 +238,32 @@ def eager_torch_step(device: str, spec_lr: float = 2e-3, wd: float = 1e-4, total
     from torch import nn
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(SIZES["d_in"], SIZES["hidden"]), nn.ReLU(),
-                        nn.Linear(SIZES["hidden"], SIZES["hidden"]), nn.ReLU(),
-                        nn.Linear(SIZES["hidden"], SIZES["classes"])).to(device)
+    mods = []
+    for i, (a, b) in enumerate(ts.layers):
+        mods.append(nn.Linear(a, b))
+        if i < len(ts.layers) - 1:
+            mods.append(nn.ReLU())
+    net = nn.Sequential(*mods).to(device)
+    if init is not None:
+        with torch.no_grad():
+            for i, lin in enumerate(m for m in net if isinstance(m, nn.Linear)):
+                lin.weight.copy_(torch.as_tensor(init[f"dense{i}.W"]).T)
+                lin.bias.copy_(torch.as_tensor(init[f"dense{i}.b"]))
     decay = [p for p in net.parameters() if p.ndim >= 2]
     no_decay = [p for p in net.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": wd},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=spec_lr)
-    x, y = fixed_batch()
+    opt = torch.optim.Adam([{"params": decay, "weight_decay": ts.weight_decay},
+                            {"params": no_decay, "weight_decay": 0.0}], lr=ts.lr)
+    x, y = batch_for(ts.layers)
     xt, yt = torch.as_tensor(x, device=device), torch.as_tensor(y, device=device)
     state = {"t": 0}
+    cosine = ts.schedule == "cosine"
 
     def step():
         t = state["t"]
-        lr = 0.5 * spec_lr * (1 + math.cos(math.pi * min(t, total_steps) / total_steps))
-        for gr in opt.param_groups:
-            gr["lr"] = lr
+        if cosine:
+            lr = 0.5 * ts.lr * (1 + math.cos(math.pi * min(t, HORIZON) / HORIZON))
+            for gr in opt.param_groups:
+                gr["lr"] = lr
         opt.zero_grad(set_to_none=True)
         logits = net(xt)
         loss = F.cross_entropy(logits, yt)
@@ -257,44 +274,68 @@ def eager_torch_step(device: str, spec_lr: float = 2e-3, wd: float = 1e-4, total
         state["t"] = t + 1
         return loss, acc
 
+    step.net = net
     return step
 
 
-def dlc_torch_step(m, device: str):
-    """The lowered train-step graph as a torch module, iterated on its own outputs."""
+def dlc_torch_step(ts, device: str):
+    """The lowered train-step graph as a torch module, iterated on its own outputs, as
+    `dlc train --backend torch` runs it."""
+    import numpy as np
     import torch
 
     from backends import torch as tb
-    g, res = train_step_graph(m)
-    module = tb.lower(g, res, dtype="f32", device=device)
-    feeds = {k: torch.as_tensor(v, device=device) for k, v in initial_train_state(m, g).items()}
-    carried = [k for k in res if k.startswith("new:")]
-    state = {"feeds": feeds, "t": 0}
+    module = tb.lower(ts.graph, ts.results, dtype="f32", device=device)
+    x, y = batch_for(ts.layers)
+    names = {ts.graph.node(n).attrs["name"] for n in ts.graph.inputs + ts.graph.params
+             + ts.graph.states}
+    feeds = {k: torch.as_tensor(np.asarray(v), device=device)
+             for k, v in ts.values.items() if k in names}
+    feeds["x"], feeds["y"] = torch.as_tensor(x, device=device), torch.as_tensor(y, device=device)
+    carried = [k for k in ts.results if k.startswith("new:")]
+    state = {"t": 0}
 
     @torch.no_grad()
     def step():
-        f = state["feeds"]
-        f["step"] = torch.tensor(float(state["t"]), device=device)
-        out = module(f)
+        feeds["step"] = torch.tensor(float(state["t"]), device=device)
+        out = module(feeds)
         for k in carried:
-            f[k[4:]] = out[k]
+            feeds[k[4:]] = out[k]
         state["t"] += 1
         return out
 
-    return step, module
+    step.feeds = feeds
+    return step
 
 
-def bench_train_torch(m, device: str, repeat: int) -> dict:
+def same_computation(ts, steps: int = 3) -> float:
+    """Max |param difference| after `steps` steps of dlc's torch step and the eager step
+    from the same start: the two contenders compute the same thing."""
+    import torch
+    dlc = dlc_torch_step(ts, "cpu")
+    eager = eager_torch_step(ts, "cpu", init=ts.values)
+    for _ in range(steps):
+        dlc()
+        eager()
+    lins = [m for m in eager.net if isinstance(m, torch.nn.Linear)]
+    worst = 0.0
+    for i, lin in enumerate(lins):
+        worst = max(worst, float((dlc.feeds[f"dense{i}.W"] - lin.weight.detach().T).abs().max()),
+                    float((dlc.feeds[f"dense{i}.b"] - lin.bias.detach()).abs().max()))
+    return worst
+
+
+def bench_train_torch(ts, device: str, repeat: int) -> dict:
     import torch
     sync = torch.cuda.synchronize if device == "cuda" else None
-    out = {}
-    eager = eager_torch_step(device)
-    out["eager"] = timeit(eager, repeat=repeat, sync=sync)
+    out = {"eager": timeit(eager_torch_step(ts, device), repeat=repeat, sync=sync)}
     try:
-        step, _ = dlc_torch_step(m, device)
-        out["dlc"] = timeit(step, repeat=repeat, sync=sync)
+        out["dlc"] = timeit(dlc_torch_step(ts, device), repeat=repeat, sync=sync)
     except Exception as e:  # noqa: BLE001
         out["dlc"] = {"error": _short(e)}
+    if device == "cpu":
+        out["max_param_diff_after_3_steps"] = same_computation(ts)
+    out["layers"] = str(ts.layers)
     return out
 
 
@@ -331,18 +372,18 @@ def bench_ort_inference(paths: dict, threads: int, repeat: int) -> dict:
 
 # ---- (d) the ONNX train step in onnxruntime ----------------------------------------------------
 
-def bench_ort_train(m, threads: int, repeat: int, tmp: Path) -> dict:
+def bench_ort_train(ts, threads: int, repeat: int) -> dict:
     import numpy as np
+
     from backends import onnx as ob
-    g, res = train_step_graph(m)
-    model = ob.lower(g, res, dtype="f32", params_as="inputs", name=m.name)
+    model = ob.lower(ts.graph, ts.results, dtype="f32", params_as="inputs", name=ts.model.name)
     sess = ort_session(model, threads)
-    in_names = [i.name for i in sess.get_inputs()]
     outs = [o.name for o in sess.get_outputs()]
-    init = initial_train_state(m, g)
     dtypes = {i.name: i.type for i in sess.get_inputs()}
-    feeds = {k: np.asarray(v, np.int64 if "int64" in dtypes[k] else np.float32)
-             for k, v in init.items() if k in in_names}
+    x, y = batch_for(ts.layers)
+    init = {**ts.values, "x": x, "y": y}
+    feeds = {k: np.asarray(init[k], np.int64 if "int64" in dtypes[k] else np.float32)
+             for k in dtypes if k in init}
     carried = [(i, o[4:]) for i, o in enumerate(outs) if o.startswith("new:") and o[4:] in feeds]
     state = {"t": 0}
 
@@ -353,8 +394,7 @@ def bench_ort_train(m, threads: int, repeat: int, tmp: Path) -> dict:
             feeds[name] = r[i]
         state["t"] += 1
 
-    res_t = {"dlc_onnx_train_step": timeit(step, repeat=repeat)}
-    return res_t
+    return {"dlc_onnx_train_step": timeit(step, repeat=repeat)}
 
 
 # ---- (e) NumPy forward+backward -------------------------------------------------------------------
@@ -551,11 +591,12 @@ def main(argv=None) -> int:
                 res["details"][key] = {"error": {"error": _short(e)}}
 
         attempt("(a) cold process", bench_cold_compile, tmp, cold_repeat, res)
-        attempt("(b) torch train step (cpu)", bench_train_torch, m, "cpu", repeat)
+        ts = train_setup(m)
+        attempt("(b) torch train step (cpu)", bench_train_torch, ts, "cpu", repeat)
         if args.device == "cuda":
-            attempt("(b) torch train step (cuda)", bench_train_torch, m, "cuda", repeat)
+            attempt("(b) torch train step (cuda)", bench_train_torch, ts, "cuda", repeat)
         attempt("(c) onnxruntime inference", bench_ort_inference, res["paths"], args.threads, repeat)
-        attempt("(d) onnxruntime train step", bench_ort_train, m, args.threads, repeat, tmp)
+        attempt("(d) onnxruntime train step", bench_ort_train, ts, args.threads, repeat)
         attempt("(e) numpy forward+backward", bench_numpy, m, repeat)
     print("[bench] graph sizes ...", file=sys.stderr, flush=True)
     res["graph_sizes"] = graph_sizes()

@@ -36,10 +36,19 @@ def eval_dim(d, env: dict) -> int:
     return value + offset
 
 
-def draw(g: Graph, feeds: dict, seed: int, step: int) -> dict[str, np.ndarray]:
+def needed(g: Graph, roots) -> frozenset[str]:
+    """Names of the noise sources that `roots` depend on (draw only those)."""
+    deps = set(g.topo_order(list(roots)))
+    return frozenset(g.node(n).attrs["name"] for n in g.noises if n in deps)
+
+
+def draw(g: Graph, feeds: dict, seed: int, step: int, names=None) -> dict[str, np.ndarray]:
+    """Every noise source of `g` (or just those in `names`) for this seed and step."""
     out = {}
     for n in g.noises:
         a = g.node(n).attrs
+        if names is not None and a["name"] not in names:
+            continue
         h = int.from_bytes(hashlib.sha256(a["name"].encode()).digest()[:8], "little")
         rng = np.random.default_rng([seed, step, h])
         shape = resolve_shape(g, a["shape"], feeds)

@@ -71,6 +71,13 @@ class StepGraph:
     mus: dict = field(default_factory=dict)        # "opt.P.mu" -> P (SVRG)
     logged: dict = field(default_factory=dict)     # scalar result -> name in the logs
 
+    @property
+    def noise_names(self) -> frozenset:
+        """The noise this step reads (a sampler's noise elsewhere in the model is not drawn)."""
+        if "_noise" not in self.__dict__:
+            self.__dict__["_noise"] = noise.needed(self.graph, self.results.values())
+        return self.__dict__["_noise"]
+
 
 def build_train_step(model, spec: TrainConfig | None = None, player: str | None = None, *,
                      total_steps: int | None = None) -> tuple[Graph, dict]:
@@ -350,7 +357,7 @@ class Trainer:
         for sg, prog in zip(self.steps, self.programs):
             for _ in range(sg.group.steps):
                 feeds = {**values, **batch,
-                         **noise.draw(sg.graph, batch, self.seed, noise_step),
+                         **noise.draw(sg.graph, batch, self.seed, noise_step, sg.noise_names),
                          "step": np.asarray(group_steps[sg.group.name], np.float32)}
                 out = prog(feeds)
                 self._check_finite(sg, feeds, out, noise_step)
@@ -401,7 +408,7 @@ class Trainer:
             total, n = {}, 0
             for i, batch in enumerate(self.train_ds.batches(self.cfg.batch, shuffle=False)):
                 step = SNAPSHOT_NOISE + self.pos.epoch * self.nb + i
-                out = prog({**feeds, **batch, **noise.draw(sg.graph, batch, self.seed, step)})
+                out = prog({**feeds, **batch, **noise.draw(sg.graph, batch, self.seed, step, sg.noise_names)})
                 m = len(next(iter(batch.values())))
                 for k, v in out.items():
                     total[k] = total.get(k, 0.0) + _numpy(v).astype(np.float64) * m
