@@ -197,4 +197,7 @@ COMMANDS = {"check": cmd_check, "compile": cmd_compile, "gradcheck": cmd_gradche
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m compiler.cli`: run the imported module's main, so exception classes
+    # raised by other modules (UsageError) are the ones this module catches.
+    from compiler.cli import main as _main
+    sys.exit(_main())

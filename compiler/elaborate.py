@@ -656,10 +656,6 @@ class Evaluator:
             self.check_type(target.type, value, scope, target.span, bind=bind_dims)
         if isinstance(value, (Instance, Sequential)) and value.name is None:
             self.name_instance(value, target.name)
-        if isinstance(value, Tensor) and value.frame is self.frame:
-            data = self.graph.nx.nodes[value.node]
-            if data["name"] is None:  # generated code reads like the spec: `h = ...` -> h
-                data["name"] = target.name
         scope.define(target.name, value, target.span)
 
     def name_instance(self, v, name: str):
@@ -749,6 +745,10 @@ class Evaluator:
 
     def exec_Let(self, s: A.Let, scope, mode, results):
         value = self.eval(s.value, scope)
+        if len(s.targets) == 1 and isinstance(value, Tensor) and value.frame is self.frame:
+            data = self.graph.nx.nodes[value.node]
+            if data["name"] is None:  # generated code reads like the spec: `h = ...` -> h
+                data["name"] = s.targets[0].name
         if len(s.targets) == 1:
             self.bind_target(s.targets[0], value, scope)
         else:

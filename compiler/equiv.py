@@ -65,12 +65,13 @@ the perturbed reference's tolerance ratio (its max ``|x - r| / (atol + rtol |r|)
 ``q`` the smallest ratio among the *other* float32 backends (float32 only: it takes
 two other implementations agreeing that the tensor is that uncertain, and a single
 wrong backend cannot inflate anyone's tolerance). A backend that computes something
-different stands out against both: its own error does not widen its tolerance. When ``4 max(s, q)`` exceeds 100 the tensor is not
-determined at that precision: the comparison is reported as ``ill-conditioned`` (with
-``s`` and ``q``) and does not fail the run (a backend that is wrong there is still
-caught, by the tensors it does determine and by its own, uninflated, comparisons
-against which the others' spread is measured). The table shows every widening
-(``x4.2``); the JSON has ``tol_scale``, ``sensitivity``, ``spread``.
+different stands out against both: its own error does not widen its tolerance. When
+``4 max(s, q)`` exceeds 100 the tensor is not determined at that precision: the
+comparison is reported as ``ill-conditioned`` (with ``s`` and ``q``) and does not fail
+the run (a backend that is wrong there is still caught by the tensors it does
+determine, e.g. the values feeding that one). The table shows every widening
+(``x4.2``); the JSON has ``tol_scale``, ``sensitivity``, ``spread``,
+``ill_conditioned``.
 
 When a comparison fails, the run locates the first divergent node: the phase's
 optimised graph is lowered with *every* node as a named result ``n<id>`` on both
@@ -638,8 +639,9 @@ def _train(model, report, backends, seed, dim, steps, locate):
     try:
         setup = _train_setup(model, seed, dim, steps)
     except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0]
         report.skipped.append({"phase": "train",
-                               "reason": f"no train step: {type(e).__name__}: {e}"})
+                               "reason": f"no train step: {type(e).__name__}: {first}"})
         return
     multi = len(setup.groups) > 1
     ref, others = backends[0], backends[1:]
@@ -791,9 +793,20 @@ def equiv(model, *, steps: int = DEFAULT_STEPS, device: str = "cpu", seed: int =
     return report
 
 
+def _usage_error():
+    """The CLI's UsageError class (exit 2), also when the CLI runs as ``python -m
+    compiler.cli``, where its module is ``__main__`` rather than ``compiler.cli``."""
+    import sys
+    main = sys.modules.get("__main__")
+    if main is not None and hasattr(main, "UsageError") and hasattr(main, "cmd_equiv"):
+        return main.UsageError
+    from .cli import UsageError
+    return UsageError
+
+
 def run_equiv(model, args) -> tuple[int, dict]:
     """`dlc equiv`: (exit code, JSON payload); prints the table unless ``--json``."""
-    from .cli import UsageError
+    UsageError = _usage_error()
     device = getattr(args, "device", "cpu") or "cpu"
     if device == "cuda":
         try:

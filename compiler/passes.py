@@ -67,8 +67,38 @@ class ConstantFold(Rewrite):
         return self.out.const(v, type_.dtype, type_.shape)
 
 
+_BROADCASTING = ("add", "sub", "mul", "div", "pow", "maximum", "minimum")
+
+
 class Simplify(Rewrite):
-    """x*1, 1*x, x+0, 0+x, x-0, x/1, --x, stop_gradient of constants, transposes of transposes."""
+    """x*1, 1*x, x+0, 0+x, x-0, x/1, --x, stop_gradient of constants, transposes of
+    transposes, and broadcasts that an elementwise op would do anyway."""
+
+    def visit(self, op, args, attrs, type_):
+        r = super().visit(op, args, attrs, type_)
+        if r is None and op in _BROADCASTING:
+            r = self.absorb_broadcast(op, args, attrs, type_)
+        return r
+
+    def absorb_broadcast(self, op, args, attrs, t):
+        """op(broadcast_like(a, like), b) -> op(a, b) when broadcasting a against b
+        already gives the result's shape (VJPs of reductions produce these)."""
+        from .types import TypeMismatch, broadcast_shapes
+        new = list(args)
+        for i, a in enumerate(args):
+            node = self.out.node(a)
+            if node.op != "broadcast_like":
+                continue
+            inner, other = node.args[0], new[1 - i]
+            try:
+                shape = broadcast_shapes(self.out.type(inner).shape, self.out.type(other).shape)
+            except TypeMismatch:
+                continue
+            if tuple(shape) == tuple(t.shape):
+                new[i] = inner
+        if new == list(args):
+            return None
+        return self.out.add(op, new, dict(attrs), type=t)
 
     def _is(self, n, value):
         v = self.const_value(n)

@@ -477,6 +477,13 @@ _EXAMPLES = {
         "const c = x |> fn() -> a\n",
         "const c = x |> fn(a, b) -> a\n",
     ],
+    "`output`, `loss` and `metric` start declarations (`loss ce = ...`); they cannot be "
+    "assigned to": [
+        "model M() {\n loss = 3\n}\n",
+        "model M() {\n output = 3\n}\n",
+        "model M() {\n metric = 3\n}\n",
+        "model M() {\n loss, b = 3\n}\n",
+    ],
     "unexpected `}`: there is no open block to close": [
         "model M() {\n}\n}\n",
     ],
@@ -541,6 +548,13 @@ def _describe_token(tok: Token) -> str:
     return f"`{text[:40]}{'...' if len(text) > 40 else ''}`"
 
 
+def _expected(e: UnexpectedInput) -> set:
+    """The terminals the parser could take here. `accepts` is exact; `expected` also
+    lists the newline the postlexer may always pass."""
+    accepts = getattr(e, "accepts", None)
+    return set(accepts if accepts else (e.expected or ()))
+
+
 def _syntax_error(e: UnexpectedInput, src: Source) -> ParseError:
     opened = list(_lark().options.postlex.open_brackets)  # before re-parsing examples
     label = _example_labels().get(_error_key(e))
@@ -554,7 +568,7 @@ def _syntax_error(e: UnexpectedInput, src: Source) -> ParseError:
         msg = f"unexpected character `{ch}`"
     elif isinstance(e, (UnexpectedToken, UnexpectedEOF)):
         tok = getattr(e, "token", None)
-        expected = sorted({_pretty(t) for t in (e.expected or []) if not t.startswith("__")})
+        expected = sorted({_pretty(t) for t in _expected(e) if not t.startswith("__")})
         found = _describe_token(tok) if tok is not None else "the end of the file"
         if tok is not None and tok.type not in ("$END",) and tok.line:
             span = _tok_span(tok) if tok.type != "_NL" else Span(src, tok.line, tok.column,
@@ -570,7 +584,7 @@ def _syntax_error(e: UnexpectedInput, src: Source) -> ParseError:
         tok = getattr(e, "token", None)
         closing = {"RPAR": "(", "RSQB": "[", "RBRACE": "{"}
         top = opened[-1]
-        expected = set(e.expected or ())
+        expected = _expected(e)
         if tok is None or tok.type == "$END" or (tok.type in closing and str(top) != closing[tok.type]):
             notes.append((f"this `{top}` is not closed", _tok_span(top)))
         elif (str(top) in "([" and tok.line and tok.line > top.line

@@ -2,6 +2,9 @@
 `grad` and `scan`, checked on the graph and (for values) by running it on NumPy."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -467,3 +470,61 @@ def test_zoo_elaborates(path):
                 assert e.span is not None
                 continue
             assert g.outputs
+
+
+# ---- the language reference's examples -----------------------------------------------------------
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "language.md"
+
+
+def _doc_examples():
+    blocks = re.findall(r"^```dl\n(.*?)^```", DOC.read_text(), re.M | re.S)
+    return blocks
+
+
+def test_the_reference_has_examples():
+    assert len(_doc_examples()) >= 15
+
+
+@pytest.mark.parametrize("i", range(len(_doc_examples())))
+def test_language_reference_example(i):
+    """Every ```dl block of docs/language.md parses, every model in it elaborates in both
+    modes, and every train block validates against its model."""
+    from compiler.train_spec import _model_name, parse_train
+    text = _doc_examples()[i]
+    prog = load_program(text=text)
+    for name in prog.models:
+        for training in (False, True):
+            g = elaborate(prog, name, training=training)
+            assert g.outputs
+    for t in prog.trains:
+        m = api.Model(prog, _model_name(t.model))
+        cfg = parse_train(m, t)
+        assert cfg.groups
+
+
+def _documented(name: str) -> bool:
+    return re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", DOC.read_text()) is not None
+
+
+def test_every_builtin_and_initializer_is_documented():
+    from compiler.builtins import BUILTINS, INIT_SCOPE
+    missing = [n for n in list(BUILTINS) + list(INIT_SCOPE) if not _documented(n)]
+    assert missing == []
+
+
+def test_the_standard_library_is_documented():
+    std = Path(__file__).resolve().parent.parent / "specs" / "std"
+    names = [n for f in std.glob("*.dl")
+             for n in re.findall(r"^(?:layer|fn) (\w+)", f.read_text(), re.M)]
+    assert names and [n for n in names if not _documented(n)] == []
+
+
+def test_train_options_optimizers_and_schedules_are_documented():
+    from compiler.optim import OPTIMIZERS
+    from compiler.schedules import SCHEDULES
+    from compiler.train_spec import PLAYER_OPTIONS, TOP_OPTIONS
+    from compiler.datasets import DATASETS
+    names = list(OPTIMIZERS) + list(SCHEDULES) + list(TOP_OPTIONS) + list(PLAYER_OPTIONS) + \
+        list(DATASETS)
+    assert [n for n in names if not _documented(n)] == []

@@ -34,8 +34,16 @@ class TorchGen(PyModuleGen):
         return _TORCH_DTYPES[dtype]
 
     def full(self, shape, value, dtype: str) -> str:
-        return (f"torch.full({self.shape(shape)}, {literal(value)}, "
-                f"dtype={self.dtype(dtype)}, device=_dev)")
+        if any(not isinstance(d, int) for d in shape):
+            return (f"torch.full({self.shape(shape)}, {literal(value)}, "
+                    f"dtype={self.dtype(dtype)}, device=_dev)")
+        # A static constant is built once, with the module, as a non-persistent
+        # buffer (moved by .to(device), absent from state_dict): not on every call.
+        consts = self.__dict__.setdefault("consts", {})
+        key = (tuple(shape), repr(value), self.dtype(dtype))
+        if key not in consts:
+            consts[key] = (f"_const{len(consts)}", tuple(shape), value, self.dtype(dtype))
+        return f"self.{consts[key][0]}"
 
     def stack(self, items: str, axis: int) -> str:
         return f"torch.stack({items}, dim={axis})"
@@ -84,15 +92,22 @@ class TorchGen(PyModuleGen):
             rows.append(f"    ({quote(node.op)}, {quote(node.attrs['name'])}, "
                         f"{literal(tuple(t.shape))}, {self.dtype(t.dtype)}),")
         hold = self.helper("hold")
+        consts = [f"    ({quote(name)}, {literal(shape)}, {literal(value)}, {dt}),"
+                  for name, shape, value, dt in self.__dict__.get("consts", {}).values()]
         return "\n".join([
             "# (kind, dlc name, shape, dtype) of every param and state",
             "HELD = (", *rows, ")",
+            "# (attribute, shape, value, dtype) of every constant, built once",
+            "CONSTS = (", *consts, ")",
             "",
             "",
             'def build(module, device="cpu"):',
-            '    """Register every param and state of HELD on `module` (zeros)."""',
+            '    """Register every param and state of HELD on `module` (zeros), and the constants."""',
             "    for kind, name, shape, dtype in HELD:",
             f"        {hold}(module, kind, name, shape, dtype, device)",
+            "    for name, shape, value, dtype in CONSTS:",
+            "        module.register_buffer(name, torch.full(shape, value, dtype=dtype, device=device),",
+            "                               persistent=False)",
             "",
             "",
             "class Model(torch.nn.Module):",

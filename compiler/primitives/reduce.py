@@ -155,20 +155,43 @@ def _keepdims_out(g, n):
 def _count(g, x, axes):
     """Number of elements reduced over, as a float scalar node of x's dtype.
 
-    Static dims fold into one constant. A symbolic dim is only known at run time,
-    so it is measured in-graph: max(arange(d)) + 1 = d, computed in i64 (exact)
-    and cast. `stop_gradient` because a count carries no derivative.
+    Static dims fold into one constant; symbolic ones are read off x's shape at
+    run time by `size`.
     """
     t = g.type(x)
     dims = [t.shape[a] for a in axes]
-    static = dim_prod([d for d in dims if isinstance(d, int)])
-    c = g.const(float(static), t.dtype)
-    for d in dims:
-        if isinstance(d, str):
-            r = g.op("arange", length=d, dtype="i64")
-            nd = g.op("add", g.op("max", r, axis=0, keepdims=False), g.const(1, "i64"))
-            c = g.op("mul", c, g.op("cast", nd, dtype=t.dtype))
-    return g.op("stop_gradient", c)
+    if all(isinstance(d, int) for d in dims):
+        return g.const(float(dim_prod(dims)), t.dtype)
+    return g.op("size", x, axes=tuple(axes), dtype=t.dtype)
+
+
+def _size_type(ts, attrs):
+    (t,) = ts
+    for a in attrs["axes"]:
+        if not 0 <= a < t.rank:
+            raise TypeMismatch(f"size: axis {a} is out of range for {t}")
+    return TensorType(attrs["dtype"], ())
+
+
+# size: how many elements x has along `axes` (a count read from the shape at run
+# time: the divisor of `mean` over a symbolic batch dim). Its derivative is zero.
+size = defprim("size", "prod_{a in axes} x.shape[a], as a scalar of `dtype`", 1, _size_type,
+               static_args=(0,))
+
+
+@size.vjp
+def _(g, n, ct):
+    return [None]
+
+
+def _size_expr(x, axes) -> str:
+    return "(" + (" * ".join(f"{x}.shape[{a}]" for a in axes) or "1") + ")"
+
+
+size.numpy(lambda cg, n, x: f"np.asarray({_size_expr(x, n.attrs['axes'])}, dtype={cg.dtype(n.attrs['dtype'])})")
+size.torch(lambda cg, n, x: f"torch.full((), {_size_expr(x, n.attrs['axes'])}, dtype={cg.dtype(n.attrs['dtype'])}, device={x}.device)")
+size.onnx(lambda o, n, x: o.cast(o.op("ReduceProd", o.op("Gather", o.op("Shape", x), o.ints(list(n.attrs["axes"]))),
+                                      o.ints([0]), keepdims=0), n.attrs["dtype"]))
 
 
 def _np_axis(axes) -> str:
@@ -180,14 +203,30 @@ def _int_dtype_kw(cg, n) -> str:
     return "" if n.type.is_float else f", dtype={cg.dtype(n.type.dtype)}"
 
 
+# The ufunc reductions (np.add.reduce, ...) skip np.sum/np.max's Python-level
+# wrappers: a few microseconds per call, which is most of a small layer's cost.
+_NP_UFUNC = {"sum": "np.add.reduce", "max": "np.maximum.reduce", "min": "np.minimum.reduce"}
+
+
 def _np_reduce(fn: str, with_dtype: bool = False):
     def lower(cg, n, x):
         axes = _lowered_axes(n)
         if axes == ():
             return x  # reducing over no axes is the identity
         dt = _int_dtype_kw(cg, n) if with_dtype else ""
-        return f"np.{fn}({x}, axis={_np_axis(axes)}, keepdims={n.attrs.get('keepdims', False)}{dt})"
+        kd = n.attrs.get("keepdims", False)
+        if fn == "mean":
+            return f"np.add.reduce({x}, axis={_np_axis(axes)}, keepdims={kd}) / {_np_count(x, axes)}"
+        call = _NP_UFUNC.get(fn, f"np.{fn}")
+        return f"{call}({x}, axis={_np_axis(axes)}, keepdims={kd}{dt})"
     return lower
+
+
+def _np_count(x: str, axes) -> str:
+    """The number of elements reduced over, read off the array at run time."""
+    if axes is None:
+        return f"{x}.size"
+    return "(" + (" * ".join(f"{x}.shape[{a}]" for a in axes) or "1") + ")"
 
 
 def _torch_reduce(fn: str, with_dtype: bool = False):
@@ -325,14 +364,16 @@ def _(g, n, ct):
 def _lse_numpy(cg, n, x):
     # m + ln Σ e^(x - m) with m the max over the axes; a non-finite m (a slice
     # all -inf, or holding +inf/NaN) is replaced by 0 so the answer is the right
-    # -inf/+inf/NaN instead of inf - inf. One expression, so lambdas bind x and m.
+    # -inf/+inf/NaN instead of inf - inf.
     axes = _lowered_axes(n)
     if axes == ():
         return x
     ax, kd = _np_axis(axes), n.attrs.get("keepdims", False)
-    m_out = "_m" if kd else f"np.squeeze(_m, axis={ax})"
-    return (f"(lambda _x: (lambda _m: np.log(np.sum(np.exp(_x - _m), axis={ax}, keepdims={kd})) + {m_out})"
-            f"(np.nan_to_num(np.max(_x, axis={ax}, keepdims=True), nan=0.0, posinf=0.0, neginf=0.0)))({x})")
+    m = cg.fresh("lse_max")
+    cg.emit(f"{m} = np.max({x}, axis={ax}, keepdims=True)")
+    cg.emit(f"{m} = np.where(np.isfinite({m}), {m}, 0)")
+    m_out = m if kd else f"np.squeeze({m}, axis={ax})"
+    return f"np.log(np.sum(np.exp({x} - {m}), axis={ax}, keepdims={kd})) + {m_out}"
 
 
 logsumexp.numpy(_lse_numpy)
@@ -352,9 +393,13 @@ def _(g, n, ct):
     return [g.op("mul", n.id, g.op("sub", ct, dot))]
 
 
-softmax.numpy(lambda cg, n, x: (
-    f"(lambda _e: _e / np.sum(_e, axis={_one_axis(n)}, keepdims=True))"
-    f"(np.exp((lambda _x: _x - np.max(_x, axis={_one_axis(n)}, keepdims=True))({x})))"))
+def _softmax_numpy(cg, n, x):
+    e = cg.fresh("exp_shifted")  # e^(x - max): never overflows
+    cg.emit(f"{e} = np.exp({x} - np.max({x}, axis={_one_axis(n)}, keepdims=True))")
+    return f"{e} / np.sum({e}, axis={_one_axis(n)}, keepdims=True)"
+
+
+softmax.numpy(_softmax_numpy)
 softmax.torch(lambda cg, n, x: f"torch.softmax({x}, dim={_one_axis(n)})")
 softmax.onnx(lambda o, n, x: o.op("Softmax", x, axis=_one_axis(n)))
 
@@ -371,9 +416,13 @@ def _(g, n, ct):
     return [g.op("sub", ct, g.op("mul", g.op("exp", n.id), total))]
 
 
-log_softmax.numpy(lambda cg, n, x: (
-    f"(lambda _s: _s - np.log(np.sum(np.exp(_s), axis={_one_axis(n)}, keepdims=True)))"
-    f"((lambda _x: _x - np.max(_x, axis={_one_axis(n)}, keepdims=True))({x}))"))
+def _log_softmax_numpy(cg, n, x):
+    z = cg.fresh("shifted")  # x - max: the largest entry is 0, so the sum is >= 1
+    cg.emit(f"{z} = {x} - np.max({x}, axis={_one_axis(n)}, keepdims=True)")
+    return f"{z} - np.log(np.sum(np.exp({z}), axis={_one_axis(n)}, keepdims=True))"
+
+
+log_softmax.numpy(_log_softmax_numpy)
 log_softmax.torch(lambda cg, n, x: f"torch.log_softmax({x}, dim={_one_axis(n)})")
 log_softmax.onnx(lambda o, n, x: o.op("LogSoftmax", x, axis=_one_axis(n)))
 

@@ -93,6 +93,10 @@ CASES: list[Case] = [
          name="tails", atol=0, rtol=1e-12,
          skip={"grad": "derivative underflows in the tails", "second_order": "as grad"}),
     *unary_cases("relu", torch.relu, away),
+    # relu's VJP, fused: torch's own relu backward is the reference
+    *[Case("relu_grad", [normal(*sh), away(*sh)],
+           ref=lambda g, x: torch.ops.aten.threshold_backward(g, x, 0.0),
+           name="x".join(map(str, sh)) or "scalar", second_order=True) for sh in [(3, 4), (), (2, 3, 5)]],
     *unary_cases("softplus", lambda x: torch.logaddexp(x, torch.zeros_like(x)),
                  lambda *s: normal(*s, scale=3.0)),
     Case("softplus", [np.array([-800.0, -40.0, -1e-3, 0.0, 25.0, 40.0, 800.0])],

@@ -165,6 +165,12 @@ CASES: list[Case] = [
            name=f"{'x'.join(map(str, shape))}-ax{axis}" + ("-rev" if rev else ""), second_order=True)
       for shape, axis, rev in [((3, 4), 1, False), ((3, 4), 0, True), ((2, 3, 4), -2, False),
                                ((2, 3, 4), -1, True), ((6,), 0, True)]],
+    # ---- size: a count read off the shape (zero derivative) --------------------
+    *[Case("size", [normal(*shape)], attrs={"axes": axes, "dtype": "f64"},
+           ref=(lambda axes, shape: lambda x: torch.tensor(float(np.prod([shape[a] for a in axes])),
+                                                          dtype=torch.float64))(axes, shape),
+           name=f"{'x'.join(map(str, shape))}-ax{'_'.join(map(str, axes))}")
+      for shape, axes in [((3, 4), (0,)), ((2, 3, 4), (0, 2)), ((5,), ())]],
     Case("cumsum", [ints(-5, 5, 3, 4, dtype=np.int32)], attrs={"axis": 1, "reverse": False},
          ref=lambda x: torch.cumsum(x, dim=1, dtype=torch.int32), name="i32", skip=_NO_GRAD),
 ]
