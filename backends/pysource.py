@@ -472,3 +472,10 @@ def lower_scan(cg: Scope, node, *srcs: str) -> str:
         cg.emit(f"    {ys}.append({y})")
     outs = list(cvars) + [cg.mod.stack(f"{ys}[::-1]" if reverse else ys, axis) for ys in ylists]
     return "(" + (outs[0] + "," if len(outs) == 1 else ", ".join(outs)) + ")"
+
+
+def register_scan(backend: str) -> None:
+    """Attach the Python-loop scan lowering to the primitive table for `backend`
+    (scan nests a graph, so the code generator lowers it itself)."""
+    from compiler.primitive import get_primitive
+    get_primitive("scan").lowerings.setdefault(backend, lower_scan)

@@ -136,8 +136,8 @@ class Model:
         names = outputs or list(g.outputs)
         res = {k: g.outputs[k] for k in names}
         prog = self.lower(res, g, backend, dtype, device)
-        return _to_numpy(_call(prog, self._feeds(g, data, params if params is not None
-                                                 else self.init_params(), seed, step), backend))
+        return to_numpy(prog(self._feeds(g, data, params if params is not None
+                                                 else self.init_params(), seed, step)))
 
     def gradient_results(self, loss: str, wrt: list[str] | None = None, *,
                          training: bool = False) -> tuple[Graph, dict[str, int]]:
@@ -165,8 +165,8 @@ class Model:
         """d loss / d each of `wrt` (default: every parameter), plus the loss itself."""
         g, res = self.gradient_results(loss, wrt, training=training)
         prog = self.lower(res, g, backend, dtype, device)
-        out = _to_numpy(_call(prog, self._feeds(g, data, params if params is not None
-                                                else self.init_params(), seed, step), backend))
+        out = to_numpy(prog(self._feeds(g, data, params if params is not None
+                                                else self.init_params(), seed, step)))
         return {k[len(GRAD_PREFIX):] if k.startswith(GRAD_PREFIX) else k: v for k, v in out.items()}
 
     # ---- export ---------------------------------------------------------------------
@@ -190,11 +190,8 @@ class Model:
         return model
 
 
-def _call(prog, feeds, backend):
-    return prog(feeds)
-
-
-def _to_numpy(out: dict) -> dict:
+def to_numpy(out: dict) -> dict:
+    """A program's results as NumPy arrays (torch tensors are detached and moved to the CPU)."""
     res = {}
     for k, v in out.items():
         if hasattr(v, "detach"):

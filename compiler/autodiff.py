@@ -21,7 +21,6 @@ from dsl.errors import SpecError
 
 from .ir import SOURCE_OPS, Graph
 from .primitive import MissingRule, get_primitive
-from .types import TensorType
 
 
 def grad(g: Graph, y: int, wrt: list[int], *, span=None) -> list[int]:

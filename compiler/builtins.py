@@ -13,7 +13,7 @@ import math
 from dsl import ast as A
 from dsl.errors import ShapeError, SpecError
 
-from .types import TensorType, norm_axis
+from .types import norm_axis
 from .values import Builtin, Closure, InitSpec, Instance, Record, Sequential, SymDim, Tensor
 
 BUILTINS: dict[str, Builtin] = {}

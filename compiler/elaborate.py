@@ -22,7 +22,7 @@ from dsl.parser import parse_file, parse_source
 from dsl.errors import Source
 
 from .ir import Graph
-from .types import TensorType, broadcast_shapes, dim_add, dim_div, dim_mul, TypeMismatch
+from .types import dim_add, dim_div, dim_mul, TypeMismatch
 from .values import (Builtin, Closure, InitSpec, Instance, LayerDef, ModuleRef, Record,
                      Sequential, SymDim, Tensor)
 

@@ -99,7 +99,9 @@ from . import backend_registry
 from . import noise as noise_mod
 from .gradcheck import sample_inputs
 from .ir import SOURCE_OPS, Graph
+from .threads import limit_cpu_threads
 from .passes import optimize
+from .api import to_numpy
 from .types import TensorType
 
 DEFAULT_DIM = 8
@@ -305,13 +307,7 @@ def run_on(b: Backend, prog, feeds: dict) -> dict[str, np.ndarray]:
         import torch
         ctx = torch.no_grad()
     with ctx:
-        out = prog(feeds)
-    res = {}
-    for k, v in out.items():
-        if hasattr(v, "detach"):
-            v = v.detach().cpu().numpy()
-        res[k] = np.asarray(v)
-    return res
+        return to_numpy(prog(feeds))
 
 
 def perturb(feeds: dict, eps: float, seed: int) -> dict:
@@ -337,63 +333,6 @@ def _exact_cuda():
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-@contextlib.contextmanager
-def _torch_single_thread(backends):
-    """PyTorch single-threaded while comparing: the check's tensors are small, where
-    intra-op threads only add synchronisation (on a busy machine, 10x slower), and one
-    thread keeps summation orders reproducible."""
-    if not any(b.kind == "torch" for b in backends):
-        yield
-        return
-    import torch
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
-
-
-_BLAS_NAMES = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-               ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-               ("openblas_get_num_threads", "openblas_set_num_threads"))
-
-
-def _openblas():
-    """(get, set) of the OpenBLAS NumPy loaded, or None (best effort, as threadpoolctl)."""
-    import ctypes
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {ln.split()[-1] for ln in f if "openblas" in ln.lower() and "/" in ln}
-    except OSError:
-        return None
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for get, set_ in _BLAS_NAMES:
-            if hasattr(lib, get) and hasattr(lib, set_):
-                return getattr(lib, get), getattr(lib, set_)
-    return None
-
-
-@contextlib.contextmanager
-def _blas_single_thread():
-    """NumPy's OpenBLAS single-threaded while comparing, for the same reasons as torch."""
-    fns = _openblas()
-    if fns is None:
-        yield
-        return
-    get, set_ = fns
-    saved = int(get())
-    set_(1)
-    try:
-        yield
-    finally:
-        set_(saved)
 
 
 # ---- phases ---------------------------------------------------------------------------------
@@ -784,7 +723,7 @@ def equiv(model, *, steps: int = DEFAULT_STEPS, device: str = "cpu", seed: int =
     backends = list(backends or default_backends(device))
     report = EquivReport(model.name, seed, dim, steps, device, [b.name for b in backends])
     ctx = _exact_cuda() if any(b.device == "cuda" for b in backends) else contextlib.nullcontext()
-    with ctx, _torch_single_thread(backends), _blas_single_thread():
+    with ctx, limit_cpu_threads(1, torch=any(b.kind == "torch" for b in backends)):
         feeds, ref_grads = _forward_and_gradients(model, report, backends, seed, dim, locate)
         if autograd and model.losses:
             _autograd(model, report, feeds, ref_grads, "cpu")

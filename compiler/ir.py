@@ -109,8 +109,12 @@ class Graph:
 
     def unbroadcast(self, ct: int, target: int) -> int:
         """Sum cotangent ``ct`` down to ``target``'s shape: the VJP of broadcasting."""
-        ts, cs = self.type(target).shape, self.type(ct).shape
-        if tuple(ts) == tuple(cs):
+        return self.sum_to_shape(ct, self.type(target).shape)
+
+    def sum_to_shape(self, ct: int, shape) -> int:
+        """Sum cotangent ``ct`` down to a shape it was broadcast from."""
+        ts, cs = tuple(shape), tuple(self.type(ct).shape)
+        if ts == cs:
             return ct
         lead = len(cs) - len(ts)
         if lead:

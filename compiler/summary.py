@@ -7,7 +7,6 @@ from .types import shape_str
 
 
 def summarize(m) -> dict:
-    g = m.graph
     info = {
         "model": m.name,
         "file": m.program.path,

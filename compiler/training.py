@@ -41,6 +41,7 @@ import numpy as np
 from dsl.errors import SpecError
 
 from . import checkpoint, noise
+from .threads import limit_cpu_threads, thread_limit
 from .autodiff import grad as _grad
 from .elaborate import elaborate
 from .ir import Graph
@@ -511,36 +512,6 @@ class Trainer:
         self.pos = Position(**meta["position"])
 
 
-@contextlib.contextmanager
-def _cpu_threads(backend: str, device: str):
-    """One CPU thread for NumPy's BLAS and torch (``DLC_CPU_THREADS`` overrides): a train
-    step works on small tensors, where worker threads cost more than they gain; on a
-    busy 2-core machine their spin-waiting made steps 20x slower in measurements.
-    (onnxruntime sessions are left as they are.)"""
-    import os
-    limit = os.environ.get("DLC_CPU_THREADS", "1")
-    n = int(limit) if limit.isdigit() and int(limit) >= 1 else None
-    if n is None or device != "cpu" or backend == "onnx":
-        yield
-        return
-    if backend == "torch":
-        import torch
-        before = torch.get_num_threads()
-        torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield
-
-
 def _is_lr(name: str) -> bool:
     return name == "lr" or name.endswith(".lr")
 
@@ -691,7 +662,9 @@ def run_training(model, args) -> tuple[int, dict]:
             if not getattr(args, "json", False):
                 print(f"error: {e}", file=sys.stderr)
             return EXIT_FAIL, {"error": "CheckpointError", "message": str(e)}
-    with _cpu_threads(tr.backend, tr.device):
+    # (onnxruntime sessions keep their own pools; a GPU run needs no CPU limit)
+    n = thread_limit() if tr.device == "cpu" and tr.backend != "onnx" else None
+    with limit_cpu_threads(n, torch=tr.backend == "torch"):
         return _train_and_report(tr, model, cfg, out, args, quiet)
 
 

@@ -32,13 +32,6 @@ REF = equiv.Backend("numpy", "f64")
 F32N = equiv.Backend("numpy", "f32")
 
 
-@pytest.fixture(autouse=True)
-def _single_threaded():
-    """Small tensors: BLAS / torch threads only add synchronisation (as in `dlc equiv`)."""
-    with equiv._blas_single_thread(), equiv._torch_single_thread([equiv.Backend("torch", "f32")]):
-        yield
-
-
 def _assert_close(name, got, want, cond=None, phase="forward"):
     """ORT (`got`) vs the ONNX reference evaluator (`want`), with `compiler.equiv`'s
     tolerances and conditioning: `cond` = (numpy-f64 value, its value on feeds perturbed

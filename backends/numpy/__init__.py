@@ -14,9 +14,9 @@ import itertools
 import numpy as np
 
 from compiler.ir import Graph
-from compiler.primitive import MissingRule, get_primitive
 
-from ..pysource import lower_scan, register_source
+
+from ..pysource import register_scan, register_source
 from .codegen import NumpyGen
 
 __all__ = ["lower", "Program", "NumpyGen"]
@@ -24,15 +24,7 @@ __all__ = ["lower", "Program", "NumpyGen"]
 _counter = itertools.count()
 
 
-def _register_scan() -> None:
-    try:
-        prim = get_primitive("scan")
-    except MissingRule:  # not declared (yet): nothing to register
-        return
-    prim.lowerings.setdefault("numpy", lower_scan)
-
-
-_register_scan()
+register_scan("numpy")
 
 
 class Program:
@@ -75,6 +67,6 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", **opts) -> 
     """
     if opts:
         raise TypeError(f"unknown NumPy backend options: {', '.join(opts)}")
-    _register_scan()
+    register_scan("numpy")
     gen = NumpyGen(dtype).generate(graph, dict(results))
     return Program(gen.source, gen.feeds, list(results), graph.name or "graph")

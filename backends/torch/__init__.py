@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from compiler.ir import Graph
-from compiler.primitive import MissingRule, get_primitive
 
-from ..pysource import lower_scan, register_source
+
+from ..pysource import register_scan, register_source
 from .codegen import TorchGen
 
 __all__ = ["lower", "DlcModule", "TorchGen"]
@@ -33,15 +33,7 @@ __all__ = ["lower", "DlcModule", "TorchGen"]
 _counter = itertools.count()
 
 
-def _register_scan() -> None:
-    try:
-        prim = get_primitive("scan")
-    except MissingRule:  # not declared (yet): nothing to register
-        return
-    prim.lowerings.setdefault("torch", lower_scan)
-
-
-_register_scan()
+register_scan("torch")
 
 
 class DlcModule(nn.Module):
@@ -107,6 +99,6 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", device="cpu
     """
     if opts:
         raise TypeError(f"unknown PyTorch backend options: {', '.join(opts)}")
-    _register_scan()
+    register_scan("torch")
     gen = TorchGen(dtype).generate(graph, dict(results))
     return DlcModule(graph, gen.source, gen.feeds, list(results), dtype, device)

@@ -112,18 +112,3 @@ def dim_lin(*terms):
     ((key, c),) = acc.items()
     from collections import Counter
     return dim_add(_build(c, Counter(key)), off)
-
-
-def sum_to_shape(g, ct: int, shape) -> int:
-    """Sum cotangent ``ct`` down to a broadcast-compatible ``shape`` (no target node needed)."""
-    cs = tuple(g.type(ct).shape)
-    shape = tuple(shape)
-    if cs == shape:
-        return ct
-    lead = len(cs) - len(shape)
-    if lead:
-        ct = g.op("sum", ct, axis=tuple(range(lead)), keepdims=False)
-    kept = tuple(i for i, d in enumerate(shape) if d == 1 and cs[lead + i] != 1)
-    if kept:
-        ct = g.op("sum", ct, axis=kept, keepdims=True)
-    return ct

@@ -307,7 +307,7 @@ def _conv_weight_grad_onnx(o, n, x, y):
     # at stride `dilation` and dilation `stride` gives [Cg, O, *K'] with K' >= K.
     k = len(n.type.shape) - 2
     s, p, d, groups = conv_params(n.attrs, k)
-    o_ch, cg, ks = n.type.shape[0], n.type.shape[1], list(n.type.shape[2:])
+    cg, ks = n.type.shape[1], list(n.type.shape[2:])
     spatial = o.op("Shape", x, start=2)
     xr = o.op("Reshape", x, o.op("Concat", o.ints([0, groups, cg]), spatial, axis=0))
     xt = o.op("Transpose", xr, perm=[2, 1, 0] + list(range(3, 3 + k)))

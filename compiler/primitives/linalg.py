@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from ..primitive import defprim
 from ..types import TensorType, TypeMismatch, broadcast_shapes, dim_prod, shape_str
-from ._rules import sum_to_shape
 
 
 def _matmul_type(ts, attrs) -> TensorType:
@@ -63,7 +62,7 @@ def _(g, n, ct):
     At = g.op("expand_dims", a, axis=1) if a1 else _swap_last(g, a)
     Bt = g.op("expand_dims", b, axis=0) if b1 else _swap_last(g, b)
 
-    da = sum_to_shape(g, g.op("matmul", C, Bt), g.type(A).shape)
+    da = g.sum_to_shape(g.op("matmul", C, Bt), g.type(A).shape)
     tA = g.type(A)
     if tb.rank == 2 and not b1 and tA.rank > 2:
         # Shared weight matrix (x [B, T, D] @ w [D, H]): fold the batch into rows so
@@ -73,7 +72,7 @@ def _(g, n, ct):
         C2 = g.op("reshape", C, shape=(rows, g.type(C).shape[-1]))
         db = g.op("matmul", _swap_last(g, A2), C2)
     else:
-        db = sum_to_shape(g, g.op("matmul", At, C), g.type(B).shape)
+        db = g.sum_to_shape(g.op("matmul", At, C), g.type(B).shape)
     if a1:
         da = g.op("squeeze", da, axis=0)
     if b1:
