@@ -370,10 +370,10 @@ def _lse_numpy(cg, n, x):
         return x
     ax, kd = _np_axis(axes), n.attrs.get("keepdims", False)
     m = cg.fresh("lse_max")
-    cg.emit(f"{m} = np.max({x}, axis={ax}, keepdims=True)")
+    cg.emit(f"{m} = np.maximum.reduce({x}, axis={ax}, keepdims=True)")
     cg.emit(f"{m} = np.where(np.isfinite({m}), {m}, 0)")
-    m_out = m if kd else f"np.squeeze({m}, axis={ax})"
-    return f"np.log(np.sum(np.exp({x} - {m}), axis={ax}, keepdims={kd})) + {m_out}"
+    lse = f"np.log(np.add.reduce(np.exp({x} - {m}), axis={ax}, keepdims=True)) + {m}"
+    return lse if kd else f"({lse}).reshape({cg.shape(n.type.shape)})"
 
 
 logsumexp.numpy(_lse_numpy)
