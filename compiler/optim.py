@@ -42,10 +42,10 @@ Other helpers: `clip_by_global_norm` (torch ``clip_grad_norm_``), `polyak_update
 """
 from __future__ import annotations
 
-import difflib
 import math
 
 from .ir import Graph
+from .options import REQUIRED, check_names, lookup, signature as _signature
 from .types import TensorType
 
 __all__ = ["OPTIMIZERS", "Optimizer", "make_optimizer", "decays", "apply_weight_decay",
@@ -53,7 +53,6 @@ __all__ = ["OPTIMIZERS", "Optimizer", "make_optimizer", "decays", "apply_weight_
            "snapshot_gradients", "newton_schulz5", "SGD", "Momentum", "Nesterov", "Adagrad",
            "RMSprop", "Adam", "AdamW", "SignSGD", "Muon", "Svrg"]
 
-REQUIRED = object()
 
 
 # ---- graph helpers ----------------------------------------------------------------------
@@ -566,20 +565,13 @@ def _nonneg(opt, key):
                          f"got {opt.hyper[key]}")
 
 
-def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean `{close[0]}`?)" if close else ""
-
-
 def _all_options(cls) -> dict:
     return {**cls.options, **{k: v for k, v in Optimizer.common.items() if k not in cls.options}}
 
 
 def signature(cls) -> str:
     """``adam(lr=0.001, beta1=0.9, ...)``: the options of an optimizer class."""
-    parts = [k if v is REQUIRED else f"{k}={str(v).lower() if isinstance(v, bool) else v}"
-             for k, v in _all_options(cls).items()]
-    return f"{cls.name}({', '.join(parts)})"
+    return _signature(cls.name, _all_options(cls))
 
 
 def make_optimizer(name: str, kwargs: dict | None = None) -> Optimizer:
@@ -587,16 +579,9 @@ def make_optimizer(name: str, kwargs: dict | None = None) -> Optimizer:
     ``weight_decay`` and ``l1``). Raises ``ValueError`` for an unknown optimizer (with a
     did-you-mean), an unknown option (listing the valid ones) or a bad value."""
     kwargs = dict(kwargs or {})
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer `{name}`{_did_you_mean(name, OPTIMIZERS)}; "
-                         f"valid optimizers: {', '.join(OPTIMIZERS)}")
-    cls = OPTIMIZERS[name]
+    cls = lookup("optimizer", OPTIMIZERS, name)
     opts = _all_options(cls)
-    sig = signature(cls)
-    for k in kwargs:
-        if k not in opts:
-            raise ValueError(f"optimizer {name} has no option `{k}`{_did_you_mean(k, opts)}; "
-                             f"valid options: {', '.join(opts)} ({sig})")
+    sig = check_names("optimizer", name, kwargs, opts)
     hyper = {}
     for k, default in opts.items():
         v = kwargs.get(k, default)

@@ -24,10 +24,10 @@ total_steps=)``); a schedule that needs it and gets neither raises ``ValueError`
 """
 from __future__ import annotations
 
-import difflib
 import math
 
 from .ir import Graph
+from .options import REQUIRED, check_names, lookup
 
 __all__ = ["SCHEDULES", "Schedule", "make_schedule", "Constant", "Step", "Exponential",
            "Cosine", "WarmupCosine", "Warmup", "InverseTime", "Linear"]
@@ -59,7 +59,6 @@ class Schedule:
         return f"{self.name}({args})"
 
 
-REQUIRED = object()
 
 
 # ---- small graph helpers ---------------------------------------------------------------
@@ -187,16 +186,6 @@ SCHEDULES: dict[str, type] = {c.name: c for c in
 
 # ---- construction and validation -------------------------------------------------------------
 
-def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean `{close[0]}`?)" if close else ""
-
-
-def _signature(cls) -> str:
-    parts = [k if v is REQUIRED else f"{k}={v}" for k, v in cls.options.items()]
-    return f"{cls.name}({', '.join(parts)})"
-
-
 def _number(sched: str, key: str, v, *, integer=False) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ValueError(f"schedule {sched}: option `{key}` must be a number, got {v!r}")
@@ -213,16 +202,8 @@ def make_schedule(name: str, kwargs: dict | None = None, *, total_steps: int | N
     Raises ``ValueError`` naming the bad schedule or option and the valid ones.
     """
     kwargs = dict(kwargs or {})
-    if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule `{name}`{_did_you_mean(name, SCHEDULES)}; "
-                         f"valid schedules: {', '.join(SCHEDULES)}")
-    cls = SCHEDULES[name]
-    sig = _signature(cls)
-    for k in kwargs:
-        if k not in cls.options:
-            valid = ", ".join(cls.options) or "none"
-            raise ValueError(f"schedule {name} has no option `{k}`{_did_you_mean(k, cls.options)}; "
-                             f"valid options: {valid} ({sig})")
+    cls = lookup("schedule", SCHEDULES, name)
+    sig = check_names("schedule", name, kwargs, cls.options)
     hyper = {}
     for k, default in cls.options.items():
         v = kwargs.get(k, default)
