@@ -247,7 +247,7 @@ def train_setup(m):
     m2 = model_for(m, cfg)
     sg = training.build_step(m2, cfg, cfg.groups[0], HORIZON)
     g, res = optimize(sg.graph, sg.results)
-    values = training.Trainer._initial_values(SimpleNamespace(model=m2, seed=0, steps=[sg]))
+    values = training.initial_values(m2, [sg], 0)
     layers = [tuple(t.shape) for k, t in m2.params.items() if k.endswith(".W")]
     group = cfg.groups[0]
     hyper = dict(group.optimizer.kwargs)

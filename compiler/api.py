@@ -114,9 +114,7 @@ class Model:
             if backend == "torch":
                 prog = mod.lower(g, res, dtype=dtype, device=device)
             elif backend == "onnx":
-                prog = mod.lower_program(g, res, dtype=dtype, device=device) \
-                    if "device" in mod.lower_program.__code__.co_varnames else \
-                    mod.lower_program(g, res, dtype=dtype)
+                prog = mod.lower_program(g, res, dtype=dtype, device=device)
             else:
                 prog = mod.lower(g, res, dtype=dtype)
             self._programs[key] = (prog, g)

@@ -24,7 +24,7 @@ def compile_to(m, backend: str, path, *, train_step: bool = False, dtype: str = 
         res = dict(g.outputs)
     og, ores = optimize(g, res)
     mod = backend_registry.load(backend)
-    prog = mod.lower(og, ores, dtype=dtype) if backend == "numpy" else mod.lower(og, ores, dtype=dtype)
+    prog = mod.lower(og, ores, dtype=dtype)
     path.write_text(prog.source)
     return {"path": str(path), "backend": backend, "train_step": train_step,
             "results": list(ores)}

@@ -815,7 +815,9 @@ class Evaluator:
         if e is None:
             return InitSpec("zeros")
         from .builtins import INIT_SCOPE
-        v = self.eval(e, Scope(scope, kind="init") if False else _InitScope(scope, INIT_SCOPE))
+        inits = Scope(scope, kind="init")  # initializer names shadow the rest here
+        inits.vars.update(INIT_SCOPE)
+        v = self.eval(e, inits)
         if isinstance(v, Builtin) and v.name in INIT_SCOPE:
             v = v.fn(self, [], {}, e.span)
         if isinstance(v, (int, float)) and not isinstance(v, (bool, SymDim)):
@@ -934,14 +936,6 @@ class Evaluator:
                                              "dtype": "f32", "shape": tuple(shape)})
         frame.extra_xs.append((outer, node))
         return Tensor(frame, node)
-
-
-class _InitScope(Scope):
-    """The scope of a `~ init` expression: initializer names shadow the rest."""
-
-    def __init__(self, parent, inits):
-        super().__init__(parent, kind="init")
-        self.vars = dict(inits)
 
 
 _NO_RETURN = object()

@@ -530,14 +530,13 @@ def _train_setup(model, seed: int, dim: int, steps: int) -> _TrainSetup:
     cfg = parse_train(model)
     m = model_for(model, cfg)
     try:  # the schedule's horizon as the train block describes the run (needs the data)
-        rounds = training._rounds(cfg, training._train_batches(cfg, m))
+        rounds = training.total_rounds(cfg, m)
     except Exception:
         rounds = DEFAULT_HORIZON
     sgs = [training.build_step(m, cfg, grp, rounds * grp.steps) for grp in cfg.groups]
     groups = [(sg.group.name, sg.group.steps, Phase("train", sg.graph, sg.results)) for sg in sgs]
-    # initial values exactly as `dlc train` makes them (its Trainer reads only these)
-    from types import SimpleNamespace
-    values = training.Trainer._initial_values(SimpleNamespace(model=m, seed=seed, steps=sgs))
+    # initial values exactly as `dlc train` makes them
+    values = training.initial_values(m, sgs, seed)
     data_names = set(m.inputs)
     batches = [{n: v for n, v in _sample_data(m, seed, dim, stream=k).items() if n in data_names}
                for k in range(steps)]

@@ -80,6 +80,24 @@ class StepGraph:
         return self.__dict__["_noise"]
 
 
+def initial_values(model, steps: list, seed: int) -> dict:
+    """Everything a run starts from: params and states from the seed, optimizer slots
+    at their fill values, Polyak averages and SVRG snapshots at the params, SVRG full
+    gradients at zero. Shared by `dlc train`, `dlc equiv` and the benchmarks."""
+    values = dict(model.init_params(seed))
+    for sg in steps:
+        for name, (p, fill) in sg.slots.items():
+            values[name] = np.full_like(values[p], fill)
+        for name, p in {**sg.averages, **sg.snapshots, **sg.mus}.items():
+            values[name] = np.zeros_like(values[p]) if name in sg.mus else values[p].copy()
+    return values
+
+
+def total_rounds(cfg, model) -> int:
+    """Rounds (player cycles) of the run a train block describes."""
+    return _rounds(cfg, _train_batches(cfg, model))
+
+
 def build_train_step(model, spec: TrainConfig | None = None, player: str | None = None, *,
                      total_steps: int | None = None) -> tuple[Graph, dict]:
     """The train-step graph of `model`'s train block (of one player: default the first).
@@ -91,7 +109,7 @@ def build_train_step(model, spec: TrainConfig | None = None, player: str | None 
     m = model_for(model, cfg)
     group = _pick_group(cfg, player)
     if total_steps is None:
-        total_steps = _rounds(cfg, _train_batches(cfg, m)) * group.steps
+        total_steps = total_rounds(cfg, m) * group.steps
     sg = build_step(m, cfg, group, total_steps)
     return sg.graph, sg.results
 
@@ -301,22 +319,13 @@ class Trainer:
         self.svrg = [sg for sg in self.steps if sg.snapshots]
         self.grad_progs = {id(sg): self._lower(*_gradient_graph(model, cfg, sg.group))
                            for sg in self.svrg}
-        self.values = self._initial_values()
+        self.values = initial_values(self.model, self.steps, self.seed)
         self.best_values: dict | None = None
         self.pos = Position(group_steps={grp.name: 0 for grp in cfg.groups})
         self.progress = progress
 
     def _lower(self, graph, results):
         return self.model.lower(results, graph, self.backend, "f32", self.device)
-
-    def _initial_values(self) -> dict:
-        values = dict(self.model.init_params(self.seed))
-        for sg in self.steps:
-            for name, (p, fill) in sg.slots.items():
-                values[name] = np.full_like(values[p], fill)
-            for name, p in {**sg.averages, **sg.snapshots, **sg.mus}.items():
-                values[name] = np.zeros_like(values[p]) if name in sg.mus else values[p].copy()
-        return values
 
     # -- the loop --
     def run(self):
