@@ -353,13 +353,6 @@ class Evaluator:
         if isinstance(a, Tensor) or isinstance(b, Tensor):
             if op == "%":
                 raise SpecError("`%` is only defined on compile-time numbers", e.span)
-            if op == "**" and isinstance(b, (int, float)) and not isinstance(a, (int, float)):
-                if b == 2:
-                    return self.add("mul", [a, a], e.span)
-                if b == 0.5:
-                    return self.add("sqrt", [a], e.span)
-                if b == 1:
-                    return a
             ta = self.to_tensor(a, e.left.span, like=b if isinstance(b, Tensor) else None)
             tb = self.to_tensor(b, e.right.span, like=ta)
             ta, tb = self.promote(ta, tb, e.span)

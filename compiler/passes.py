@@ -71,8 +71,9 @@ _BROADCASTING = ("add", "sub", "mul", "div", "pow", "maximum", "minimum")
 
 
 class Simplify(Rewrite):
-    """x*1, 1*x, x+0, 0+x, x-0, x/1, --x, stop_gradient of constants, transposes of
-    transposes, and broadcasts that an elementwise op would do anyway."""
+    """x*1, 1*x, x+0, 0+x, x-0, x/1, x**1, x**2 = x*x, x**0.5 = sqrt(x), --x,
+    stop_gradient of constants, transposes of transposes, and broadcasts that an
+    elementwise op would do anyway."""
 
     def visit(self, op, args, attrs, type_):
         r = super().visit(op, args, attrs, type_)
@@ -127,6 +128,18 @@ class Simplify(Rewrite):
     def visit_div(self, args, attrs, t):
         a, b = args
         return a if self._is(b, 1.0) and self.same_type(a, t) else None
+
+    def visit_pow(self, args, attrs, t):
+        a, b = args
+        if not self.same_type(a, t):
+            return None
+        if self._is(b, 1.0):
+            return a
+        if self._is(b, 2.0):
+            return self.out.add("mul", (a, a), {}, type=t)
+        if self._is(b, 0.5):
+            return self.out.add("sqrt", (a,), {}, type=t)
+        return None
 
     def visit_neg(self, args, attrs, t):
         node = self.out.node(args[0])

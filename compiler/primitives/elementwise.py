@@ -426,6 +426,13 @@ def _(g, n, ct):
     # function of y. ln is taken of x with its zeros replaced by 1 so that no
     # -inf enters the graph (a masked -inf would still poison second order).
     x, y = n.args
+    yn = g.node(y)
+    if yn.op == "const" and yn.attrs["value"] != 0:
+        # A constant exponent c (x ** 2 in a spec): ∂x = c·x^(c-1), no ∂y and no
+        # y = 0 guard to build; the passes turn x^1 into x.
+        c = yn.attrs["value"]
+        d = g.op("mul", y, g.op("pow", x, _k(g, c - 1, y)))
+        return [_back(g, x, lambda: g.op("mul", ct, d)), None]
 
     def gx():
         # y = 0 masked to 0 like torch: otherwise 0 · 0^(-1) = NaN at x = 0
