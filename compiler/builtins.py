@@ -13,7 +13,7 @@ import math
 from dsl import ast as A
 from dsl.errors import ShapeError, SpecError
 
-from .types import norm_axis
+from .types import TypeMismatch, norm_axis
 from .values import Builtin, Closure, InitSpec, Instance, Record, Sequential, SymDim, Tensor
 
 BUILTINS: dict[str, Builtin] = {}
@@ -283,7 +283,7 @@ def swapaxes(ev, args, kwargs, span):
     r = x.type.rank
     try:
         i, j = norm_axis(_int(b["a"], span, "a"), r), norm_axis(_int(b["b"], span, "b"), r)
-    except Exception as e:
+    except TypeMismatch as e:
         raise ShapeError(str(e), span) from None
     perm = list(range(r))
     perm[i], perm[j] = perm[j], perm[i]
@@ -340,7 +340,7 @@ def split(ev, args, kwargs, span):
     x = _tensor(ev, b["x"], span)
     try:
         axis = norm_axis(_int(b["axis"], span, "axis"), x.type.rank)
-    except Exception as e:
+    except TypeMismatch as e:
         raise ShapeError(str(e), span) from None
     size = x.type.shape[axis]
     parts = b["parts"]
@@ -443,7 +443,7 @@ def dim(ev, args, kwargs, span):
     x = _tensor(ev, b["x"], span)
     try:
         d = x.type.shape[norm_axis(_int(b["axis"], span, "axis"), x.type.rank)]
-    except Exception as e:
+    except TypeMismatch as e:
         raise ShapeError(str(e), span) from None
     return SymDim(d) if isinstance(d, str) else d
 
