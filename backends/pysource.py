@@ -38,9 +38,9 @@ import textwrap
 import types
 from typing import Any, Callable
 
-from compiler.ir import SOURCE_OPS, Graph
-from compiler.primitive import get_primitive, render_template
-from compiler.types import FLOAT_DTYPES, TensorType, parse_dim
+from compiler.core.ir import SOURCE_OPS, Graph
+from compiler.primitives import get_primitive, render_template
+from compiler.core.types import FLOAT_DTYPES, TensorType, parse_dim
 
 # Names generated code must never assign: modules, builtins, the function's own
 # parameters. Internal names start with "_" and node names never do (see sanitize).
@@ -477,5 +477,5 @@ def lower_scan(cg: Scope, node, *srcs: str) -> str:
 def register_scan(backend: str) -> None:
     """Attach the Python-loop scan lowering to the primitive table for `backend`
     (scan nests a graph, so the code generator lowers it itself)."""
-    from compiler.primitive import get_primitive
+    from compiler.primitives import get_primitive
     get_primitive("scan").lowerings.setdefault(backend, lower_scan)

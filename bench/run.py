@@ -192,7 +192,7 @@ def cold_breakdown(tmp: Path, repeat: int) -> dict:
 def bench_cold_compile(tmp: Path, repeat: int, results: dict) -> dict:
     out = {}
     dlc_onnx = tmp / "dlc_mlp.onnx"
-    out["dlc"] = cold([sys.executable, "-m", "compiler.cli", "compile", str(SPEC.relative_to(ROOT)),
+    out["dlc"] = cold([sys.executable, "-m", "compiler", "compile", str(SPEC.relative_to(ROOT)),
                        "--to", "onnx", "-o", str(dlc_onnx)], repeat)
     results["paths"]["dlc_onnx"] = str(dlc_onnx)
     script = tmp / "torch_export.py"
@@ -206,7 +206,7 @@ def bench_cold_compile(tmp: Path, repeat: int, results: dict) -> dict:
             out[f"torch_{mode}"] = {"error": _short(e)}
     # for context: where a cold process's time goes
     out["python_import_dlc"] = cold([sys.executable, "-c", "import compiler.cli, compiler.api, "
-                                     "compiler.compile, backends.onnx"], repeat)
+                                     "compiler.commands.compile, backends.onnx"], repeat)
     out["python_import_torch"] = cold([sys.executable, "-c", "import torch"], repeat)
     out["python_empty"] = cold([sys.executable, "-c", "pass"], repeat)
     try:
@@ -240,9 +240,9 @@ def train_setup(m):
     sizes [(in, out), ...] of the trained model."""
     from types import SimpleNamespace
 
-    from compiler import training
-    from compiler.passes import optimize
-    from compiler.train_spec import model_for, parse_train
+    from compiler.training import step as training
+    from compiler.transform.passes import optimize
+    from compiler.training.spec import model_for, parse_train
     cfg = parse_train(m)
     m2 = model_for(m, cfg)
     sg = training.build_step(m2, cfg, cfg.groups[0], HORIZON)
@@ -478,7 +478,7 @@ def numpy_hand_step(params: dict):
 def bench_numpy(m, repeat: int) -> dict:
     import numpy as np
     from backends import numpy as nb
-    from compiler.passes import optimize
+    from compiler.transform.passes import optimize
     params = {k: np.asarray(v, np.float32) for k, v in m.init_params(0).items()}
     x, y = fixed_batch()
     g, res = m.gradient_results("ce")
@@ -496,7 +496,7 @@ def bench_numpy(m, repeat: int) -> dict:
 
 def graph_sizes() -> list[dict]:
     from compiler import api
-    from compiler.passes import count_nodes, optimize
+    from compiler.transform.passes import count_nodes, optimize
     rows = []
     for spec in sorted((ROOT / "specs").glob("*.dl")):
         try:

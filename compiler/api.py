@@ -20,13 +20,13 @@ from functools import cached_property
 
 import numpy as np
 
-from . import backend_registry, noise
-from .autodiff import grad as _grad
-from .elaborate import Program, elaborate, load_program
-from .init import initial_value
-from .ir import Graph
-from .passes import optimize
-from .types import TensorType
+from compiler.core import backend_registry, noise
+from compiler.transform.autodiff import grad as _grad
+from compiler.elaborate import Program, elaborate, load_program
+from compiler.core.init import initial_value
+from compiler.core.ir import Graph
+from compiler.transform.passes import optimize
+from compiler.core.types import TensorType
 
 GRAD_PREFIX = "grad:"
 
@@ -174,7 +174,7 @@ class Model:
         import onnx
         onnx_backend = backend_registry.load("onnx")
         if train_step:
-            from .training import build_train_step
+            from compiler.training.step import build_train_step
             g, res = build_train_step(self)
             g, res = optimize(g, res)
             model = onnx_backend.lower(g, res, dtype=dtype, params_as="inputs", name=self.name)

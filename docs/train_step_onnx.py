@@ -1,7 +1,7 @@
 """Train with an exported dlc train step, using only onnxruntime and NumPy.
 
     dlc compile specs/mlp.dl --to onnx --train-step -o step.onnx
-    python docs/train_step_onnx.py step.onnx [--data compiler/data/digits.npz] [--steps 200]
+    python docs/train_step_onnx.py step.onnx [--data compiler/training/datasets/embedded/digits.npz] [--steps 200]
 
 The ONNX file computes one whole training step of the spec's `train` block (forward
 pass, gradients, schedule, optimizer): its inputs are the data (``x``, ``y``), the
@@ -57,7 +57,7 @@ def initial_state(session, rng, init: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    default_data = Path(__file__).resolve().parent.parent / "compiler" / "data" / "digits.npz"
+    default_data = Path(__file__).resolve().parent.parent / "compiler" / "training" / "datasets" / "embedded" / "digits.npz"
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model", help="a train-step ONNX file from `dlc compile --train-step`")
     ap.add_argument("--data", default=str(default_data))

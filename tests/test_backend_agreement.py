@@ -19,9 +19,11 @@ import numpy as np
 import onnx
 import pytest
 
-from compiler import api, equiv
-from compiler import noise as noise_mod
-from compiler.passes import optimize
+from compiler import api
+from compiler.commands import equiv
+from compiler.commands.equiv import phases as equiv_phases
+from compiler.core import noise as noise_mod
+from compiler.transform.passes import optimize
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.dl"))
@@ -65,7 +67,7 @@ def test_onnx_inference_model_checks_and_matches_reference_evaluator(spec, tmp_p
     params = equiv.perturbed_params(m, 0)
     model = m.export_onnx(tmp_path / "model.onnx", params)
     onnx.checker.check_model(onnx.load(str(tmp_path / "model.onnx")), full_check=True)
-    data = equiv._sample_data(m, 0, DIM)
+    data = equiv_phases._sample_data(m, 0, DIM)
     feeds = {**data, **m.noise(data, 0)}
     got = bo.Program(model)(feeds)
     want = bo.reference(model, feeds)
@@ -82,7 +84,7 @@ def test_onnx_train_step_model_checks_and_matches_reference_evaluator(spec, tmp_
     m = api.load(str(spec))
     model = m.export_onnx(tmp_path / "step.onnx", train_step=True)
     onnx.checker.check_model(onnx.load(str(tmp_path / "step.onnx")), full_check=True)
-    setup = equiv._train_setup(m, 0, DIM, 1)
+    setup = equiv_phases._train_setup(m, 0, DIM, 1)
     _, _, phase = setup.groups[0]
     batch = setup.batches[0]
     feeds = {**setup.start, **batch, **noise_mod.draw(phase.graph, batch, 0, 0),
@@ -104,7 +106,7 @@ def test_torch_backend_gradients_match_torch_autograd(spec):
     if not m.losses:
         pytest.skip(f"{m.name} declares no loss")
     params = equiv.perturbed_params(m, 0)
-    data = equiv._sample_data(m, 0, DIM)
+    data = equiv_phases._sample_data(m, 0, DIM)
     feeds = {**params, **data, **m.noise(data, 0)}
     for loss in m.losses:
         # dlc's symbolic gradients, lowered to torch (float64)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import backends.numpy as bnp
-from compiler.ir import Graph
+from compiler.core.ir import Graph
 
 RNG = np.random.default_rng(0)
 
@@ -339,7 +339,7 @@ def test_every_prelude_helper_is_self_contained(backend):
 
 def test_numpy_backend_never_imports_torch():
     code = ("import sys, backends.numpy as b\n"
-            "from compiler.primitive import all_primitives\n"
+            "from compiler.primitives import all_primitives\n"
             "all_primitives()\n"
             "assert 'torch' not in sys.modules\n")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

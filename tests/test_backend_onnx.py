@@ -17,9 +17,9 @@ import pytest
 
 import backends.onnx as bo
 from backends.onnx.builder import Builder, Names, value_info
-from compiler.types import parse_dim
-from compiler.ir import Graph
-from compiler.primitive import MissingRule, get_primitive
+from compiler.core.types import parse_dim
+from compiler.core.ir import Graph
+from compiler.primitives import MissingRule, get_primitive
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -419,7 +419,7 @@ def test_never_imports_torch():
         import sys
         import numpy as np
         import backends.onnx as bo
-        from compiler.ir import Graph
+        from compiler.core.ir import Graph
         g = Graph()
         x = g.add("input", (), {"name": "x", "dtype": "f32", "shape": ("B", 3)})
         g.dim_sources["B"] = (x, 0)
@@ -484,7 +484,7 @@ def test_scan_matmul_rnn_with_symbolic_reshape_in_body():
 def test_scan_gradient_bptt(reverse):
     """autodiff's reverse scan (BPTT) lowers to a second Loop; checked by finite differences."""
     needs("sum", "tanh", "mul")
-    from compiler.autodiff import grad
+    from compiler.transform.autodiff import grad
 
     g, res = rnn_graph(reverse=reverse, axis=1)
     loss = g.op("add", g.op("sum", res["ys"], axis=None, keepdims=False),

@@ -185,7 +185,7 @@ def v_shape(g, n, feeds):
 def test_scan_gradients_agree_with_torch_autograd(which):
     """dlc's symbolic scan VJP (a reverse scan), run on both backends, against torch
     autograd through the generated forward loop."""
-    from compiler.autodiff import grad
+    from compiler.transform.autodiff import grad
     rng = np.random.default_rng(3)
     if which == "rnn":
         g, res = rnn_graph()

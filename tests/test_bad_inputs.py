@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.cli import main
+from compiler.commands.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): error: (?P<msg>.*)$", re.M)
@@ -205,7 +205,7 @@ def test_many_small_statements_are_fine(tmp_path, capsys):
 
 def _dlc(*args):
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "compiler.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "compiler", *args], capture_output=True,
                           text=True, cwd=ROOT, env=env, timeout=120)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.cli import main
+from compiler.commands.cli import main
 
 SPECS = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.dl"))
 ROW = re.compile(r"^  (input|param|state|output|loss|metric)\s+(\S+)\s+(\S+)\s+(\[.*\])$")

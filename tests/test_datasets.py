@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from compiler.training.datasets.real import DATA_DIR
 import pytest
 
-from compiler import datasets as D
-from compiler.datasets import Dataset, DatasetError, load
+from compiler.training import datasets as D
+from compiler.training.datasets import Dataset, DatasetError, load
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +33,7 @@ def test_digits_facts():
     assert set(np.unique(ds.y)) == set(range(10))
     assert np.bincount(ds.y).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
     # checksum of the raw uint8 pixels (a fact about the data, computed from scikit-learn)
-    with np.load(D.DATA_DIR / "digits.npz") as z:
+    with np.load(DATA_DIR / "digits.npz") as z:
         assert z["pixels"].dtype == np.uint8
         assert int(z["pixels"].sum(dtype=np.int64)) == 561718
     assert int(np.rint(ds.x * 16).astype(np.int64).sum()) == 561718
@@ -58,7 +60,7 @@ def test_breast_cancer_facts_and_standardization():
     raw = load("breast_cancer", standardize="none")
     assert raw.x.shape == (569, 30) and raw.classes == 2
     assert np.bincount(raw.y).tolist() == [212, 357]
-    with np.load(D.DATA_DIR / "breast_cancer.npz") as z:
+    with np.load(DATA_DIR / "breast_cancer.npz") as z:
         assert int(z["features"].sum(dtype=np.int64)) == 1126028135
     assert abs(float(raw.x.astype(np.float64).sum()) - 1056474.4596) < 1.0
 
@@ -338,7 +340,7 @@ def test_csv_round_trip(tmp_path):
 def test_loading_never_imports_sklearn():
     code = (
         "import sys\n"
-        "from compiler import datasets as D\n"
+        "from compiler.training import datasets as D\n"
         "for name in D.DATASETS:\n"
         "    D.load(name)\n"
         "bad = sorted(m for m in sys.modules if m == 'sklearn' or m.startswith('sklearn.'))\n"

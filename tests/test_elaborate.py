@@ -490,7 +490,7 @@ def test_the_reference_has_examples():
 def test_language_reference_example(i):
     """Every ```dl block of docs/language.md parses, every model in it elaborates in both
     modes, and every train block validates against its model."""
-    from compiler.train_spec import _model_name, parse_train
+    from compiler.training.spec import _model_name, parse_train
     text = _doc_examples()[i]
     prog = load_program(text=text)
     for name in prog.models:
@@ -508,7 +508,7 @@ def _documented(name: str) -> bool:
 
 
 def test_every_builtin_and_initializer_is_documented():
-    from compiler.builtins import BUILTINS, INIT_SCOPE
+    from compiler.elaborate.builtins import BUILTINS, INIT_SCOPE
     missing = [n for n in list(BUILTINS) + list(INIT_SCOPE) if not _documented(n)]
     assert missing == []
 
@@ -521,10 +521,10 @@ def test_the_standard_library_is_documented():
 
 
 def test_train_options_optimizers_and_schedules_are_documented():
-    from compiler.optim import OPTIMIZERS
-    from compiler.schedules import SCHEDULES
-    from compiler.train_spec import PLAYER_OPTIONS, TOP_OPTIONS
-    from compiler.datasets import DATASETS
+    from compiler.training.optim import OPTIMIZERS
+    from compiler.training.schedules import SCHEDULES
+    from compiler.training.spec import PLAYER_OPTIONS, TOP_OPTIONS
+    from compiler.training.datasets import DATASETS
     names = list(OPTIMIZERS) + list(SCHEDULES) + list(TOP_OPTIONS) + list(PLAYER_OPTIONS) + \
         list(DATASETS)
     assert [n for n in names if not _documented(n)] == []

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler import api, equiv
-from compiler.cli import main
-from compiler.primitive import get_primitive, render_template
+from compiler import api
+from compiler.commands import equiv
+from compiler.commands.cli import main
+from compiler.primitives import get_primitive, render_template
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.dl"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.cli import main
+from compiler.commands.cli import main
 from dsl.errors import DslError, ParseError, Source, Span
 from dsl.parser import parse
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from compiler import api, cli, datasets
+from compiler import api
+from compiler.commands import cli
+from compiler.training import datasets
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from compiler import api, checkpoint, cli, datasets
+from compiler import api
+from compiler.training import checkpoint, datasets
+from compiler.commands import cli
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 DDPM, ADV = SPECS / "ddpm.dl", SPECS / "adversarial.dl"

@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler import api, checkpoint, cli, datasets
-from compiler.train_spec import parse_train
+from compiler import api
+from compiler.training import checkpoint, datasets
+from compiler.commands import cli
+from compiler.training.spec import parse_train
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 WGAN, HOPFIELD, PERCEPTRON = SPECS / "wgan_gp.dl", SPECS / "hopfield.dl", SPECS / "perceptron.dl"
@@ -84,7 +86,7 @@ def _torch_wgan(params, x, z, eps, act, depth, lambda_gp):
 @pytest.mark.parametrize("act", ["relu", "tanh"])
 def test_wgan_gp_penalty_and_its_gradient_match_torch_double_backward(act):
     torch = pytest.importorskip("torch")
-    from compiler.builtins import BUILTINS
+    from compiler.elaborate.builtins import BUILTINS
     B, hidden, lam = 8, 16, 10.0
     hp = {"hidden": hidden, "lambda_gp": lam}
     if act != "relu":

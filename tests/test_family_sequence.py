@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from compiler import api
-from compiler.summary import graph_sizes
+from compiler.commands.summary import graph_sizes
 
 torch = pytest.importorskip("torch")
 
@@ -401,7 +401,7 @@ def _pe(T, D):
 def test_transformer_spec_matches_torch():
     """specs/transformer.dl end to end (embedding, positional encodings, two blocks
     sharing the blank-key mask, per-position classifier, cross-entropy) on copy data."""
-    from compiler import datasets
+    from compiler.training import datasets
     H = {"d_model": 8, "heads": 2, "d_ff": 16, "layers": 2, "symbols": 4, "length": 3}
     m = api.load(SPECS / "transformer.dl", hparams=H)
     p = _params(m)
@@ -521,7 +521,7 @@ def test_masked_mean_pooled_classifier_ignores_padding():
 
 @pytest.mark.parametrize("spec", ["lstm.dl", "gru.dl", "transformer.dl"])
 def test_dlc_gradcheck_passes(spec, capsys):
-    from compiler.cli import main
+    from compiler.commands.cli import main
     assert main(["gradcheck", str(SPECS / spec), "--max-entries", "16"]) == 0
     assert "all gradients match" in capsys.readouterr().out
 
@@ -548,8 +548,8 @@ def test_training_loss_falls(spec, hparams, data, steps, loss, factor, tmp_path)
     """The spec's own train block (optimizer, clipping, ...) on a tiny budget, through
     compiler.training (the machinery of `dlc train`): the training loss falls
     (measured: lstm 0.40 -> 0.047, gru 0.47 -> 0.19, transformer 3.17 -> 1.26)."""
-    from compiler.train_spec import load_data, model_for, parse_train
-    from compiler.training import Trainer
+    from compiler.training.spec import load_data, model_for, parse_train
+    from compiler.training.loop import Trainer
     m = api.load(SPECS / spec, hparams=hparams)
     cfg = parse_train(m)
     cfg.data_options = {**cfg.data_options, **data}

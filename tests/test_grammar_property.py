@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 from hypothesis.extra.lark import from_lark  # noqa: E402
 from lark import Lark  # noqa: E402
 
-from compiler.elaborate import elaborate, load_program  # noqa: E402
+from compiler.elaborate import elaborate, load_program
 from dsl.errors import DslError  # noqa: E402
 from dsl.parser import GRAMMAR, decode_source, parse, parse_source  # noqa: E402
 

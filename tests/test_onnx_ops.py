@@ -19,8 +19,8 @@ import pytest
 
 import backends.onnx as bo
 import tests.opcases as opcases
-from compiler.ir import Graph
-from compiler.primitive import MissingRule, get_primitive
+from compiler.core.ir import Graph
+from compiler.primitives import MissingRule, get_primitive
 
 # op -> (why it runs in float32, atol, rtol of the comparisons with float64 NumPy)
 F32_ONLY: dict[str, tuple[str, float, float]] = {

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 
 from backends import numpy as npb
-from compiler.autodiff import grad as ad_grad
-from compiler.ir import Graph
-from compiler.optim import (OPTIMIZERS, apply_l1, clip_by_global_norm, decays, make_optimizer,
-                            newton_schulz5, polyak_update, snapshot_gradients)
-from compiler.schedules import make_schedule
-from compiler.types import TensorType
+from compiler.transform.autodiff import grad as ad_grad
+from compiler.core.ir import Graph
+from compiler.training.optim import (OPTIMIZERS, apply_l1, clip_by_global_norm, decays, make_optimizer, newton_schulz5, polyak_update, snapshot_gradients)
+from compiler.training.schedules import make_schedule
+from compiler.core.types import TensorType
 
 torch = pytest.importorskip("torch")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 import backends.numpy as nb
-from compiler.ir import Graph
-from compiler.passes import count_nodes, optimize
+from compiler.core.ir import Graph
+from compiler.transform.passes import count_nodes, optimize
 
 
 def _graph():

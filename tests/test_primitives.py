@@ -33,9 +33,9 @@ import torch
 import backends.numpy as bnp
 import backends.torch as btorch
 import tests.opcases as opcases
-from compiler import autodiff
-from compiler.ir import SOURCE_OPS, Graph
-from compiler.primitive import MissingRule, all_primitives, get_primitive
+from compiler.transform import autodiff
+from compiler.core.ir import SOURCE_OPS, Graph
+from compiler.primitives import MissingRule, all_primitives, get_primitive
 
 EPS, GRAD_ATOL, GRAD_RTOL = 1e-6, 1e-5, 1e-3
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from backends import numpy as npb
-from compiler.ir import Graph
-from compiler.schedules import SCHEDULES, make_schedule
+from compiler.core.ir import Graph
+from compiler.training.schedules import SCHEDULES, make_schedule
 
 torch = pytest.importorskip("torch")
 

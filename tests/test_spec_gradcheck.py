@@ -9,7 +9,7 @@ import pytest
 
 from compiler import api
 from compiler.elaborate import load_program
-from compiler.gradcheck import gradcheck
+from compiler.commands.gradcheck import gradcheck
 
 SPECS = sorted(Path(__file__).resolve().parent.parent.joinpath("specs").glob("*.dl"))
 

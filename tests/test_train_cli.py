@@ -1,4 +1,4 @@
-"""`dlc train` and the train-step ONNX export, end to end through `compiler.cli.main`."""
+"""`dlc train` and the train-step ONNX export, end to end through `compiler.commands.cli.main`."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler import api, checkpoint
-from compiler.cli import main
-from compiler.train_spec import model_for, parse_train
+from compiler import api
+from compiler.training import checkpoint
+from compiler.commands.cli import main
+from compiler.training.spec import model_for, parse_train
 
 ROOT = Path(__file__).resolve().parent.parent
 MLP = str(ROOT / "specs" / "mlp.dl")
@@ -98,7 +99,7 @@ def test_onnx_train_step_lowers_the_loss(step_onnx):
     for i in sess.get_inputs():
         if i.name.startswith("opt."):
             state[i.name] = np.zeros([int(d) for d in i.shape], np.float32)
-    from compiler import datasets
+    from compiler.training import datasets
     data = datasets.load("digits")
     x, y = data.x[:128], data.y[:128]
     losses = []

@@ -11,9 +11,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from compiler import api, checkpoint
-from compiler.train_spec import parse_train
-from compiler.training import Trainer, build_train_step, run_training
+from compiler import api
+from compiler.training import checkpoint
+from compiler.training.spec import parse_train
+from compiler.training.loop import Trainer
+from compiler.training.step import build_train_step
+from compiler.commands.train import run_training
 from dsl.errors import DslError, SpecError
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -388,7 +391,7 @@ train LinearRegression on linreg {
 """
     code, payload = train(write(tmp_path, text), tmp_path / "run")
     assert code == 0
-    from compiler import datasets
+    from compiler.training import datasets
     train_part = datasets.load("linreg").split((0.8, 0.1, 0.1))[0]
     xb = np.c_[train_part.x, np.ones(train_part.n)].astype(np.float64)
     residual = xb @ np.linalg.lstsq(xb, train_part.y, rcond=None)[0] - train_part.y

@@ -13,7 +13,7 @@ import itertools
 
 import numpy as np
 
-from compiler.ir import Graph
+from compiler.core.ir import Graph
 
 
 from ..pysource import register_scan, register_source

@@ -1,7 +1,7 @@
 """NumPy specifics of the generated module (the rest is `backends.pysource`)."""
 from __future__ import annotations
 
-from compiler.types import TensorType
+from compiler.core.types import TensorType
 
 from ..pysource import PyModuleGen, literal, quote
 

@@ -35,8 +35,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from compiler.ir import SOURCE_OPS, Graph
-from compiler.types import FLOAT_DTYPES, TensorType, parse_dim
+from compiler.core.ir import SOURCE_OPS, Graph
+from compiler.core.types import FLOAT_DTYPES, TensorType, parse_dim
 
 OPSET = 18
 

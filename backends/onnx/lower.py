@@ -12,9 +12,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from compiler.ir import SOURCE_OPS, Graph
-from compiler.primitive import get_primitive
-from compiler.types import TensorType, dim_add, norm_axis
+from compiler.core.ir import SOURCE_OPS, Graph
+from compiler.primitives import get_primitive
+from compiler.core.types import TensorType, dim_add, norm_axis
 
 from .builder import OPSET, ORT_F32_ONLY, Builder, Names, ir_version, value_info
 
@@ -224,7 +224,7 @@ def _flat(shape):
 
 def register_scan() -> bool:
     """Attach `lower_scan` to the `scan` primitive (once it is declared)."""
-    from compiler.primitive import MissingRule
+    from compiler.primitives import MissingRule
     try:
         p = get_primitive("scan")
     except MissingRule:

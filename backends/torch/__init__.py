@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compiler.ir import Graph
+from compiler.core.ir import Graph
 
 
 from ..pysource import register_scan, register_source

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import keyword
 
-from compiler.types import TensorType
+from compiler.core.types import TensorType
 
 from ..pysource import PyModuleGen, literal, quote
 

@@ -1,5 +1,13 @@
-"""Every primitive, one block each: declaration, shape rule, VJP, lowerings.
+"""The primitive table: every primitive, one block each (declaration, shape rule, VJP,
+lowerings), in `sources`, `elementwise`, `reduce`, `shape`, `linalg`, `conv`, `control`.
 
-Importing this package registers the whole table (see `compiler.primitive`).
+`table` holds the registry itself. Importing this package (or anything in it) registers
+the whole table, so `from compiler.primitives import get_primitive` always sees every
+entry.
 """
-from . import sources, elementwise, reduce, shape, linalg, conv, control  # noqa: F401
+from compiler.primitives import sources, elementwise, reduce, shape, linalg, conv, control  # noqa: F401,I001
+from compiler.primitives.table import (MissingRule, Primitive, all_primitives, defprim,
+                                       get_primitive, render_template)
+
+__all__ = ["MissingRule", "Primitive", "all_primitives", "defprim", "get_primitive",
+           "render_template"]

@@ -1,7 +1,7 @@
 """Shape/dtype rules shared by several primitives."""
 from __future__ import annotations
 
-from ..types import TensorType, TypeMismatch, broadcast_shapes, promote
+from compiler.core.types import TensorType, TypeMismatch, broadcast_shapes, promote
 
 
 def attr_type(ts, attrs) -> TensorType:
@@ -77,7 +77,7 @@ def _dim_terms(d):
     `types.dim_add` writes ``"T-1"`` and `types.dim_mul` writes ``"2*B*T"``; this
     reads both, so sums like ``(T-1) + 1`` or ``2*T - T`` come out canonical.
     """
-    from ..types import _factors
+    from compiler.core.types import _factors
     if isinstance(d, int):
         return d, {}
     off = 0
@@ -97,7 +97,7 @@ def dim_lin(*terms):
     A dim holds one symbolic product plus a constant at most, so ``T + S`` is None
     but ``(T+2) - 2`` is ``"T"`` and ``2*B - B`` is ``"B"``.
     """
-    from ..types import _build, dim_add
+    from compiler.core.types import _build, dim_add
     off, acc = 0, {}
     for k, d in terms:
         o, syms = _dim_terms(d)

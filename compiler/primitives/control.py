@@ -1,9 +1,9 @@
 """Structural primitives: stop_gradient, tuple projection, and scan (recurrence)."""
 from __future__ import annotations
 
-from ..primitive import defprim
-from ..types import TypeMismatch
-from ._rules import same
+from compiler.primitives.table import defprim
+from compiler.core.types import TypeMismatch
+from compiler.primitives._rules import same
 
 stop_gradient = defprim("stop_gradient", "x, with a zero derivative", 1, same)
 

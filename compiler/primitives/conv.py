@@ -23,9 +23,9 @@ from math import prod
 
 import numpy as np
 
-from ..primitive import MissingRule, defprim
-from ..types import TensorType, TypeMismatch, dim_mul, shape_str
-from ._rules import dim_lin
+from compiler.primitives.table import MissingRule, defprim
+from compiler.core.types import TensorType, TypeMismatch, dim_mul, shape_str
+from compiler.primitives._rules import dim_lin
 
 _LETTER = {1: "1d", 2: "2d"}
 

@@ -15,10 +15,9 @@ import math
 
 import numpy as np
 
-from ..primitive import defprim
-from ..types import DTYPES, TensorType, TypeMismatch, broadcast_shapes, promote
-from ._rules import (binary_arith, compare, float_binary, float_unary, logical_binary,
-                     logical_unary, numeric_unary)
+from compiler.primitives.table import defprim
+from compiler.core.types import DTYPES, TensorType, TypeMismatch, broadcast_shapes, promote
+from compiler.primitives._rules import (binary_arith, compare, float_binary, float_unary, logical_binary, logical_unary, numeric_unary)
 
 _PIECEWISE = "piecewise constant (its derivative is zero almost everywhere)"
 _BOOL = "boolean-valued"

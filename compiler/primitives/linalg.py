@@ -6,8 +6,8 @@ added axis is dropped from the result (as NumPy does).
 """
 from __future__ import annotations
 
-from ..primitive import defprim
-from ..types import TensorType, TypeMismatch, broadcast_shapes, dim_prod, shape_str
+from compiler.primitives.table import defprim
+from compiler.core.types import TensorType, TypeMismatch, broadcast_shapes, dim_prod, shape_str
 
 
 def _matmul_type(ts, attrs) -> TensorType:

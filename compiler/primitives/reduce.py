@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..primitive import defprim
-from ..types import TensorType, TypeMismatch, dim_prod, norm_axes, norm_axis
+from compiler.primitives.table import defprim
+from compiler.core.types import TensorType, TypeMismatch, dim_prod, norm_axes, norm_axis
 
 _INDEX = "integer-valued (an index)"
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..primitive import defprim
-from ..types import (TensorType, TypeMismatch, broadcast_shapes, dim_div, dim_prod,
-                     norm_axis, shape_str)
-from ._rules import dim_lin
+from compiler.primitives.table import defprim
+from compiler.core.types import (TensorType, TypeMismatch, broadcast_shapes, dim_div, dim_prod, norm_axis, shape_str)
+from compiler.primitives._rules import dim_lin
 
 INT64_MAX = 2 ** 63 - 1
 INT64_MIN = -2 ** 63

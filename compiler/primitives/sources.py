@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..primitive import defprim
-from ..types import TensorType, TypeMismatch
-from ._rules import attr_type
+from compiler.primitives.table import defprim
+from compiler.core.types import TensorType, TypeMismatch
+from compiler.primitives._rules import attr_type
 
 _SOURCE = "a graph source"
 

@@ -1,0 +1,196 @@
+"""The `dlc` command line.
+
+Exit codes: 0 success, 1 a bad spec (a located DslError, rendered with the user's
+line and a caret) or a failed check, 2 bad usage. `--json` prints one JSON object
+on stdout. No Python traceback reaches a user for bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from dsl.errors import DslError
+
+from compiler.commands.usage import EXIT_OK, EXIT_SPEC, EXIT_USAGE, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse exits 2 by itself; keep the message plain
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _add_common(p, model=True):
+    p.add_argument("file", help="a .dl spec")
+    if model:
+        p.add_argument("--model", "-m", help="which model of the file (needed when it has several)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def _hparams(items):
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UsageError(f"--set expects NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="dlc", description="Compile and run .dl deep-learning specs.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    c = sub.add_parser("check", help="parse and type-check; print inputs, parameters, outputs")
+    _add_common(c)
+    c.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a hyperparameter")
+
+    c = sub.add_parser("compile", help="lower to numpy, torch or onnx and write the artifact")
+    _add_common(c)
+    c.add_argument("--to", required=True, choices=["numpy", "torch", "onnx"])
+    c.add_argument("-o", "--output", required=True, help="output file")
+    c.add_argument("--train-step", action="store_true", help="ONNX: the whole training step")
+    c.add_argument("--dtype", default="f32", choices=["f32", "f64"])
+    c.add_argument("--seed", type=int, default=0, help="parameter initialisation seed")
+    c.add_argument("--set", action="append", metavar="NAME=VALUE")
+
+    c = sub.add_parser("gradcheck", help="symbolic gradients vs finite differences (float64)")
+    _add_common(c)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--max-entries", type=int, default=64,
+                   help="entries checked per tensor (all of them when the tensor is smaller)")
+    c.add_argument("--set", action="append", metavar="NAME=VALUE")
+
+    c = sub.add_parser("equiv", help="compare backends: outputs, gradients and training steps")
+    _add_common(c)
+    c.add_argument("--steps", type=int, default=3)
+    c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--set", action="append", metavar="NAME=VALUE")
+
+    c = sub.add_parser("train", help="train as the spec's train block says")
+    _add_common(c)
+    c.add_argument("--backend", default="numpy", choices=["numpy", "torch", "onnx"])
+    c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    c.add_argument("--seed", type=int, default=None, help="overrides the train block's seed")
+    c.add_argument("--out", default=None, help="run directory (default runs/<model>)")
+    c.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    c.add_argument("--epochs", type=int, default=None, help="override the train block's epochs")
+    c.add_argument("--steps", type=int, default=None, help="override the train block's steps")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument("--set", action="append", metavar="NAME=VALUE")
+    return p
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    want_json = "--json" in argv
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        handler = COMMANDS[args.command]
+        code, payload = handler(args)
+        if args.json:
+            print(json.dumps(payload, default=_json_default))
+        return code
+    except UsageError as e:
+        return _fail(want_json, {"error": "UsageError", "message": str(e)}, str(e), EXIT_USAGE)
+    except DslError as e:
+        return _fail(want_json, e.to_json(), e.render(), EXIT_SPEC)
+    except KeyboardInterrupt:
+        return _fail(want_json, {"error": "Interrupted"}, "interrupted", 130)
+    except RecursionError:
+        return _fail(want_json, {"error": "SpecError", "message": "the spec is nested too deeply"},
+                     "error: the spec is nested too deeply to process", EXIT_SPEC)
+
+
+def _fail(want_json, payload, text, code):
+    if want_json:
+        print(json.dumps(payload))
+    else:
+        print(text, file=sys.stderr)
+    return code
+
+
+def _json_default(o):
+    import numpy as np
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _load(args):
+    from compiler import api
+    return api.load(args.file, model=getattr(args, "model", None), hparams=_hparams(getattr(args, "set", None)))
+
+
+# ---- commands --------------------------------------------------------------------------
+
+def cmd_check(args):
+    from compiler.commands.summary import summarize, render_summary
+    m = _load(args)
+    info = summarize(m)
+    if not args.json:
+        print(render_summary(info))
+    return EXIT_OK, info
+
+
+def cmd_compile(args):
+    from compiler.commands.compile import compile_to
+    m = _load(args)
+    info = compile_to(m, args.to, args.output, train_step=args.train_step, dtype=args.dtype,
+                      seed=args.seed)
+    if not args.json:
+        print(f"wrote {info['path']} ({info['backend']}{', train step' if args.train_step else ''})")
+    return EXIT_OK, info
+
+
+def cmd_gradcheck(args):
+    from compiler.commands.gradcheck import ATOL, EPS, RTOL, gradcheck
+    m = _load(args)
+    if not m.losses:  # e.g. Hebbian/perceptron rules: no gradient is defined, none to check
+        if not args.json:
+            print(f"model `{m.name}` declares no loss: no gradients to check")
+        return EXIT_OK, {"model": m.name, "ok": True, "tensors": [], "note": "no loss"}
+    checks = gradcheck(m, seed=args.seed, max_entries=args.max_entries)
+    ok = all(c.ok for c in checks)
+    if not args.json:
+        print(f"gradcheck {m.name}: float64, eps={EPS:g}, atol={ATOL:g}, rtol={RTOL:g}")
+        w = max(len(c.tensor) for c in checks) if checks else 10
+        print(f"  {'loss':<10} {'tensor':<{w}} {'kind':<6} {'entries':>12} {'max abs err':>12} "
+              f"{'max rel err':>12}")
+        for c in checks:
+            print(f"  {c.loss:<10} {c.tensor:<{w}} {c.kind:<6} {f'{c.checked}/{c.size}':>12} "
+                  f"{c.max_abs:>12.3e} {c.max_rel:>12.3e}  {'ok' if c.ok else 'FAIL'}")
+        print("all gradients match" if ok else "gradient mismatch")
+    payload = {"model": m.name, "ok": ok, "eps": EPS, "atol": ATOL, "rtol": RTOL,
+               "tensors": [c.__dict__ for c in checks]}
+    return (EXIT_OK if ok else EXIT_SPEC), payload
+
+
+def cmd_equiv(args):
+    from compiler.commands.equiv import run_equiv
+    m = _load(args)
+    return run_equiv(m, args)
+
+
+def cmd_train(args):
+    from compiler.commands.train import run_training
+    m = _load(args)
+    return run_training(m, args)
+
+
+COMMANDS = {"check": cmd_check, "compile": cmd_compile, "gradcheck": cmd_gradcheck,
+            "equiv": cmd_equiv, "train": cmd_train}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""`equiv()` and the `dlc equiv` command."""
+from __future__ import annotations
+
+import contextlib
+
+from compiler.commands.equiv.compare import (
+    DEFAULT_DIM,
+    DEFAULT_STEPS,
+    Backend,
+    EquivReport,
+    default_backends,
+)
+from compiler.commands.equiv.execute import _exact_cuda
+from compiler.commands.equiv.phases import _autograd, _forward_and_gradients, _train
+from compiler.commands.equiv.report import render
+from compiler.commands.usage import UsageError
+from compiler.core.threads import limit_cpu_threads
+
+# ---- the command ---------------------------------------------------------------------------
+
+def equiv(model, *, steps: int = DEFAULT_STEPS, device: str = "cpu", seed: int = 0,
+          dim: int = DEFAULT_DIM, backends: list[Backend] | None = None, locate: bool = True,
+          autograd: bool = True, train: bool = True) -> EquivReport:
+    """Run every comparison; the report's ``ok`` says whether all were within tolerance.
+
+    ``backends[0]`` is the reference (default: `default_backends`)."""
+    backends = list(backends or default_backends(device))
+    report = EquivReport(model.name, seed, dim, steps, device, [b.name for b in backends])
+    ctx = _exact_cuda() if any(b.device == "cuda" for b in backends) else contextlib.nullcontext()
+    with ctx, limit_cpu_threads(1, torch=any(b.kind == "torch" for b in backends)):
+        feeds, ref_grads = _forward_and_gradients(model, report, backends, seed, dim, locate)
+        if autograd and model.losses:
+            _autograd(model, report, feeds, ref_grads, "cpu")
+        if train and steps > 0:
+            _train(model, report, backends, seed, dim, steps, locate)
+    return report
+
+
+def run_equiv(model, args) -> tuple[int, dict]:
+    """`dlc equiv`: (exit code, JSON payload); prints the table unless ``--json``."""
+    device = getattr(args, "device", "cpu") or "cpu"
+    if device == "cuda":
+        try:
+            import torch
+            available = torch.cuda.is_available()
+        except ImportError:
+            available = False
+        if not available:
+            raise UsageError("dlc equiv: --device cuda asked for, but PyTorch sees no CUDA "
+                             "device on this machine (use --device cpu)")
+    steps = getattr(args, "steps", None)
+    steps = DEFAULT_STEPS if steps is None else steps
+    if steps < 0:
+        raise UsageError("dlc equiv: --steps must be >= 0")
+    report = equiv(model, steps=steps, device=device, seed=getattr(args, "seed", 0) or 0,
+                   dim=getattr(args, "dim", None) or DEFAULT_DIM)
+    if not getattr(args, "json", False):
+        print(render(report))
+    return (0 if report.ok else 1), report.to_json()
+
+

@@ -1,0 +1,136 @@
+"""`dlc train`: load and split the dataset, run the trainer, and write ``metrics.csv``,
+``curves.png`` and ``model.onnx`` to the run directory beside the checkpoint."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from compiler.core.threads import limit_cpu_threads, thread_limit
+from compiler.training import checkpoint
+from compiler.training.loop import (
+    CHECKPOINT,
+    CURVES,
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    METRICS,
+    ONNX_MODEL,
+    Diverged,
+    Trainer,
+)
+from compiler.training.reporting import Progress, plot_curves, write_metrics_csv
+from compiler.training.spec import TrainConfig, model_for, parse_train
+from compiler.training.step import _numpy, _split
+from dsl.errors import SpecError
+
+# ---- dlc train ---------------------------------------------------------------------------
+
+def run_training(model, args) -> tuple[int, dict]:
+    """`dlc train`: returns (exit code, the JSON payload `--json` prints)."""
+    cfg = parse_train(model)
+    _apply_overrides(cfg, args)
+    model = model_for(model, cfg)
+    seed = args.seed if getattr(args, "seed", None) else cfg.seed
+    out = Path(args.out) if getattr(args, "out", None) else Path("runs") / model.name
+    out.mkdir(parents=True, exist_ok=True)
+    quiet = bool(getattr(args, "quiet", False) or getattr(args, "json", False))
+    parts = _split(cfg, model)
+    tr = Trainer(model, cfg, parts, backend=getattr(args, "backend", "numpy"),
+                 device=getattr(args, "device", "cpu"), seed=seed, out=out,
+                 progress=None if quiet else Progress())
+    if getattr(args, "resume", False):
+        try:
+            tr.load_checkpoint()
+        except checkpoint.CheckpointError as e:
+            if not getattr(args, "json", False):
+                print(f"error: {e}", file=sys.stderr)
+            return EXIT_FAIL, {"error": "CheckpointError", "message": str(e)}
+    # (onnxruntime sessions keep their own pools; a GPU run needs no CPU limit)
+    n = thread_limit() if tr.device == "cpu" and tr.backend != "onnx" else None
+    with limit_cpu_threads(n, torch=tr.backend == "torch"):
+        return _train_and_report(tr, model, cfg, out, args, quiet)
+
+
+def _train_and_report(tr: Trainer, model, cfg: TrainConfig, out: Path, args, quiet: bool):
+    try:
+        tr.run()
+    except Diverged as e:  # the last checkpoint (of finite values) stays as it was
+        if not getattr(args, "json", False):
+            print(("\n" if not quiet else "") + e.rendered, file=sys.stderr)
+        return EXIT_FAIL, e.payload
+    except KeyboardInterrupt:
+        tr.save_checkpoint()
+        msg = (f"interrupted at step {tr.pos.round}; checkpoint written to "
+               f"{out / CHECKPOINT} (continue with --resume)")
+        if not getattr(args, "json", False):
+            print("\n" + msg, file=sys.stderr)
+        return EXIT_INTERRUPTED, {"error": "Interrupted", "message": msg,
+                                  "step": tr.pos.round, "checkpoint": str(out / CHECKPOINT)}
+    tr.save_checkpoint()  # the final training state (resumable with more epochs)
+    if cfg.early_stop is not None:
+        tr.restore_best()
+    payload = _finish(tr, model, cfg, out)
+    if not getattr(args, "json", False):
+        print(render_summary(payload))
+    return EXIT_OK, payload
+
+
+def _apply_overrides(cfg: TrainConfig, args):
+    if getattr(args, "steps", None) is not None:
+        if args.steps < 1:
+            raise SpecError("--steps must be at least 1")
+        cfg.steps, cfg.epochs = args.steps, None
+    elif getattr(args, "epochs", None) is not None:
+        if args.epochs < 1:
+            raise SpecError("--epochs must be at least 1")
+        cfg.epochs, cfg.steps = args.epochs, None
+
+
+def _finish(tr: Trainer, model, cfg: TrainConfig, out: Path) -> dict:
+    values = tr.eval_values()
+    final = {"train": tr.evaluate(tr.train_ds, values),
+             "val": tr.evaluate(tr.val_ds, values),
+             "test": tr.evaluate(tr.test_ds, values)}
+    files = {"checkpoint": str(out / CHECKPOINT)}
+    if tr.pos.history:
+        write_metrics_csv(out / METRICS, tr.pos.history)
+        files["metrics"] = str(out / METRICS)
+        if plot_curves(out / CURVES, tr.pos.history, f"{model.name} on {cfg.data}",
+                       model.losses):
+            files["curves"] = str(out / CURVES)
+    export_error = None
+    try:
+        model.export_onnx(out / ONNX_MODEL, {k: _numpy(v) for k, v in values.items()})
+        files["onnx"] = str(out / ONNX_MODEL)
+    except Exception as e:  # a model without ONNX rules still trains; say why
+        export_error = f"{type(e).__name__}: {e}"
+    p = tr.pos
+    payload = {"model": model.name, "data": cfg.data, "backend": tr.backend, "seed": tr.seed,
+               "epochs": round(p.round / tr.nb, 4), "steps": p.round,
+               "time_s": round(p.elapsed, 3), "stopped_early": p.stopped,
+               **final, "run_dir": str(out), "files": files}
+    if cfg.early_stop is not None:
+        payload["best"] = {"metric": f"val.{cfg.early_stop.metric}", "value": p.best,
+                           "epoch": p.best_epoch, "step": p.best_round}
+    if export_error:
+        payload["onnx_error"] = export_error
+    return payload
+
+
+def render_summary(payload: dict) -> str:
+    e = payload["epochs"]
+    lines = [f"trained {payload['model']} on {payload['data']}: {e:g} epoch{'' if e == 1 else 's'} "
+             f"({payload['steps']} steps) in {payload['time_s']:.1f} s"
+             f"{', stopped early' if payload['stopped_early'] else ''}"]
+    for part in ("train", "val", "test"):
+        if payload.get(part):
+            lines.append(f"  {part:<5}  " + "  ".join(f"{k} {v:.4f}"
+                                                      for k, v in payload[part].items()))
+    if payload.get("best"):
+        b = payload["best"]
+        lines.append(f"  best {b['metric']} {b['value']:.4f} at epoch {b['epoch']:g} (restored)")
+    lines.append(f"  run dir {payload['run_dir']}: " +
+                 ", ".join(Path(f).name for f in payload["files"].values()))
+    if payload.get("onnx_error"):
+        lines.append(f"  (no model.onnx: {payload['onnx_error']})")
+    return "\n".join(lines)

@@ -1,0 +1,179 @@
+"""The graph IR: a NetworkX multigraph of primitive applications.
+
+Each node is one primitive applied to earlier nodes. Node data:
+``op`` (primitive name), ``args`` (ordered tuple of node ids), ``attrs`` (static
+parameters; hashable values only, except a scan's ``body`` graph), ``type`` (a
+`TensorType`, or a tuple of them for multi-result ops such as ``scan``), ``span``
+(where in the user's spec it came from) and ``name`` (a user-facing name or None).
+Edges ``u -> v`` with key ``i`` mean "u is argument i of v"; they exist so that
+NetworkX can order, prune and inspect the graph, while ``args`` keeps argument order.
+
+Types are inferred the moment a node is added, so every builder (the elaborator,
+autodiff, optimizers, passes) works on a fully typed graph and a shape mistake is
+reported where it is made.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+
+from compiler.core.types import TensorType, TypeMismatch
+
+# Ops whose values come from outside the graph rather than from other nodes.
+SOURCE_OPS = ("input", "param", "state", "noise")
+
+
+@dataclass(frozen=True)
+class Node:
+    id: int
+    op: str
+    args: tuple[int, ...]
+    attrs: dict
+    type: Any  # TensorType | tuple[TensorType, ...]
+    span: Any
+    name: str | None
+
+
+class Graph:
+    """A typed computation graph. Named results live in ``outputs``.
+
+    ``outputs`` maps a name to a node id; ``output_kinds`` says whether each is an
+    ``output``, a ``loss`` or a ``metric``. ``dim_sources`` maps each base symbolic
+    dim to ``(input node, axis)`` so backends can read its value at run time.
+    ``updates`` maps a param/state node to the node computing its next value (batch
+    norm running statistics, Hebbian and perceptron rules).
+    """
+
+    def __init__(self, name: str = ""):
+        self.name = name
+        self.nx = nx.MultiDiGraph()
+        self._next = 0
+        self.inputs: list[int] = []
+        self.params: list[int] = []
+        self.states: list[int] = []
+        self.noises: list[int] = []
+        self.outputs: dict[str, int] = {}
+        self.output_kinds: dict[str, str] = {}
+        self.dim_sources: dict[str, tuple[int, int]] = {}
+        self.updates: dict[int, int] = {}
+        self.meta: dict[str, Any] = {}
+
+    # ---- building -----------------------------------------------------------
+    def add(self, op: str, args=(), attrs: dict | None = None, *, span=None, name=None,
+            type: Any = None) -> int:
+        """Append ``op(*args)`` and return its id; the type comes from the op's rule."""
+        from compiler.primitives import get_primitive
+        from dsl.errors import ShapeError
+
+        prim = get_primitive(op)
+        args = tuple(int(a) for a in args)
+        attrs = dict(attrs or {})
+        for a in args:
+            if a not in self.nx:
+                raise KeyError(f"{op}: argument {a} is not a node of this graph")
+        if prim.arity is not None and len(args) != prim.arity:
+            raise TypeError(f"primitive {op!r} takes {prim.arity} arguments, got {len(args)}")
+        if type is None:
+            try:
+                type = prim.infer([self.type(a) for a in args], attrs)
+            except TypeMismatch as e:
+                raise ShapeError(f"{_op_label(op)}: {e}", span) from None
+        nid = self._next
+        self._next += 1
+        self.nx.add_node(nid, op=op, args=args, attrs=attrs, type=type, span=span, name=name)
+        for i, a in enumerate(args):
+            self.nx.add_edge(a, nid, key=i)
+        if op == "input":
+            self.inputs.append(nid)
+        elif op == "param":
+            self.params.append(nid)
+        elif op == "state":
+            self.states.append(nid)
+        elif op == "noise":
+            self.noises.append(nid)
+        return nid
+
+    def op(self, op: str, *args: int, span=None, **attrs) -> int:
+        """Shorthand used by VJP rules and optimizers: ``g.op("mul", x, y)``."""
+        return self.add(op, args, attrs, span=span)
+
+    def const(self, value, dtype: str = "f32", shape=()) -> int:
+        """A constant filled with ``value`` (a Python scalar) of a static shape."""
+        return self.add("const", (), {"value": value, "dtype": dtype, "shape": tuple(shape)})
+
+    def scalar_like(self, value, node: int) -> int:
+        """A scalar constant of ``node``'s dtype (broadcasts against it)."""
+        return self.const(value, self.type(node).dtype)
+
+    def unbroadcast(self, ct: int, target: int) -> int:
+        """Sum cotangent ``ct`` down to ``target``'s shape: the VJP of broadcasting."""
+        return self.sum_to_shape(ct, self.type(target).shape)
+
+    def sum_to_shape(self, ct: int, shape) -> int:
+        """Sum cotangent ``ct`` down to a shape it was broadcast from."""
+        ts, cs = tuple(shape), tuple(self.type(ct).shape)
+        if ts == cs:
+            return ct
+        lead = len(cs) - len(ts)
+        if lead:
+            ct = self.op("sum", ct, axis=tuple(range(lead)), keepdims=False)
+        kept = tuple(i for i, d in enumerate(ts) if d == 1 and cs[lead + i] != 1)
+        if kept:
+            ct = self.op("sum", ct, axis=kept, keepdims=True)
+        return ct
+
+    # ---- reading ------------------------------------------------------------
+    def node(self, n: int) -> Node:
+        d = self.nx.nodes[n]
+        return Node(n, d["op"], d["args"], d["attrs"], d["type"], d["span"], d["name"])
+
+    def type(self, n: int) -> Any:
+        return self.nx.nodes[n]["type"]
+
+    def topo_order(self, roots=None) -> list[int]:
+        """Nodes in dependency order (ties broken by id, so output is stable).
+
+        With ``roots``, only the nodes those roots depend on.
+        """
+        g = self.nx
+        if roots is not None:
+            keep = set(roots)
+            for r in roots:
+                keep |= nx.ancestors(g, r)
+            g = g.subgraph(keep)
+        return list(nx.lexicographical_topological_sort(g))
+
+    def users(self, n: int) -> list[int]:
+        return sorted(set(self.nx.successors(n)))
+
+    def __len__(self) -> int:
+        return self.nx.number_of_nodes()
+
+    def result_nodes(self) -> list[int]:
+        return list(self.outputs.values()) + list(self.updates.values())
+
+    def by_name(self, kind: str) -> dict[str, int]:
+        """Source nodes of one kind keyed by their name attribute."""
+        ids = {"input": self.inputs, "param": self.params, "state": self.states,
+               "noise": self.noises}[kind]
+        return {self.node(n).attrs["name"]: n for n in ids}
+
+    def dump(self, roots=None) -> str:
+        """A readable listing, one node a line (for debugging and --verbose)."""
+        lines = []
+        for n in self.topo_order(roots):
+            d = self.node(n)
+            attrs = {k: v for k, v in d.attrs.items() if k != "body"}
+            a = ", ".join(f"%{x}" for x in d.args)
+            extra = f" {attrs}" if attrs else ""
+            t = d.type if isinstance(d.type, TensorType) else "(" + ", ".join(map(str, d.type)) + ")"
+            lines.append(f"%{n}: {t} = {d.op}({a}){extra}")
+        for k, v in self.outputs.items():
+            lines.append(f"{self.output_kinds.get(k, 'output')} {k} = %{v}")
+        return "\n".join(lines)
+
+
+def _op_label(op: str) -> str:
+    return f"`{op}`"

@@ -1,0 +1,107 @@
+"""Datasets for training without a network: embedded real data, seeded generators, user files.
+
+Everything here needs only NumPy (and the Python standard library).  The three real
+datasets are shipped as small compressed ``.npz`` files in ``compiler/training/datasets/embedded/`` (see
+``embedded/README.md`` for provenance and licences); the rest are generated
+deterministically from ``np.random.default_rng(seed)``.
+
+Entry points
+------------
+``load(name_or_path, *, seed=0, **options) -> Dataset``
+    A registered name (see ``DATASETS``; case-insensitive, ``-`` may replace ``_``)
+    or a path to a ``.npz`` / ``.csv`` file.  Raises ``DatasetError`` for unknown
+    names (with a did-you-mean suggestion), bad options (naming the option and
+    listing the valid ones) and unreadable files.
+``Dataset``
+    ``fields`` (dict of arrays sharing their leading length ``n``), ``description``,
+    ``classes`` (number of classes of the label field, or ``None``), ``label`` (name
+    of the label field, usually ``"y"``, or ``None``), ``meta`` (extra facts that are
+    not per-sample, e.g. class names or the true separating direction of ``blobs``).
+    ``split(fractions, seed=, stratify=)`` and ``batches(batch_size, seed=, epoch=)``
+    are deterministic, so training can be resumed at any (epoch, batch).
+``DATASETS``
+    Registry ``name -> DatasetInfo`` with a one-line ``description``, the ``fields``
+    produced and the accepted ``options`` (with defaults).  ``describe()`` renders it.
+
+Conventions: real-valued arrays are float32, class labels (and token ids) int64.
+
+Real data (embedded)
+--------------------
+digits         x [1797,64] float32 in [0,1] (pixels 0..16 divided by 16), y [1797] int64 0..9.
+               Options: image=False (True: x is [1797,1,8,8]).  classes=10.
+iris           x [150,4] float32 (cm), y [150] int64 0..2.  classes=3.
+               Options: standardize="none" ("train" | "all" | "none"), split_seed=0.
+breast_cancer  x [569,30] float32, y [569] int64 (0 malignant, 1 benign).  classes=2.
+               Options: standardize="train" ("train" | "all" | "none"), split_seed=0.
+
+``standardize="train"`` rescales every feature to zero mean / unit variance using the
+statistics of the *training part only* of the canonical split
+``Dataset.split((0.8, 0.1, 0.1), seed=split_seed)`` (non-stratified); the statistics
+are recorded in ``meta["standardize"]``.  Splitting the loaded dataset again with the
+default fractions and ``seed=split_seed`` therefore gives a train part whose
+statistics are exactly those used, and validation/test parts that never leaked into
+them.  If you split differently, load with ``standardize="none"`` and call
+``val.standardize(using=train)`` etc. yourself.  ``"all"`` uses the whole dataset.
+
+Generators (2-D point clouds; ``n`` = number of points)
+-------------------------------------------------------
+moons      x [n,2], y [n] in {0,1}.  n=500, noise=0.1.
+circles    x [n,2], y [n] (0 outer circle radius 1, 1 inner).  n=500, noise=0.05, factor=0.5.
+spirals    x [n,2], y [n] arm index.  n=600, arms=2, turns=1.5, noise=0.02.  classes=arms.
+gaussians  x [n,2], y [n] component.  Mixture of ``n_components`` Gaussians with centres
+           evenly spaced on a circle (the WGAN-GP "8 Gaussians").  n=1000,
+           n_components=8, radius=2.0, std=0.02.  Components are balanced.
+swiss_roll x [n,2], t [n] in [0,1] (position along the roll).  The (x, z) plane of the 3-D
+           swiss roll, x = scale*(u cos u, u sin u) + noise*N(0,1), u = 1.5*pi*(1+2t).
+           n=1000, scale=0.1, noise=0.05 (final units).  classes=None.
+blobs      x [n,dim], y [n] in {-1,+1} (int64; note: *not* 0/1).  Linearly separable
+           through the origin: y * (w . x) >= margin for a unit vector w.
+           n=200, dim=2, margin=0.5, spread=1.0.  meta: w (float64 unit vector),
+           margin (the actual minimum, >= requested), radius R = max ||x||,
+           mistake_bound = (R/margin)^2 (Novikoff).
+patterns   x [n,dim] float32 of +-1 (random Hopfield memories, P(+1)=p).  n=10, dim=100, p=0.5.
+linreg     x [n,features] float32 ~ N(0,1), y [n] float32 = x.w + b + noise*N(0,1) with w, b ~ N(0,1)
+           (meta: w, b).  n=500, features=4, noise=0.1.  classes=None.
+
+Toy sequences (``n`` sequences of ``length`` steps, batch-first)
+-----------------------------------------------------------------
+sine     x [n,length,1], y [n,length,1] = x shifted one step ahead (next-step prediction)
+         of sin(w*dt*t + phi) + noise with w ~ U(0.5, 2.0), phi ~ U(0, 2pi).
+         n=512, length=50, dt=0.2, noise=0.0.  classes=None.
+parity   x [n,length,1] float32 random bits, y [n] int64 parity (XOR) of the bits, or with
+         running=True y [n,length] the parity of each prefix.  n=512, length=8.  classes=2.
+adding   Hochreiter & Schmidhuber adding problem: x [n,length,2] (channel 0 values U(0,1),
+         channel 1 exactly two markers, one in each half), y [n,1] float32 = sum of the two
+         marked values.  n=512, length=50.  classes=None.
+copy     Copy-memory task: x, y int64 tokens [n, 2*length+delay].  Input: ``length`` random
+         symbols 1..symbols, delay-1 blanks (0), the delimiter (symbols+1), ``length``
+         blanks.  Target: length+delay blanks, then the symbols.  n=512, length=10,
+         delay=20, symbols=8.  classes=symbols+2.
+
+User files
+----------
+``*.npz``  every array becomes a field (all must share their leading length).  Floating and
+           boolean arrays become float32, integer arrays int64.  Option ``label``: name of
+           the label field ("auto": "y" if present); ``classes`` = max+1 of an integer label.
+``*.csv``  header row, then numeric rows (comma-separated; option ``delimiter``).  Option
+           ``label``: column name or 0-based index ("auto": a column named y / label /
+           target / class if there is one; "none": no label).  Fields: x [N, columns-1]
+           float32 and y [N] (int64 if all label values are integers >= 0, else float32).
+           ``meta["columns"]`` lists the feature column names.
+"""
+
+from compiler.training.datasets import real, sequences, synthetic  # noqa: F401  (each registers its data sets)
+from compiler.training.datasets.dataset import DEFAULT_FRACTIONS, Dataset, DatasetError
+from compiler.training.datasets.loading import describe, load
+from compiler.training.datasets.registry import DATASETS, DatasetInfo, Option
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetError",
+    "DatasetInfo",
+    "Option",
+    "describe",
+    "load",
+    "DEFAULT_FRACTIONS",
+]

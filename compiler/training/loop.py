@@ -1,0 +1,351 @@
+"""The runner: steps the compiled train-step graph on any backend, evaluates each
+epoch, stops early, averages, checkpoints and resumes bit-exactly.
+
+Determinism: batch order depends only on (seed, epoch), noise only on (seed, step),
+parameter initialisation only on the seed; a checkpoint records the batch position.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from compiler.core import backend_registry, noise
+from compiler.training import checkpoint
+from compiler.training.reporting import write_metrics_csv
+from compiler.training.spec import TrainConfig
+from compiler.training.step import (
+    StepGraph,
+    _finite,
+    _gradient_graph,
+    _is_scalar,
+    _numpy,
+    _rounds,
+    build_step,
+    initial_values,
+)
+from dsl.errors import SpecError
+
+EVAL_BATCH = 512
+# Noise streams of evaluation and of SVRG's full-gradient pass: step indices no
+# training step reaches, so they never repeat a training draw.
+EVAL_NOISE = 1 << 40
+SNAPSHOT_NOISE = 1 << 41
+EXIT_OK, EXIT_FAIL, EXIT_INTERRUPTED = 0, 1, 130
+CHECKPOINT, METRICS, CURVES, ONNX_MODEL = ("checkpoint.safetensors", "metrics.csv",
+                                           "curves.png", "model.onnx")
+
+
+
+class Diverged(Exception):
+    """A non-finite loss or parameter: the message names the step and the tensor."""
+
+    def __init__(self, message, payload, rendered):
+        super().__init__(message)
+        self.payload, self.rendered = payload, rendered
+
+
+# ---- the runner --------------------------------------------------------------------------
+
+@dataclass
+class Position:
+    """Where a run is; with the tensors, everything a resume needs."""
+
+    epoch: int = 0          # completed epochs
+    batch: int = 0          # next batch of the current epoch
+    round: int = 0          # completed rounds (a round: every player's steps on one batch)
+    noise_step: int = 0     # step programs run so far (the noise stream index)
+    group_steps: dict = field(default_factory=dict)   # player -> its steps so far
+    sums: dict = field(default_factory=dict)          # train metrics since the last row
+    last: dict = field(default_factory=dict)          # the last round's logged values
+    count: int = 0
+    best: float | None = None
+    best_round: int | None = None
+    best_epoch: float | None = None
+    bad_evals: int = 0
+    stopped: bool = False
+    elapsed: float = 0.0
+    history: list = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(self, model, cfg: TrainConfig, parts, *, backend="numpy", device="cpu",
+                 seed=0, out: Path, progress=None):
+        self.model, self.cfg, self.backend, self.device = model, cfg, backend, device
+        self.seed, self.out = seed, out
+        self.train_ds, self.val_ds, self.test_ds = parts
+        if self.train_ds.n == 0:
+            raise SpecError("the training part of the split is empty", cfg.data_span)
+        self.nb = self.train_ds.num_batches(cfg.batch)
+        self.total_rounds = _rounds(cfg, self.nb)
+        self.steps = [build_step(model, cfg, grp, self.total_rounds * grp.steps)
+                      for grp in cfg.groups]
+        self.programs = [self._lower(sg.graph, sg.results) for sg in self.steps]
+        eg = model.graph
+        self.eval_names = [k for k, kind in eg.output_kinds.items() if kind in ("loss", "metric")
+                           and _is_scalar(eg, eg.outputs[k])]
+        self.eval_prog = self._lower(eg, {k: eg.outputs[k] for k in self.eval_names}) \
+            if self.eval_names else None
+        self.svrg = [sg for sg in self.steps if sg.snapshots]
+        self.grad_progs = {id(sg): self._lower(*_gradient_graph(model, cfg, sg.group))
+                           for sg in self.svrg}
+        self.values = initial_values(self.model, self.steps, self.seed)
+        self.best_values: dict | None = None
+        self.pos = Position(group_steps={grp.name: 0 for grp in cfg.groups})
+        self.progress = progress
+
+    def _lower(self, graph, results):
+        return self.model.lower(results, graph, self.backend, "f32", self.device)
+
+    # -- the loop --
+    def run(self):
+        """Train until done, stopped early, or interrupted (KeyboardInterrupt escapes
+        with the position at the last completed round, so a checkpoint is exact)."""
+        start = time.perf_counter() - self.pos.elapsed
+        # non-finite values are reported by _check_finite, with the step and tensor
+        with _no_grad(self.backend), np.errstate(all="ignore"):
+            while self.pos.round < self.total_rounds and not self.pos.stopped:
+                if self.pos.batch == 0 and self.svrg:
+                    self._svrg_snapshot()
+                batches = self.train_ds.batches(self.cfg.batch, seed=self.seed,
+                                                epoch=self.pos.epoch, start=self.pos.batch)
+                for batch in batches:
+                    self._round(batch)
+                    self.pos.elapsed = time.perf_counter() - start
+                    if self.progress:
+                        self.progress.update(self)
+                    if self.cfg.eval_every and self.pos.round % self.cfg.eval_every == 0:
+                        self._evaluate_and_log()
+                    if self.pos.round >= self.total_rounds or self.pos.stopped:
+                        break
+                if self.pos.batch >= self.nb:
+                    self.pos.epoch += 1
+                    self.pos.batch = 0
+                    if not self.cfg.eval_every and not self.pos.stopped:
+                        self._evaluate_and_log()
+            if self.pos.count:  # steps left since the last row (e.g. `steps N` mid-epoch)
+                self._evaluate_and_log()
+        self.pos.elapsed = time.perf_counter() - start
+
+    def _round(self, batch: dict):
+        """Every group's steps on one batch; values and position change only when the
+        whole round succeeded (so an interrupt leaves a consistent state)."""
+        values = dict(self.values)
+        noise_step = self.pos.noise_step
+        group_steps = dict(self.pos.group_steps)
+        logged = {}
+        for sg, prog in zip(self.steps, self.programs):
+            for _ in range(sg.group.steps):
+                feeds = {**values, **batch,
+                         **noise.draw(sg.graph, batch, self.seed, noise_step, sg.noise_names),
+                         "step": np.asarray(group_steps[sg.group.name], np.float32)}
+                out = prog(feeds)
+                self._check_finite(sg, feeds, out, noise_step)
+                for k, v in out.items():
+                    if k.startswith("new:"):
+                        values[k[4:]] = v
+                logged.update({name: float(_numpy(out[k])) for k, name in sg.logged.items()})
+                noise_step += 1
+                group_steps[sg.group.name] += 1
+        self.values = values
+        n = len(next(iter(batch.values())))
+        for k, v in logged.items():
+            self.pos.sums[k] = self.pos.sums.get(k, 0.0) + v * n
+        self.pos.count += n
+        self.pos.last = logged
+        self.pos.noise_step, self.pos.group_steps = noise_step, group_steps
+        self.pos.round += 1
+        self.pos.batch += 1
+
+    def _check_finite(self, sg: StepGraph, feeds, out, step):
+        order = (["loss"] if "loss" in out else []) + [k for k in out if k != "loss"]
+        bad = next((k for k in order if not _finite(out[k])), None)
+        if bad is None:
+            return
+        value = _numpy(out[bad])
+        kind = "nan" if np.isnan(value).any() else "inf"
+        who = f" (player `{sg.group.name}`)" if self.cfg.players else ""
+        msg = f"training diverged at step {step + 1}{who}: `{bad}` is {kind}"
+        where = _first_nonfinite(self.model, sg, feeds)
+        span = None
+        if where is not None:
+            op, span = where
+            msg += f"; the first non-finite value is computed by `{op}` here"
+        err = SpecError(msg, span, hint="lower the learning rate, clip gradients "
+                        "(`clip_grad_norm`), or guard logs and divisions")
+        payload = err.to_json()
+        payload.update(error="NonFinite", step=step + 1, tensor=bad)
+        raise Diverged(msg, payload, err.render())
+
+    def _svrg_snapshot(self):
+        """SVRG: snapshot := current params; mu := their full-batch gradient."""
+        for sg in self.svrg:
+            for snap, p in sg.snapshots.items():
+                self.values[snap] = self.values[p]
+            prog = self.grad_progs[id(sg)]
+            feeds = {**self.values, **{k[len("snapshot:"):]: self.values[k]
+                                       for k in sg.snapshots}}
+            total, n = {}, 0
+            for i, batch in enumerate(self.train_ds.batches(self.cfg.batch, shuffle=False)):
+                step = SNAPSHOT_NOISE + self.pos.epoch * self.nb + i
+                out = prog({**feeds, **batch, **noise.draw(sg.graph, batch, self.seed, step, sg.noise_names)})
+                m = len(next(iter(batch.values())))
+                for k, v in out.items():
+                    total[k] = total.get(k, 0.0) + _numpy(v).astype(np.float64) * m
+                n += m
+            for mu, p in sg.mus.items():
+                self.values[mu] = (total[f"grad:{p}"] / n).astype(np.float32)
+
+    # -- evaluation --
+    def eval_values(self) -> dict:
+        """Params (their averages when averaging) and states, for evaluation."""
+        vals = {k: self.values[k] for k in self.model.params}
+        for sg in self.steps:
+            vals.update({p: self.values[a] for a, p in sg.averages.items()})
+        vals.update({k: self.values[k] for k in self.model.states})
+        return vals
+
+    def evaluate(self, ds, values=None) -> dict:
+        if self.eval_prog is None or ds is None or ds.n == 0:
+            return {}
+        values = values or self.eval_values()
+        sums, n = {}, 0
+        with _no_grad(self.backend):
+            for i, batch in enumerate(ds.batches(EVAL_BATCH, shuffle=False)):
+                noise_feeds = noise.draw(self.model.graph, batch, self.seed, EVAL_NOISE + i)
+                out = self.eval_prog({**values, **batch, **noise_feeds})
+                m = len(next(iter(batch.values())))
+                for k in self.eval_names:
+                    sums[k] = sums.get(k, 0.0) + float(_numpy(out[k])) * m
+                n += m
+        return {k: v / n for k, v in sums.items()}
+
+    def _evaluate_and_log(self):
+        p = self.pos
+        row = {"epoch": round(p.round / self.nb, 4), "step": p.round,
+               "time": round(p.elapsed, 3)}
+        row.update({f"train_{k}": v / max(p.count, 1) for k, v in p.sums.items()
+                    if not _is_lr(k)})
+        row.update({k: v for k, v in p.last.items() if _is_lr(k)})
+        val = self.evaluate(self.val_ds) if self.cfg.evaluating else {}
+        row.update({f"val_{k}": v for k, v in val.items()})
+        p.history.append(row)
+        p.sums, p.count = {}, 0
+        self._early_stopping(val)
+        if self.progress:
+            self.progress.row(self, row)
+        self.save_checkpoint()
+        write_metrics_csv(self.out / METRICS, p.history)
+
+    def _early_stopping(self, val: dict):
+        es, p = self.cfg.early_stop, self.pos
+        if es is None or es.metric not in val:
+            return
+        v = val[es.metric]
+        better = p.best is None or (v > p.best if es.mode == "max" else v < p.best)
+        if better and math.isfinite(v):
+            p.best, p.best_round = v, p.round
+            p.best_epoch = round(p.round / self.nb, 4)
+            p.bad_evals = 0
+            self.best_values = {k: self.values[k] for k in
+                                list(self.model.params) + list(self.model.states)}
+            self.best_values.update({a: self.values[a] for sg in self.steps for a in sg.averages})
+        else:
+            p.bad_evals += 1
+            if p.bad_evals >= es.patience:
+                p.stopped = True
+
+    def restore_best(self):
+        """Early stopping: the params (and states, averages) of the best evaluation."""
+        if self.best_values is not None:
+            self.values.update(self.best_values)
+
+    # -- checkpoints --
+    def config_hash(self) -> str:
+        return config_hash(self.cfg, self.model, self.seed)
+
+    def save_checkpoint(self):
+        tensors = {k: _numpy(v) for k, v in self.values.items()}
+        if self.best_values is not None:
+            tensors.update({f"best:{k}": _numpy(v) for k, v in self.best_values.items()})
+        meta = {"model": self.model.name, "config_hash": self.config_hash(), "seed": self.seed,
+                "total_rounds": self.total_rounds, "batches_per_epoch": self.nb,
+                "position": self.pos.__dict__}
+        checkpoint.save(self.out / CHECKPOINT, tensors, meta)
+
+    def load_checkpoint(self):
+        tensors, meta = checkpoint.load(self.out / CHECKPOINT)
+        if meta.get("config_hash") != self.config_hash():
+            raise checkpoint.CheckpointError(
+                f"the checkpoint in {self.out} was written by a different training "
+                "configuration (model, data, split, batch, optimizer, seed...); "
+                "train afresh without --resume, or use another --out")
+        missing = [k for k in self.values if k not in tensors]
+        if missing:
+            raise checkpoint.CheckpointError(f"the checkpoint in {self.out} lacks "
+                                             f"{', '.join(missing[:5])}")
+        for k in self.values:
+            self.values[k] = tensors[k]
+        best = {k[len("best:"):]: v for k, v in tensors.items() if k.startswith("best:")}
+        self.best_values = best or None
+        self.pos = Position(**meta["position"])
+
+
+def _is_lr(name: str) -> bool:
+    return name == "lr" or name.endswith(".lr")
+
+
+def _no_grad(backend):
+    if backend == "torch":
+        import torch
+        return torch.no_grad()
+    return contextlib.nullcontext()
+
+
+def config_hash(cfg: TrainConfig, model, seed: int) -> str:
+    """What must not change across a resume (epochs/steps may: a run can be extended)."""
+    groups = [(g.name, g.loss, _call(g.optimizer), _call(g.schedule), g.weight_decay, g.l1,
+               g.clip_grad_norm, list(g.params), g.steps) for g in cfg.groups]
+    key = {"model": model.name, "hparams": cfg.hparams, "data": cfg.data,
+           "data_options": cfg.data_options, "data_seed": cfg.data_seed,
+           "split": list(cfg.split), "batch": cfg.batch, "seed": seed,
+           "early_stop": None if cfg.early_stop is None else
+           [cfg.early_stop.metric, cfg.early_stop.patience, cfg.early_stop.mode],
+           "average": _call(cfg.average), "eval_every": cfg.eval_every, "groups": groups,
+           "updates": repr(cfg.updates)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _call(c):
+    return None if c is None else [c.name, sorted(c.kwargs.items())]
+
+
+def _first_nonfinite(model, sg: StepGraph, feeds) -> tuple[str, object] | None:
+    """The first node (in evaluation order) of the user's code whose value is not finite:
+    rerun the step on NumPy with every located float node as a result."""
+    g = sg.graph
+    roots = [n for n in sg.results.values()]
+    located = [n for n in g.topo_order(roots)
+               if g.node(n).span is not None and not isinstance(g.type(n), tuple)
+               and g.type(n).dtype.startswith("f") and g.node(n).op not in ("const",)]
+    if not located:
+        return None
+    try:
+        np_backend = backend_registry.load("numpy")
+        prog = np_backend.lower(g, {f"n{n}": n for n in located}, dtype="f32")
+        with np.errstate(all="ignore"):
+            out = prog({k: _numpy(v) for k, v in feeds.items()})
+    except Exception:  # diagnosis is best effort; the step's own message stands
+        return None
+    for n in located:
+        if not np.isfinite(out[f"n{n}"]).all():
+            return g.node(n).op, g.node(n).span
+    return None
+
+

@@ -1,0 +1,640 @@
+"""A `train` block -> a validated `TrainConfig`, every mistake a located `SpecError`.
+
+    train MLP(hidden = 256) on digits(image = false) {
+      split 0.8 0.1 0.1
+      batch 64
+      epochs 30
+      optimizer adam(lr = 2e-3)
+      schedule cosine
+      weight_decay 1e-4
+      early_stop val.acc patience 8
+    }
+
+`train MODEL(hparams) on DATA(options) { ... }`: the hyperparameters override the
+model's defaults (a command line `--set` overrides both). DATA is a registered dataset
+name (`digits`, `moons`, ...) or a quoted `.npz`/`.csv` path (relative to the spec's
+folder, then to the working directory); its options go to `compiler.datasets.load`
+(`seed = N` there seeds a generator; default 0, independent of the training seed).
+Every model input is fed from the dataset field of the same name.
+
+Options (each at most once, one per line or separated by `;`):
+
+`split TRAIN VAL [TEST]`
+    Fractions of the dataset (summing to 1) for training, validation and test.
+    Default `0.8 0.1 0.1`. The split is seeded by the dataset's `split_seed` option
+    (default 0), never by the training seed, so runs with different seeds see the
+    same parts (and `standardize="train"` statistics stay leak-free).
+`batch N`
+    Minibatch size (default 32). The last batch of an epoch may be smaller.
+`epochs N` | `steps N`
+    Train for N passes over the training part, or for N optimizer steps (rounds, with
+    players). Default `epochs 10`. `dlc train --epochs/--steps` override them.
+`optimizer NAME(k = v, ...)` | `optimizer NAME`
+    `sgd`, `momentum`, `nesterov`, `adagrad`, `rmsprop`, `adam`, `adamw`, `signsgd`,
+    `muon`, `svrg` with their options (see `compiler.optim`); `lr` is the base learning
+    rate. Default `adam(lr = 1e-3)`, unless the block has update rules and no
+    optimizer (then only the rules train). `svrg` recomputes the full-batch gradient
+    at a snapshot of the parameters at the start of every epoch.
+`schedule NAME(k = v, ...)` | `schedule NAME`
+    Learning-rate schedule over the run's total number of steps: `constant`, `step`,
+    `exponential`, `cosine` (options `min_lr`, `warmup`), `warmup`, `inverse_time`,
+    `linear` (see `compiler.schedules`). Default constant.
+`weight_decay X`
+    L2 regularization of the *weights* only (rank >= 2 params; biases, gains and
+    shifts are left alone): X * w is added to the gradient, like torch's
+    `weight_decay`; with `adamw` the decay is decoupled. Same as giving the
+    optimizer `weight_decay = X` (giving both is an error).
+`l1 X`
+    L1 penalty on the weights only: X * sign(w) is added to the gradient.
+`clip_grad_norm X`
+    Rescale the gradients so their global L2 norm is at most X.
+`early_stop val.METRIC patience N [min | max]`
+    Evaluate on the validation part every epoch (or `eval_every` steps); stop when
+    METRIC (a loss or metric of the model) has not improved for N evaluations, and
+    restore the parameters of the best evaluation. Mode: `max` for metrics whose
+    name starts with `acc`, `min` otherwise.
+`loss NAME`
+    Which of the model's losses to minimise. Default: its only loss (an error when
+    it declares several).
+`seed N`
+    Seed of parameter initialisation, batch order and noise (default 0). A nonzero
+    `dlc train --seed` overrides it.
+`average polyak(decay = 0.999)` | `average uniform`
+    Keep a running (exponential or uniform) average of the parameters; evaluation,
+    the checkpoint's `avg.*` tensors and the exported model use the average.
+`eval_every N`
+    Evaluate (and log a metrics row, and checkpoint) every N steps instead of every
+    epoch.
+`player NAME { params PREFIX ...; loss NAME; optimizer ...; steps K; schedule ...;
+weight_decay X; l1 X; clip_grad_norm X }`
+    Several players (GANs): each owns the parameters whose names start with one of
+    its PREFIXes (instance names such as `gen` or `critic.body`), minimises its own
+    loss with its own optimizer, and is stepped K times (default 1) per round, in the
+    order declared; all players' steps in a round see the round's batch (with fresh
+    noise per step). Parameters of no player are frozen.
+`NAME <- EXPR`
+    Update rules (perceptron, Hebbian, Hopfield): evaluated in the model's scope in
+    training mode, after its body (so they may use its local names); each step sets
+    the param or state to EXPR. Params with a rule are not gradient-trained; without
+    an `optimizer` only the rules train, and the model needs no loss. Not allowed
+    together with players.
+
+Runs evaluate every loss and metric of the model (evaluation mode: dropout off,
+batch-norm running statistics) on the validation part after each epoch, and on all
+three parts at the end; see `compiler.training`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dsl import ast as A
+from dsl.errors import DslError, SpecError, Span
+
+DEFAULT_SPLIT = (0.8, 0.1, 0.1)
+DEFAULT_BATCH = 32
+DEFAULT_EPOCHS = 10
+DEFAULT_OPTIMIZER = ("adam", {"lr": 1e-3})
+
+TOP_OPTIONS = ("split", "batch", "epochs", "steps", "optimizer", "schedule", "weight_decay",
+               "l1", "clip_grad_norm", "early_stop", "loss", "seed", "average", "eval_every")
+PLAYER_OPTIONS = ("params", "loss", "optimizer", "steps", "schedule", "weight_decay", "l1",
+                  "clip_grad_norm")
+
+
+@dataclass
+class Call:
+    """`name(k = v, ...)` of an option (optimizer, schedule, average), with its span."""
+
+    name: str
+    kwargs: dict
+    span: Span | None = None
+
+
+@dataclass
+class EarlyStop:
+    metric: str
+    patience: int
+    mode: str  # "min" | "max"
+    span: Span | None = None
+
+
+@dataclass
+class Group:
+    """What one optimizer trains: the whole model, or one player's parameter group."""
+
+    name: str
+    loss: str | None
+    optimizer: Call | None
+    schedule: Call | None = None
+    weight_decay: float = 0.0
+    l1: float = 0.0
+    clip_grad_norm: float | None = None
+    params: list = field(default_factory=list)   # param names (resolved)
+    prefixes: list = field(default_factory=list)
+    steps: int = 1                                # steps per round (players)
+    span: Span | None = None
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    hparams: dict
+    data: str
+    data_options: dict
+    data_seed: int
+    data_span: Span | None
+    split: tuple = DEFAULT_SPLIT
+    batch: int = DEFAULT_BATCH
+    epochs: int | None = None
+    steps: int | None = None
+    seed: int = 0
+    early_stop: EarlyStop | None = None
+    average: Call | None = None
+    eval_every: int | None = None
+    groups: list = field(default_factory=list)   # [Group]: one, or one per player
+    players: bool = False
+    updates: list = field(default_factory=list)  # [A.Update]
+    update_targets: list = field(default_factory=list)  # param/state names with a rule
+    span: Span | None = None
+    base_dir: str | None = None
+
+    @property
+    def evaluating(self) -> bool:
+        return self.split[1] > 0
+
+
+# ---- entry points ------------------------------------------------------------------------
+
+def find_train(program, model_name: str) -> A.TrainDef:
+    """The train block of `model_name` in a program (the first, if there are several)."""
+    for t in program.trains:
+        if _model_name(t.model) == model_name:
+            return t
+    names = [_model_name(t.model) for t in program.trains]
+    from compiler.elaborate import _file_span
+    hint = (f"train blocks here are for: {', '.join(names)}" if names else
+            f"add one: `train {model_name} on DATASET {{ optimizer adam(lr = 1e-3) }}`")
+    raise SpecError(f"no train block for model `{model_name}` in {program.path}",
+                    _file_span(program), hint=hint)
+
+
+def parse_train(model, train: A.TrainDef | None = None) -> TrainConfig:
+    """Validate the train block of `model` (an `api.Model`) against that model."""
+    prog = model.program
+    train = train or find_train(prog, model.name)
+    cfg = TrainConfig(model=model.name, hparams=_model_hparams(prog, train),
+                      data="", data_options={}, data_seed=0, data_span=train.data.span,
+                      span=train.span, base_dir=str(Path(prog.path).resolve().parent))
+    cfg.data, cfg.data_options, cfg.data_seed = _data(prog, train.data)
+    top = _Options(prog, train.body, TOP_OPTIONS, "train block")
+    cfg.updates = [s for s in train.body if isinstance(s, A.Update)]
+    players = [s for s in train.body if isinstance(s, A.Player)]
+
+    cfg.split = top.split()
+    cfg.batch = top.int("batch", DEFAULT_BATCH)
+    cfg.epochs, cfg.steps = top.duration()
+    cfg.seed = top.int("seed", 0, minimum=0)
+    cfg.eval_every = top.int("eval_every", None)
+    cfg.average = top.average()
+    cfg.hparams.update(model.hparams)  # `dlc ... --set` wins over the train block
+    full = model_for(model, cfg)
+    cfg.early_stop = top.early_stop(full)
+    if cfg.early_stop is not None and cfg.split[1] <= 0:
+        raise SpecError("`early_stop` needs a validation part; the split gives it none",
+                        cfg.early_stop.span, hint="e.g. `split 0.8 0.1 0.1`")
+    cfg.update_targets = _check_updates(full, cfg.updates)
+    if players and cfg.updates:
+        raise SpecError("update rules `w <- ...` cannot be combined with players",
+                        cfg.updates[0].span)
+    if players:
+        for name in ("loss", "optimizer", "schedule", "weight_decay", "l1", "clip_grad_norm"):
+            if name in top.given:
+                raise SpecError(f"`{name}` belongs inside each `player` block when a train block "
+                                "has players", top.given[name].span)
+        cfg.players = True
+        cfg.groups = [_player(prog, full, p) for p in players]
+        _check_disjoint(cfg.groups)
+    else:
+        cfg.groups = [_main_group(full, top, cfg)]
+    return cfg
+
+
+def model_for(model, cfg: TrainConfig):
+    """`model` with the train block's hyperparameters (itself when they change nothing)."""
+    if cfg.hparams == model.hparams:
+        return model
+    # the same class as `model` (any Model-like dataclass), so training needs no API import
+    return dataclasses.replace(model, hparams=dict(cfg.hparams))
+
+
+def _main_group(model, top: "_Options", cfg: TrainConfig) -> Group:
+    has_opt = "optimizer" in top.given
+    rules_only = bool(cfg.updates) and not has_opt
+    opt = top.call("optimizer", _check_optimizer) if has_opt else \
+        (None if rules_only else Call(*DEFAULT_OPTIMIZER, cfg.span))
+    trained = [p for p in model.params if p not in cfg.update_targets] if opt else []
+    loss = top.loss(model, needed=bool(trained), span=cfg.span)
+    group = Group("model", loss, opt, top.call("schedule", _check_schedule),
+                  top.float("weight_decay", 0.0), top.float("l1", 0.0),
+                  top.float("clip_grad_norm", None, positive=True), trained, span=cfg.span)
+    return _check_regularizers(group, top)
+
+
+def _player(prog, model, p: A.Player) -> Group:
+    opts = _Options(prog, p.body, PLAYER_OPTIONS, f"player `{p.name}`")
+    for s in p.body:
+        if not isinstance(s, A.Option):
+            raise SpecError(f"player `{p.name}` can hold options only", s.span)
+    if "params" not in opts.given:
+        raise SpecError(f"player `{p.name}` needs `params PREFIX ...` (which parameters it "
+                        "trains)", p.span)
+    prefixes, params = _param_group(model, opts.given["params"])
+    opt = opts.call("optimizer", _check_optimizer) if "optimizer" in opts.given else \
+        Call(*DEFAULT_OPTIMIZER, p.span)
+    group = Group(p.name, opts.loss(model, needed=True, span=p.span), opt,
+                  opts.call("schedule", _check_schedule), opts.float("weight_decay", 0.0),
+                  opts.float("l1", 0.0), opts.float("clip_grad_norm", None, positive=True),
+                  params, prefixes, opts.int("steps", 1), span=p.span)
+    return _check_regularizers(group, opts)
+
+
+def _check_regularizers(group: Group, opts: "_Options") -> Group:
+    """`weight_decay` / `l1` options go into the optimizer's own options (so that AdamW
+    decouples its decay); giving one both ways is ambiguous."""
+    for name in ("weight_decay", "l1"):
+        if name in opts.given and group.optimizer is not None and name in group.optimizer.kwargs:
+            raise SpecError(f"`{name}` is given both as an option and to the optimizer",
+                            _name_span(opts.given[name]),
+                            notes=[("the optimizer's", group.optimizer.span)])
+        if name in opts.given and group.optimizer is None:
+            raise SpecError(f"`{name}` needs an optimizer (update rules ignore it)",
+                            _name_span(opts.given[name]))
+    return group
+
+
+def optimizer_options(group: Group) -> dict:
+    """The optimizer's keyword options with the group's `weight_decay` and `l1` added."""
+    kw = dict(group.optimizer.kwargs)
+    if group.weight_decay:
+        kw["weight_decay"] = group.weight_decay
+    if group.l1:
+        kw["l1"] = group.l1
+    return kw
+
+
+# ---- the data expression -----------------------------------------------------------------
+
+def _model_name(e) -> str:
+    if isinstance(e, A.Call):
+        e = e.func
+    if isinstance(e, A.Name):
+        return e.id
+    raise SpecError("expected a model name, e.g. `train MLP on digits`", e.span)
+
+
+def _model_hparams(prog, train: A.TrainDef) -> dict:
+    if not isinstance(train.model, A.Call):
+        _model_name(train.model)
+        return {}
+    name = _model_name(train.model)
+    if name not in prog.models:
+        close = difflib.get_close_matches(name, list(prog.models), n=1)
+        raise SpecError(f"no model `{name}` in {prog.path}", train.model.func.span,
+                        hint=f"did you mean `{close[0]}`?" if close else None)
+    names = [h.name for h in prog.models[name].node.hparams]
+    args = [_const(prog, a) for a in train.model.args]
+    if len(args) > len(names):
+        raise SpecError(f"model `{name}` takes at most {len(names)} hyperparameters, got "
+                        f"{len(args)}", train.model.span)
+    out = dict(zip(names, args))
+    out.update({k.name: _const(prog, k.value) for k in train.model.kwargs})
+    return out
+
+
+def _data(prog, e) -> tuple[str, dict, int]:
+    if isinstance(e, A.Call):
+        base, kwargs = e.func, {k.name: _const(prog, k.value) for k in e.kwargs}
+        if e.args:
+            raise SpecError("dataset options are given by name, e.g. `digits(image = true)`",
+                            e.args[0].span)
+    else:
+        base, kwargs = e, {}
+    if isinstance(base, A.Name):
+        name = base.id
+    elif isinstance(base, A.Str):
+        name = base.value
+    else:
+        raise SpecError("expected a dataset name or a quoted file path after `on`", e.span)
+    seed = kwargs.pop("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise SpecError("the dataset's `seed` must be an integer >= 0", e.span)
+    return name, kwargs, seed
+
+
+def load_data(cfg: TrainConfig, model):
+    """Load and check the dataset: fields named and shaped like the model's inputs."""
+    from compiler.training import datasets
+    base = cfg.base_dir
+    if base and not (Path(base) / cfg.data).exists() and Path(cfg.data).exists():
+        base = None  # relative to the working directory instead
+    try:
+        ds = datasets.load(cfg.data, seed=cfg.data_seed, base_dir=base, **cfg.data_options)
+    except datasets.DatasetError as e:
+        raise SpecError(str(e), cfg.data_span) from None
+    fields = {}
+    for name, t in model.inputs.items():
+        if name not in ds.fields:
+            raise SpecError(f"the model's input `{name}` has no field in dataset `{cfg.data}`",
+                            cfg.data_span, hint=f"model inputs: {', '.join(model.inputs)}; "
+                            f"dataset fields: {', '.join(ds.fields)}")
+        fields[name] = _fit_field(name, ds.fields[name], t, cfg)
+    return datasets.Dataset(fields, description=ds.description, classes=ds.classes,
+                            label=ds.label if ds.label in fields else None, meta=ds.meta)
+
+
+def _fit_field(name, arr: np.ndarray, t, cfg) -> np.ndarray:
+    per_sample = tuple(arr.shape[1:])
+    want = tuple(t.shape[1:])
+    ok = len(t.shape) == arr.ndim and all(not isinstance(d, int) or d == s
+                                           for d, s in zip(want, per_sample))
+    if not ok:
+        shown = ", ".join(str(d) for d in t.shape)
+        raise SpecError(f"dataset field `{name}` is [N, {', '.join(map(str, per_sample))}] but "
+                        f"the model's input `{name}` is {t.dtype}[{shown}]", cfg.data_span)
+    is_float = t.dtype.startswith("f")
+    if not is_float and np.issubdtype(arr.dtype, np.floating):
+        raise SpecError(f"dataset field `{name}` holds floats but the model's input `{name}` "
+                        f"is {t.dtype}", cfg.data_span)
+    np_dtype = {"f32": np.float32, "f64": np.float64, "f16": np.float16, "i64": np.int64,
+                "i32": np.int32, "bool": np.bool_}[t.dtype]
+    return arr.astype(np_dtype, copy=False)
+
+
+# ---- options -----------------------------------------------------------------------------
+
+def _name_span(opt: A.Option) -> Span | None:
+    """The span of just the option's name (the first word)."""
+    s = opt.span
+    if s is None:
+        return None
+    return Span(s.source, s.line, s.col, s.line, s.col + len(opt.name))
+
+
+class _Options:
+    """The options of one block, checked for unknown and repeated names."""
+
+    def __init__(self, prog, body, allowed, where):
+        self.prog, self.where = prog, where
+        self.given: dict[str, A.Option] = {}
+        for s in body:
+            if not isinstance(s, A.Option):
+                continue
+            if s.name not in allowed:
+                close = difflib.get_close_matches(s.name, allowed, n=1, cutoff=0.6)
+                raise SpecError(f"unknown option `{s.name}` in {where}", _name_span(s),
+                                hint=f"did you mean `{close[0]}`?" if close else
+                                f"options: {', '.join(allowed)}")
+            if s.name in self.given:
+                raise SpecError(f"option `{s.name}` is given twice", _name_span(s),
+                                notes=[("first given here", _name_span(self.given[s.name]))])
+            self.given[s.name] = s
+
+    def _args(self, name, n, usage):
+        opt = self.given[name]
+        if len(opt.args) not in (n if isinstance(n, tuple) else (n,)):
+            raise SpecError(f"`{name}` expects {usage}", opt.span)
+        return opt.args
+
+    def number(self, name, default, *, integer, minimum, positive=False):
+        if name not in self.given:
+            return default
+        what = "an integer" if integer else "a number"
+        (arg,) = self._args(name, 1, f"{what}, e.g. `{name} {1 if integer else 0.1}`")
+        v = _const(self.prog, arg)
+        bad = isinstance(v, bool) or not isinstance(v, (int, float)) or \
+            (integer and not isinstance(v, int)) or v < minimum or (positive and v <= 0)
+        if bad:
+            lo = f"> {minimum:g}" if positive else f">= {minimum:g}"
+            raise SpecError(f"`{name}` must be {what} {lo}, found {_show(v)}", arg.span)
+        return v
+
+    def int(self, name, default, minimum=1):
+        return self.number(name, default, integer=True, minimum=minimum)
+
+    def float(self, name, default, positive=False):
+        v = self.number(name, default, integer=False, minimum=0, positive=positive)
+        return None if v is None else float(v)
+
+    def duration(self):
+        if "epochs" in self.given and "steps" in self.given:
+            raise SpecError("give either `epochs` or `steps`, not both",
+                            _name_span(self.given["steps"]))
+        return self.int("epochs", None), self.int("steps", None)
+
+    def split(self):
+        if "split" not in self.given:
+            return DEFAULT_SPLIT
+        args = self._args("split", (2, 3), "2 or 3 fractions, e.g. `split 0.8 0.1 0.1`")
+        vals = []
+        for a in args:
+            v = _const(self.prog, a)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise SpecError(f"a split fraction must be a number >= 0, found {_show(v)}", a.span)
+            vals.append(float(v))
+        if abs(sum(vals) - 1) > 1e-6 or vals[0] <= 0:
+            raise SpecError(f"split fractions must sum to 1 with a training part > 0, found "
+                            f"{' '.join(f'{v:g}' for v in vals)}", self.given["split"].span)
+        return tuple(vals) + (0.0,) * (3 - len(vals))
+
+    def call(self, name, check=None) -> Call | None:
+        if name not in self.given:
+            return None
+        (arg,) = self._args(name, 1, f"a name or a call, e.g. `{name} NAME(k = v)`")
+        c = _as_call(self.prog, arg, name)
+        if check is not None:
+            check(c)
+        return c
+
+    def average(self) -> Call | None:
+        c = self.call("average")
+        if c is None:
+            return None
+        if c.name == "uniform":
+            if c.kwargs:
+                raise SpecError("`average uniform` takes no options", c.span)
+        elif c.name == "polyak":
+            extra = set(c.kwargs) - {"decay"}
+            if extra:
+                raise SpecError(f"`polyak` has no option `{sorted(extra)[0]}`", c.span,
+                                hint="polyak(decay = 0.999)")
+            d = c.kwargs.setdefault("decay", 0.999)
+            if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1:
+                raise SpecError(f"polyak `decay` must be in [0, 1), found {_show(d)}", c.span)
+        else:
+            raise SpecError(f"unknown average `{c.name}`", c.span,
+                            hint="`average polyak(decay = 0.999)` or `average uniform`")
+        return c
+
+    def early_stop(self, model) -> EarlyStop | None:
+        if "early_stop" not in self.given:
+            return None
+        opt = self.given["early_stop"]
+        usage = "usage: `early_stop val.METRIC patience N [min | max]`"
+        args = opt.args
+        if len(args) not in (3, 4) or not (isinstance(args[0], A.Attr) and
+                                           isinstance(args[0].value, A.Name)
+                                           and args[0].value.id == "val") \
+                or not (isinstance(args[1], A.Name) and args[1].id == "patience"):
+            raise SpecError("malformed `early_stop`", opt.span, hint=usage)
+        metric = args[0].name
+        known = [k for k, (kind, _) in model.outputs.items() if kind in ("loss", "metric")]
+        if metric not in known:
+            close = difflib.get_close_matches(metric, known, n=1)
+            raise SpecError(f"`val.{metric}`: the model has no loss or metric `{metric}`",
+                            args[0].span, hint=f"did you mean `val.{close[0]}`?" if close else
+                            f"losses and metrics: {', '.join(known) or 'none'}")
+        patience = _const(self.prog, args[2])
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise SpecError("`patience` must be an integer >= 1", args[2].span)
+        mode = "max" if metric.lower().startswith("acc") else "min"
+        if len(args) == 4:
+            if not (isinstance(args[3], A.Name) and args[3].id in ("min", "max")):
+                raise SpecError("the early-stopping mode is `min` or `max`", args[3].span)
+            mode = args[3].id
+        return EarlyStop(metric, patience, mode, opt.span)
+
+    def loss(self, model, *, needed: bool, span) -> str | None:
+        losses = model.losses
+        if "loss" in self.given:
+            (arg,) = self._args("loss", 1, "a loss name, e.g. `loss ce`")
+            if not isinstance(arg, A.Name) or arg.id not in losses:
+                name = arg.id if isinstance(arg, A.Name) else "?"
+                close = difflib.get_close_matches(name, losses, n=1)
+                raise SpecError(f"the model has no loss `{name}`", arg.span,
+                                hint=f"did you mean `{close[0]}`?" if close else
+                                f"losses: {', '.join(losses) or 'none'}")
+            return arg.id
+        if len(losses) == 1:
+            return losses[0]
+        if not needed:
+            return None
+        if not losses:
+            raise SpecError(f"model `{model.name}` declares no loss to minimise", span,
+                            hint="declare `loss NAME = ...`, or train with update rules "
+                            "`w <- ...` and no optimizer")
+        raise SpecError(f"model `{model.name}` has several losses ({', '.join(losses)}); "
+                        f"choose one in {self.where}", span, hint=f"e.g. `loss {losses[0]}`")
+
+
+def _as_call(prog, e, what) -> Call:
+    if isinstance(e, A.Name):
+        return Call(e.id, {}, e.span)
+    if isinstance(e, A.Call) and isinstance(e.func, A.Name):
+        if e.args:
+            raise SpecError(f"`{what}` options are given by name, e.g. `{e.func.id}(lr = 0.1)`",
+                            e.args[0].span)
+        return Call(e.func.id, {k.name: _const(prog, k.value) for k in e.kwargs}, e.span)
+    raise SpecError(f"`{what}` expects a name or a call, e.g. `{what} NAME(k = v)`", e.span)
+
+
+def _check_optimizer(c: Call):
+    from compiler.training import optim
+    try:
+        optim.make_optimizer(c.name, dict(c.kwargs))
+    except DslError as e:
+        raise e.with_span(c.span)
+    except (KeyError, ValueError, TypeError) as e:
+        raise SpecError(_clean(e), c.span) from None
+
+
+def _check_schedule(c: Call):
+    from compiler.training import schedules
+    try:
+        # the run's length is not known yet: checked again when the step is built
+        schedules.make_schedule(c.name, dict(c.kwargs), total_steps=10 ** 12)
+    except DslError as e:
+        raise e.with_span(c.span)
+    except (KeyError, ValueError, TypeError) as e:
+        raise SpecError(_clean(e), c.span) from None
+
+
+def _clean(e: Exception) -> str:
+    msg = str(e)
+    # KeyError quotes its message
+    return msg[1:-1] if isinstance(e, KeyError) and len(msg) > 1 and msg[0] == msg[-1] == "'" \
+        else msg
+
+
+def _const(prog, e):
+    """A compile-time value (numbers, strings, booleans, constants of the spec)."""
+    from compiler.elaborate import Evaluator
+    v = Evaluator(None).eval(e, prog.scope)
+    if isinstance(v, (bool, int, float, str, tuple)):
+        return v
+    from compiler.elaborate import describe
+    raise SpecError(f"expected a number, string or boolean, found {describe(v)}", e.span)
+
+
+def _show(v) -> str:
+    return f"`{v}`" if not isinstance(v, str) else f'"{v}"'
+
+
+# ---- parameter groups and update rules ---------------------------------------------------
+
+def _param_group(model, opt: A.Option) -> tuple[list, list]:
+    names = list(model.params)
+    prefixes, chosen = [], []
+    if not opt.args:
+        raise SpecError("`params` expects instance names, e.g. `params gen`", opt.span)
+    for a in opt.args:
+        prefix = _dotted(a)
+        if prefix is None:
+            raise SpecError("`params` expects instance names such as `gen` or `critic.body`",
+                            a.span)
+        hits = [n for n in names if n == prefix or n.startswith(prefix + ".")]
+        if not hits:
+            roots = sorted({".".join(n.split(".")[:k]) for n in names
+                            for k in range(1, n.count(".") + 1)})
+            close = difflib.get_close_matches(prefix, roots, n=1)
+            raise SpecError(f"no parameters under `{prefix}`", a.span,
+                            hint=f"did you mean `{close[0]}`?" if close else
+                            f"instances: {', '.join(roots) or 'none'}")
+        prefixes.append(prefix)
+        chosen += [h for h in hits if h not in chosen]
+    return prefixes, chosen
+
+
+def _dotted(e) -> str | None:
+    if isinstance(e, A.Name):
+        return e.id
+    if isinstance(e, A.Attr):
+        head = _dotted(e.value)
+        return None if head is None else f"{head}.{e.name}"
+    return None
+
+
+def _check_disjoint(groups):
+    owner = {}
+    for g in groups:
+        for p in g.params:
+            if p in owner:
+                raise SpecError(f"parameter `{p}` belongs to both player `{owner[p]}` and "
+                                f"player `{g.name}`", g.span)
+            owner[p] = g.name
+
+
+def _check_updates(model, updates) -> list:
+    """Elaborate the rules once (errors are located) and return what they update."""
+    if not updates:
+        return []
+    from compiler.elaborate import elaborate
+    g = elaborate(model.program, model.model_name, model.hparams, training=True,
+                  dims=model.dims, extra=updates)
+    # batch-norm running statistics are updated without rules: not the rules' targets
+    base = {model.train_graph.node(n).attrs["name"] for n in model.train_graph.updates}
+    return [name for name in (g.node(n).attrs["name"] for n in g.updates) if name not in base]

@@ -1,0 +1,249 @@
+"""Training: one compiled graph per step, the same on every backend, and `dlc train`.
+
+`build_train_step` builds ONE graph for a whole optimizer step: the model's
+training-mode forward pass, the loss, its symbolic gradients, clipping, L1 / weight
+decay, the learning-rate schedule, the optimizer update, Polyak averaging, state
+updates (batch-norm running statistics) and update rules. Its sources are
+
+    data inputs and noise          as in the model
+    params, states                 as in the model (``dense0.W``)
+    ``opt.<param>.<slot>``         optimizer slots (Adam's ``m``, ``v``), param-shaped
+    ``avg.<param>``                averaged parameters (``average polyak(...)``)
+    ``snapshot:<param>``, ``opt.<param>.mu``   SVRG: snapshot params, full gradient
+    ``step``                       f32 scalar: this group's 0-based step count
+
+and its results ``loss`` (the minimised loss), the model's other losses and metrics,
+``lr``, and the next values ``new:<param>``, ``new:opt.<param>.<slot>``,
+``new:avg.<param>``, ``new:<state>``. Feeding each ``new:X`` back as ``X`` is one
+training step. The NumPy, PyTorch and ONNX backends all run this same graph, so
+training is backend-independent (and `dlc compile --to onnx --train-step` exports it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from compiler.core import noise
+from compiler.core.ir import Graph
+from compiler.elaborate import elaborate
+from compiler.training.spec import (
+    Group,
+    TrainConfig,
+    load_data,
+    model_for,
+    optimizer_options,
+    parse_train,
+)
+from compiler.transform.autodiff import grad as _grad
+from dsl.errors import SpecError
+
+# ---- the step graph ----------------------------------------------------------------------
+
+@dataclass
+class StepGraph:
+    """One group's train-step graph and what the runner must feed and read back."""
+
+    graph: Graph
+    results: dict
+    group: Group
+    slots: dict = field(default_factory=dict)      # "opt.P.S" -> (P, initial fill)
+    averages: dict = field(default_factory=dict)   # "avg.P" -> P
+    snapshots: dict = field(default_factory=dict)  # "snapshot:P" -> P (SVRG)
+    mus: dict = field(default_factory=dict)        # "opt.P.mu" -> P (SVRG)
+    logged: dict = field(default_factory=dict)     # scalar result -> name in the logs
+
+    @property
+    def noise_names(self) -> frozenset:
+        """The noise this step reads (a sampler's noise elsewhere in the model is not drawn)."""
+        if "_noise" not in self.__dict__:
+            self.__dict__["_noise"] = noise.needed(self.graph, self.results.values())
+        return self.__dict__["_noise"]
+
+
+def initial_values(model, steps: list, seed: int) -> dict:
+    """Everything a run starts from: params and states from the seed, optimizer slots
+    at their fill values, Polyak averages and SVRG snapshots at the params, SVRG full
+    gradients at zero. Shared by `dlc train`, `dlc equiv` and the benchmarks."""
+    values = dict(model.init_params(seed))
+    for sg in steps:
+        for name, (p, fill) in sg.slots.items():
+            values[name] = np.full_like(values[p], fill)
+        for name, p in {**sg.averages, **sg.snapshots, **sg.mus}.items():
+            values[name] = np.zeros_like(values[p]) if name in sg.mus else values[p].copy()
+    return values
+
+
+def total_rounds(cfg, model) -> int:
+    """Rounds (player cycles) of the run a train block describes."""
+    return _rounds(cfg, _train_batches(cfg, model))
+
+
+def build_train_step(model, spec: TrainConfig | None = None, player: str | None = None, *,
+                     total_steps: int | None = None) -> tuple[Graph, dict]:
+    """The train-step graph of `model`'s train block (of one player: default the first).
+
+    `total_steps` (the schedule's horizon) defaults to the run the train block
+    describes, which needs the dataset's size.
+    """
+    cfg = spec or parse_train(model)
+    m = model_for(model, cfg)
+    group = _pick_group(cfg, player)
+    if total_steps is None:
+        total_steps = total_rounds(cfg, m) * group.steps
+    sg = build_step(m, cfg, group, total_steps)
+    return sg.graph, sg.results
+
+
+def _pick_group(cfg: TrainConfig, player: str | None) -> Group:
+    if player is None:
+        return cfg.groups[0]
+    for g in cfg.groups:
+        if g.name == player:
+            return g
+    raise KeyError(f"no player {player!r}; players: {', '.join(g.name for g in cfg.groups)}")
+
+
+def build_step(model, cfg: TrainConfig, group: Group, total_steps: int) -> StepGraph:
+    # A private training-mode graph: the step adds inputs and nodes to it.
+    g = elaborate(model.program, model.model_name, model.hparams, training=True,
+                  dims=model.dims, extra=cfg.updates)
+    sg = StepGraph(g, {}, group)
+    _loss_and_metrics(sg, cfg)
+    _state_and_rule_updates(sg, cfg)
+    if group.optimizer is not None and group.params:
+        _optimizer_step(sg, cfg, total_steps)
+    return sg
+
+
+def _loss_and_metrics(sg: StepGraph, cfg: TrainConfig):
+    g, res = sg.graph, sg.results
+    loss = sg.group.loss
+    if loss is not None:
+        res["loss"] = g.outputs[loss]
+        sg.logged["loss"] = loss  # logged under its own name
+    if cfg.players:  # a player computes its own loss only (the others cost a forward pass)
+        return
+    for k, n in g.outputs.items():
+        if g.output_kinds[k] in ("loss", "metric") and k not in ("loss", loss):
+            res[k] = n
+            if _is_scalar(g, n):
+                sg.logged[k] = k
+
+
+def _state_and_rule_updates(sg: StepGraph, cfg: TrainConfig):
+    g = sg.graph
+    for node, value in g.updates.items():
+        name = g.node(node).attrs["name"]
+        if g.node(node).op == "state" or name in cfg.update_targets:
+            sg.results["new:" + name] = value
+
+
+def _optimizer_step(sg: StepGraph, cfg: TrainConfig, total_steps: int):
+    from compiler.training import optim, schedules
+    g, group, res = sg.graph, sg.group, sg.results
+    opt = optim.make_optimizer(group.optimizer.name, optimizer_options(group))
+    params = g.by_name("param")
+    names = list(group.params)
+    nodes = [params[p] for p in names]
+    loss = res["loss"]
+    grads = _grad(g, loss, nodes)
+    if group.clip_grad_norm:
+        grads = optim.clip_by_global_norm(g, grads, group.clip_grad_norm)
+    step = _source(g, "input", "step", "f32", ())
+    sched = schedules.make_schedule("constant", {})
+    if group.schedule is not None:
+        try:  # the run's length is known only now (e.g. `--steps` shorter than a warm-up)
+            sched = schedules.make_schedule(group.schedule.name, group.schedule.kwargs,
+                                            total_steps=max(1, total_steps))
+        except ValueError as e:
+            raise SpecError(f"{e} (this run has {total_steps} steps)",
+                            group.schedule.span) from None
+    lr = sched.build(g, step, g.const(float(opt.hyper["lr"]), "f32"))
+    res["lr"] = lr
+    sg.logged["lr"] = f"{group.name}.lr" if cfg.players else "lr"
+    g_snaps = {}
+    if "g_snap" in sum((opt.inputs(p, g.type(n)) for p, n in zip(names, nodes)), []):
+        # SVRG: the batch gradient at the snapshot params, inside this same graph
+        snaps, gs = optim.snapshot_gradients(g, loss, nodes, prefix="snapshot:")
+        g_snaps = dict(zip(names, gs))
+        sg.snapshots = {f"snapshot:{p}": p for p in names}
+    for p, node, gr in zip(names, nodes, grads):
+        t = g.type(node)
+        slots = {}
+        for s, fill in opt.slots(p, t):
+            slots[s] = _source(g, "input", f"opt.{p}.{s}", t.dtype, t.shape)
+            sg.slots[f"opt.{p}.{s}"] = (p, fill)
+        for s in opt.inputs(p, t):
+            if s == "g_snap":
+                slots[s] = g_snaps[p]
+            else:
+                slots[s] = _source(g, "input", f"opt.{p}.{s}", t.dtype, t.shape)
+                sg.mus[f"opt.{p}.{s}"] = p
+        new_p, new_slots = opt.update(g, node, gr, slots, step, lr,
+                                      decay_mask=optim.decays(p, t))
+        res["new:" + p] = new_p
+        for s, n in new_slots.items():
+            res[f"new:opt.{p}.{s}"] = n
+        if cfg.average is not None:
+            avg = _source(g, "input", f"avg.{p}", t.dtype, t.shape)
+            decay = cfg.average.kwargs["decay"] if cfg.average.name == "polyak" else None
+            res[f"new:avg.{p}"] = optim.polyak_update(g, avg, new_p, decay, step=step)
+            sg.averages[f"avg.{p}"] = p
+
+
+def _source(g: Graph, op: str, name: str, dtype: str, shape) -> int:
+    for n in g.inputs + g.params + g.states + g.noises:
+        if g.node(n).attrs["name"] == name:
+            raise SpecError(f"the model already has a tensor named `{name}`, which the "
+                            "train step needs for itself", g.node(n).span)
+    return g.add(op, (), {"name": name, "dtype": dtype, "shape": tuple(shape)})
+
+
+def _is_scalar(g: Graph, n: int) -> bool:
+    t = g.type(n)
+    return not isinstance(t, tuple) and t.shape == () and t.dtype.startswith("f")
+
+
+def _gradient_graph(model, cfg: TrainConfig, group: Group) -> tuple[Graph, dict]:
+    """d loss / d group params (SVRG's full gradient at the snapshot)."""
+    g = elaborate(model.program, model.model_name, model.hparams, training=True,
+                  dims=model.dims)
+    params = g.by_name("param")
+    grads = _grad(g, g.outputs[group.loss], [params[p] for p in group.params])
+    return g, {f"grad:{p}": n for p, n in zip(group.params, grads)}
+
+
+# ---- data --------------------------------------------------------------------------------
+
+def _split(cfg: TrainConfig, model):
+    data = load_data(cfg, model)
+    split_seed = int(cfg.data_options.get("split_seed", 0))
+    return data.split(cfg.split, seed=split_seed)
+
+
+def _train_batches(cfg: TrainConfig, model) -> int:
+    return _split(cfg, model)[0].num_batches(cfg.batch)
+
+
+def _rounds(cfg: TrainConfig, batches_per_epoch: int) -> int:
+    if cfg.steps is not None:
+        return cfg.steps
+    return (cfg.epochs if cfg.epochs is not None else 10) * batches_per_epoch
+
+
+# ---- values on any backend ---------------------------------------------------------------
+
+def _numpy(v) -> np.ndarray:
+    if hasattr(v, "detach"):
+        v = v.detach().cpu().numpy()
+    return np.asarray(v)
+
+
+def _finite(v) -> bool:
+    if hasattr(v, "detach"):
+        import torch
+        return not v.is_floating_point() or bool(torch.isfinite(v).all())
+    a = np.asarray(v)
+    return a.dtype.kind != "f" or bool(np.isfinite(a).all())
+
