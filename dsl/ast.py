@@ -137,6 +137,7 @@ class TypeExpr(Node):
 class SigParam(Node):
     name: str
     type: Optional[TypeExpr]
+    default: Any = None   # an expression: an optional input of a layer's call definition
 
 
 @dataclass

@@ -155,6 +155,7 @@ class ToAst(Transformer):
         return A.SigParam(str(c[0]), None, span=_tok_span(c[0]))
 
     def target_tuple(self, meta, c):
+        _check_defaults(c[0], top=False)
         return A.SigTuple(c[0], span=_meta_span(meta))
 
     def return_(self, meta, c):
@@ -186,13 +187,14 @@ class ToAst(Transformer):
 
     def call_def(self, meta, c):
         _check_unique(c[0] or [], "input")
+        _check_defaults(c[0] or [], top=True)
         return A.CallDef(c[0] or [], c[1], span=_meta_span(meta))
 
     def sig_params(self, meta, c):
         return list(c)
 
     def sig_name(self, meta, c):
-        return A.SigParam(str(c[0]), c[1], span=_meta_span(meta))
+        return A.SigParam(str(c[0]), c[1], c[2], span=_meta_span(meta))
 
     def sig_tuple(self, meta, c):
         return A.SigTuple(c[0], span=_meta_span(meta))
@@ -304,6 +306,7 @@ class ToAst(Transformer):
 
     def lambda_(self, meta, c):
         _check_unique(c[0] or [], "argument")
+        _check_defaults(c[0] or [], top=False)
         return A.Lambda(c[0] or [], c[1], span=_meta_span(meta))
 
 
@@ -315,6 +318,28 @@ def _unquote(tok) -> str:
         return s.encode("latin-1", "backslashreplace").decode("unicode_escape")
     except UnicodeDecodeError as e:
         raise ParseError(f"bad escape sequence in a string ({e.reason})", _tok_span(tok)) from None
+
+
+def _check_defaults(params, *, top: bool) -> None:
+    """Defaults (`keep = true`) are for the top-level inputs of a layer's call
+    definition, and once one input has a default every later one needs one too."""
+    seen_default = None
+    for p in params:
+        if isinstance(p, A.SigTuple):
+            for q in p.items:
+                _check_defaults([q], top=False)
+            if seen_default is not None:
+                raise ParseError("an input without a default cannot follow one with a default",
+                                 p.span, notes=[("this input has a default", seen_default)])
+            continue
+        if p.default is not None:
+            if not top:
+                raise ParseError(f"`{p.name}` cannot have a default here: only the inputs of a "
+                                 "layer's call definition `(x, mask = true) -> ...` can", p.span)
+            seen_default = p.span
+        elif seen_default is not None:
+            raise ParseError(f"input `{p.name}` needs a default: it follows an input that has one",
+                             p.span, notes=[("this input has a default", seen_default)])
 
 
 def _check_unique(params, what: str) -> None:

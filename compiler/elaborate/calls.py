@@ -170,13 +170,9 @@ class Calls:
                     raise SpecError(f"layer `{d.name}` must have exactly one call definition "
                                     "`(inputs) -> result`", d.node.span)
                 cd = calldefs[0]
-                if kwargs:
-                    raise SpecError(f"`{d.name}` takes its inputs by position", span)
-                if len(args) != len(cd.params):
-                    raise SpecError(f"`{d.name}` takes {len(cd.params)} input"
-                                    f"{'s' if len(cd.params) != 1 else ''}, got {len(args)}", span)
+                bound = self.bind_inputs(d.name, cd.params, args, kwargs, span, scope)
                 with _call_site(f"`{d.name}`", span, pattern=True):
-                    for p, v in zip(cd.params, args):
+                    for p, v in bound:
                         self.bind_target(p, v, scope, bind_dims=True)
                 self.exec_stmts([s for s in d.node.body.stmts if s is not cd], scope, mode="layer")
                 out = self.eval_body(cd.body, scope, what=f"`{d.name}`", mode="call")
@@ -184,6 +180,37 @@ class Calls:
                 return out
             finally:
                 self.instance = saved
+
+    def bind_inputs(self, name, params, args, kwargs, span, scope):
+        """A layer call's inputs: by position, or by name for the ones with a name; an
+        input left out takes its default (`(x, keep = true) -> ...`), evaluated in the
+        layer's scope, so a default may use the hyperparameters."""
+        names = [p.name for p in params if isinstance(p, A.SigParam)]
+        required = sum(1 for p in params if not (isinstance(p, A.SigParam) and p.default is not None))
+        if len(args) > len(params):
+            raise SpecError(f"`{name}` takes {len(params)} input{'s' if len(params) != 1 else ''}"
+                            f", got {len(args)}", span)
+        given = dict(enumerate(args))
+        for k, v in kwargs.items():
+            if k not in names:
+                raise SpecError(f"`{name}` has no input `{k}`", span,
+                                hint=f"its inputs are: {', '.join(names) or 'none by name'}")
+            i = next(j for j, p in enumerate(params) if isinstance(p, A.SigParam) and p.name == k)
+            if i in given:
+                raise SpecError(f"`{name}`: input `{k}` given twice", span)
+            given[i] = v
+        bound = []
+        for i, p in enumerate(params):
+            if i in given:
+                bound.append((p, given[i]))
+            elif isinstance(p, A.SigParam) and p.default is not None:
+                bound.append((p, self.eval(p.default, scope)))
+            else:
+                what = f"input `{p.name}`" if isinstance(p, A.SigParam) else f"input {i + 1}"
+                raise SpecError(f"`{name}` takes {required} input{'s' if required != 1 else ''}"
+                                f"{'' if required == len(params) else f' (up to {len(params)})'}"
+                                f", got {len(args) + len(kwargs)}: {what} is missing", span)
+        return bound
 
     def apply_model(self, inst, args, kwargs, span, scope):
         """A model used inside another model: its inputs are the call's arguments."""

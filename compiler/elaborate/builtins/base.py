@@ -43,7 +43,9 @@ def _bind(name, args, kwargs, span, params: list[str], defaults: dict):
 def _tensor(ev, v, span, what="argument"):
     if isinstance(v, Tensor):
         return v
-    if isinstance(v, (int, float)) and not isinstance(v, (bool, SymDim)):
+    if isinstance(v, bool):  # a bool scalar (a mask's `true` default): a 0-d bool tensor
+        return ev.to_tensor(v, span)
+    if isinstance(v, (int, float)) and not isinstance(v, SymDim):
         return ev.to_tensor(float(v) if isinstance(v, float) else v, span)
     raise SpecError(f"{what} must be a tensor, found {_describe(v)}", span)
 
