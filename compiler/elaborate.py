@@ -739,7 +739,7 @@ class Evaluator:
     def exec_Let(self, s: A.Let, scope, mode, results):
         value = self.eval(s.value, scope)
         if len(s.targets) == 1 and isinstance(value, Tensor) and value.frame is self.frame:
-            data = self.graph.nx.nodes[value.node]
+            data = self.graph.data(value.node)
             if data["name"] is None:  # generated code reads like the spec: `h = ...` -> h
                 data["name"] = s.targets[0].name
         if len(s.targets) == 1:

@@ -216,7 +216,7 @@ class Builder:
         if sym in g.dim_sources:
             cands.append(g.dim_sources[sym])
         # fallback: any source of this level whose declared shape has the symbol
-        srcs = [n for n in self.env if n in g.nx and g.nx.nodes[n]["op"] in SOURCE_OPS]
+        srcs = [n for n in self.env if n in g and g.data(n)["op"] in SOURCE_OPS]
         srcs += [n for n in (g.inputs + g.noises) if n not in self.env]
         for n in srcs:
             t = g.type(n)
@@ -224,7 +224,7 @@ class Builder:
                 cands.append((n, t.shape.index(sym)))
         for nid, axis in cands:
             name = self.env.get(nid)
-            if name is None and self.lazy_source is not None and nid in g.nx:
+            if name is None and self.lazy_source is not None and nid in g:
                 name = self.lazy_source(nid)
             if isinstance(name, str):
                 return name, int(axis)

@@ -42,10 +42,10 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
         raise ValueError(f"params_as must be one of {PARAMS_AS}, got {params_as!r}")
     param_values = dict(param_values or {})
 
-    source_ids = [n for n in graph.nx if graph.nx.nodes[n]["op"] in SOURCE_OPS]
+    source_ids = [n for n in graph.topo_order() if graph.data(n)["op"] in SOURCE_OPS]
     source_names: dict[str, int] = {}
     for n in sorted(source_ids):
-        nm = graph.nx.nodes[n]["attrs"]["name"]
+        nm = graph.data(n)["attrs"]["name"]
         if nm in source_names:
             raise ValueError(f"two graph sources are named {nm!r}")
         source_names[nm] = n
@@ -82,7 +82,7 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
     for nid in graph.topo_order(roots):
         if nid in o.env:
             continue
-        if graph.nx.nodes[nid]["op"] in SOURCE_OPS:
+        if graph.data(nid)["op"] in SOURCE_OPS:
             source(nid)
         else:
             lower_node(o, nid)
@@ -169,8 +169,8 @@ def lower_scan(o: Builder, node, *args):
     for nid in body.topo_order(res):
         if nid in b.env:
             continue
-        if body.nx.nodes[nid]["op"] in SOURCE_OPS:
-            raise ValueError(f"scan body source %{nid} ({body.nx.nodes[nid]['op']}) is not one "
+        if body.data(nid)["op"] in SOURCE_OPS:
+            raise ValueError(f"scan body source %{nid} ({body.data(nid)['op']}) is not one "
                              f"of the body's inputs")
         lower_node(b, nid)
 
