@@ -32,8 +32,9 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+
+from . import proto as onnx  # the protobuf classes without `import onnx` (see proto.py)
+from .proto import TensorProto, helper, numpy_helper
 
 from compiler.ir import SOURCE_OPS, Graph
 from compiler.types import FLOAT_DTYPES, TensorType, parse_dim
@@ -56,9 +57,9 @@ _NP = {
 
 def ir_version() -> int:
     """The ONNX IR version to stamp: what the installed onnxruntime reads."""
-    try:
-        import onnxruntime as ort
-        major, minor = (int(x) for x in ort.__version__.split(".")[:2])
+    try:  # read from the package metadata: importing onnxruntime costs ~30 ms
+        from importlib.metadata import version
+        major, minor = (int(x) for x in version("onnxruntime").split(".")[:2])
         ort_ok = 10 if (major, minor) >= (1, 17) else 9
     except Exception:  # pragma: no cover - onnxruntime missing
         ort_ok = 9

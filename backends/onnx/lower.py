@@ -9,8 +9,9 @@ for parameters/states of an inference model (``params_as="initializers"``).
 from __future__ import annotations
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+
+from . import proto as onnx  # the protobuf classes without `import onnx` (see proto.py)
+from .proto import TensorProto, helper, numpy_helper
 
 from compiler.ir import SOURCE_OPS, Graph
 from compiler.primitive import get_primitive
