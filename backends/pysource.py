@@ -260,11 +260,11 @@ class PyModuleGen:
         self.graph = graph
         roots = list(dict.fromkeys(results.values()))
         for r in roots:
-            if r not in graph.nx:
+            if r not in graph:
                 raise KeyError(f"result node {r} is not in graph {graph.name!r}")
         order = graph.topo_order(roots)
         scope = Scope(self)
-        sources = [n for n in order if graph.nx.nodes[n]["op"] in SOURCE_OPS]
+        sources = [n for n in order if graph.data(n)["op"] in SOURCE_OPS]
         source_lines = []
         for n in sources:
             node = graph.node(n)

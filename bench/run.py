@@ -159,14 +159,14 @@ TORCH_EXPORT_SCRIPT = textwrap.dedent('''
 BREAKDOWN_SCRIPT = textwrap.dedent('''
     import json, sys, time
     t0 = time.perf_counter()
-    import compiler.api, compiler.compile, compiler.cli, backends.onnx  # noqa: F401
+    import compiler.api, compiler.commands.compile, compiler.commands.cli, backends.onnx  # noqa: F401
     t1 = time.perf_counter()
     from dsl import parser
     parser._lark()
     t2 = time.perf_counter()
     m = compiler.api.load(sys.argv[1])
     t3 = time.perf_counter()
-    from compiler.compile import compile_to
+    from compiler.commands.compile import compile_to
     compile_to(m, "onnx", sys.argv[2])
     t4 = time.perf_counter()
     print(json.dumps({"imports": t1 - t0, "grammar (Lark LALR tables)": t2 - t1,
@@ -205,7 +205,7 @@ def bench_cold_compile(tmp: Path, repeat: int, results: dict) -> dict:
         except Exception as e:  # noqa: BLE001
             out[f"torch_{mode}"] = {"error": _short(e)}
     # for context: where a cold process's time goes
-    out["python_import_dlc"] = cold([sys.executable, "-c", "import compiler.cli, compiler.api, "
+    out["python_import_dlc"] = cold([sys.executable, "-c", "import compiler.commands.cli, compiler.api, "
                                      "compiler.commands.compile, backends.onnx"], repeat)
     out["python_import_torch"] = cold([sys.executable, "-c", "import torch"], repeat)
     out["python_empty"] = cold([sys.executable, "-c", "pass"], repeat)

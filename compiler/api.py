@@ -171,7 +171,6 @@ class Model:
     def export_onnx(self, path, params: dict | None = None, *, train_step: bool = False,
                     dtype: str = "f32"):
         """Write the ONNX inference model (params as initializers), or the train step."""
-        import onnx
         onnx_backend = backend_registry.load("onnx")
         if train_step:
             from compiler.training.step import build_train_step
@@ -184,7 +183,7 @@ class Model:
             values = params if params is not None else self.init_params()
             model = onnx_backend.lower(og, res, dtype=dtype, params_as="initializers",
                                        param_values=values, name=self.name)
-        onnx.save(model, str(path))
+        onnx_backend.save(model, str(path))  # without `import onnx` (ml_dtypes: ~0.5 s)
         return model
 
 

@@ -85,8 +85,8 @@ class NewlinePostLex:
 
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
-    return Lark(GRAMMAR.read_text(), parser="lalr", lexer="contextual",
-                postlex=NewlinePostLex(), propagate_positions=True, maybe_placeholders=True)
+    from . import tables  # the LALR tables computed at build time, when still current
+    return tables.load(NewlinePostLex()) or tables.build(NewlinePostLex())
 
 
 _CURRENT: list[Source] = []  # the source being transformed (spans point into it)

@@ -32,8 +32,9 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+
+from . import proto as onnx  # the protobuf classes without `import onnx` (see proto.py)
+from .proto import TensorProto, helper, numpy_helper
 
 from compiler.core.ir import SOURCE_OPS, Graph
 from compiler.core.types import FLOAT_DTYPES, TensorType, parse_dim
@@ -56,9 +57,9 @@ _NP = {
 
 def ir_version() -> int:
     """The ONNX IR version to stamp: what the installed onnxruntime reads."""
-    try:
-        import onnxruntime as ort
-        major, minor = (int(x) for x in ort.__version__.split(".")[:2])
+    try:  # read from the package metadata: importing onnxruntime costs ~30 ms
+        from importlib.metadata import version
+        major, minor = (int(x) for x in version("onnxruntime").split(".")[:2])
         ort_ok = 10 if (major, minor) >= (1, 17) else 9
     except Exception:  # pragma: no cover - onnxruntime missing
         ort_ok = 9
@@ -216,7 +217,7 @@ class Builder:
         if sym in g.dim_sources:
             cands.append(g.dim_sources[sym])
         # fallback: any source of this level whose declared shape has the symbol
-        srcs = [n for n in self.env if n in g.nx and g.nx.nodes[n]["op"] in SOURCE_OPS]
+        srcs = [n for n in self.env if n in g and g.data(n)["op"] in SOURCE_OPS]
         srcs += [n for n in (g.inputs + g.noises) if n not in self.env]
         for n in srcs:
             t = g.type(n)
@@ -224,7 +225,7 @@ class Builder:
                 cands.append((n, t.shape.index(sym)))
         for nid, axis in cands:
             name = self.env.get(nid)
-            if name is None and self.lazy_source is not None and nid in g.nx:
+            if name is None and self.lazy_source is not None and nid in g:
                 name = self.lazy_source(nid)
             if isinstance(name, str):
                 return name, int(axis)

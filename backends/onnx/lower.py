@@ -9,8 +9,9 @@ for parameters/states of an inference model (``params_as="initializers"``).
 from __future__ import annotations
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+
+from . import proto as onnx  # the protobuf classes without `import onnx` (see proto.py)
+from .proto import TensorProto, helper, numpy_helper
 
 from compiler.core.ir import SOURCE_OPS, Graph
 from compiler.primitives import get_primitive
@@ -42,10 +43,10 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
         raise ValueError(f"params_as must be one of {PARAMS_AS}, got {params_as!r}")
     param_values = dict(param_values or {})
 
-    source_ids = [n for n in graph.nx if graph.nx.nodes[n]["op"] in SOURCE_OPS]
+    source_ids = [n for n in graph.topo_order() if graph.data(n)["op"] in SOURCE_OPS]
     source_names: dict[str, int] = {}
     for n in sorted(source_ids):
-        nm = graph.nx.nodes[n]["attrs"]["name"]
+        nm = graph.data(n)["attrs"]["name"]
         if nm in source_names:
             raise ValueError(f"two graph sources are named {nm!r}")
         source_names[nm] = n
@@ -82,7 +83,7 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
     for nid in graph.topo_order(roots):
         if nid in o.env:
             continue
-        if graph.nx.nodes[nid]["op"] in SOURCE_OPS:
+        if graph.data(nid)["op"] in SOURCE_OPS:
             source(nid)
         else:
             lower_node(o, nid)
@@ -169,8 +170,8 @@ def lower_scan(o: Builder, node, *args):
     for nid in body.topo_order(res):
         if nid in b.env:
             continue
-        if body.nx.nodes[nid]["op"] in SOURCE_OPS:
-            raise ValueError(f"scan body source %{nid} ({body.nx.nodes[nid]['op']}) is not one "
+        if body.data(nid)["op"] in SOURCE_OPS:
+            raise ValueError(f"scan body source %{nid} ({body.data(nid)['op']}) is not one "
                              f"of the body's inputs")
         lower_node(b, nid)
 

@@ -6,7 +6,13 @@ parameters; hashable values only, except a scan's ``body`` graph), ``type`` (a
 `TensorType`, or a tuple of them for multi-result ops such as ``scan``), ``span``
 (where in the user's spec it came from) and ``name`` (a user-facing name or None).
 Edges ``u -> v`` with key ``i`` mean "u is argument i of v"; they exist so that
-NetworkX can order, prune and inspect the graph, while ``args`` keeps argument order.
+NetworkX can inspect the graph, while ``args`` keeps argument order.
+
+The compiler's own walks (topological order, reachability) read ``args`` from the
+node store directly: ids grow as nodes are added, so id order is a topological
+order and no phase needs a graph algorithm. The NetworkX graph (``g.nx``) is built
+on first use and kept in step from then on, sharing the node attribute dicts, so a
+command that never asks for it never imports NetworkX (about 0.1-0.2 s of start-up).
 
 Types are inferred the moment a node is added, so every builder (the elaborator,
 autodiff, optimizers, passes) works on a fully typed graph and a shape mistake is
@@ -14,19 +20,22 @@ reported where it is made.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-import networkx as nx
+from dsl.errors import ShapeError
 
 from compiler.core.types import TensorType, TypeMismatch
+from compiler.primitives import get_primitive
 
 # Ops whose values come from outside the graph rather than from other nodes.
 SOURCE_OPS = ("input", "param", "state", "noise")
 
+# Work counters of `Graph.ancestors` (calls, nodes visited), read by the regression
+# test that keeps every phase linear in the graph; two integer additions per walk.
+WALKS = {"calls": 0, "visits": 0}
 
-@dataclass(frozen=True)
-class Node:
+
+class Node(NamedTuple):  # a read-only record; a NamedTuple is cheap to build (hot path)
     id: int
     op: str
     args: tuple[int, ...]
@@ -48,7 +57,8 @@ class Graph:
 
     def __init__(self, name: str = ""):
         self.name = name
-        self.nx = nx.MultiDiGraph()
+        self._data: dict[int, dict] = {}  # node id -> attribute dict, in id order
+        self._nx = None  # the NetworkX view, built by the `nx` property when first asked for
         self._next = 0
         self.inputs: list[int] = []
         self.params: list[int] = []
@@ -59,32 +69,34 @@ class Graph:
         self.dim_sources: dict[str, tuple[int, int]] = {}
         self.updates: dict[int, int] = {}
         self.meta: dict[str, Any] = {}
+        self._source_names: dict[str, int] = {}  # attrs name -> first source node with it
 
     # ---- building -----------------------------------------------------------
     def add(self, op: str, args=(), attrs: dict | None = None, *, span=None, name=None,
             type: Any = None) -> int:
         """Append ``op(*args)`` and return its id; the type comes from the op's rule."""
-        from compiler.primitives import get_primitive
-        from dsl.errors import ShapeError
-
         prim = get_primitive(op)
         args = tuple(int(a) for a in args)
         attrs = dict(attrs or {})
+        data = self._data
         for a in args:
-            if a not in self.nx:
+            if a not in data:
                 raise KeyError(f"{op}: argument {a} is not a node of this graph")
         if prim.arity is not None and len(args) != prim.arity:
             raise TypeError(f"primitive {op!r} takes {prim.arity} arguments, got {len(args)}")
         if type is None:
             try:
-                type = prim.infer([self.type(a) for a in args], attrs)
+                type = prim.infer([data[a]["type"] for a in args], attrs)
             except TypeMismatch as e:
                 raise ShapeError(f"{_op_label(op)}: {e}", span) from None
         nid = self._next
         self._next += 1
-        self.nx.add_node(nid, op=op, args=args, attrs=attrs, type=type, span=span, name=name)
-        for i, a in enumerate(args):
-            self.nx.add_edge(a, nid, key=i)
+        d = data[nid] = {"op": op, "args": args, "attrs": attrs, "type": type, "span": span,
+                         "name": name}
+        if self._nx is not None:
+            _nx_add(self._nx, nid, d)
+        if op in SOURCE_OPS and "name" in attrs:
+            self._source_names.setdefault(attrs["name"], nid)
         if op == "input":
             self.inputs.append(nid)
         elif op == "param":
@@ -126,33 +138,88 @@ class Graph:
 
     # ---- reading ------------------------------------------------------------
     def node(self, n: int) -> Node:
-        d = self.nx.nodes[n]
+        d = self._data[n]
         return Node(n, d["op"], d["args"], d["attrs"], d["type"], d["span"], d["name"])
 
     def type(self, n: int) -> Any:
-        return self.nx.nodes[n]["type"]
+        return self._data[n]["type"]
+
+    def data(self, n: int) -> dict:
+        """Node ``n``'s attribute dict (the same dict as ``g.nx.nodes[n]``); mutable."""
+        return self._data[n]
+
+    def __contains__(self, n) -> bool:
+        return n in self._data
+
+    @property
+    def nx(self):
+        """The graph as a ``networkx.MultiDiGraph`` (built on first use, then kept in step)."""
+        if self._nx is None:
+            import networkx
+            G = networkx.MultiDiGraph()
+            for n, d in self._data.items():
+                _nx_add(G, n, d)
+            self._nx = G
+        return self._nx
 
     def topo_order(self, roots=None) -> list[int]:
         """Nodes in dependency order (ties broken by id, so output is stable).
 
-        With ``roots``, only the nodes those roots depend on.
+        With ``roots``, only the nodes those roots depend on. Ids grow as nodes are
+        added and `add` only accepts existing arguments, so increasing id order is a
+        topological order (and is the lexicographic one): no sort of the graph is
+        needed, only one walk back from all the roots together.
         """
-        g = self.nx
-        if roots is not None:
-            keep = set(roots)
-            for r in roots:
-                keep |= nx.ancestors(g, r)
-            g = g.subgraph(keep)
-        return list(nx.lexicographical_topological_sort(g))
+        if roots is None:
+            return list(self._data)  # insertion order is id order
+        return sorted(self.ancestors(roots))
+
+    def ancestors(self, roots) -> set[int]:
+        """The roots and every node they depend on: one reverse walk for all roots."""
+        nodes = self._data
+        seen: set[int] = set()
+        stack = [int(r) for r in roots]
+        for r in stack:
+            if r not in nodes:
+                raise KeyError(f"node {r} is not in this graph")
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            stack.extend(a for a in nodes[n]["args"] if a not in seen)
+        WALKS["calls"] += 1
+        WALKS["visits"] += len(seen)
+        return seen
+
+    def between(self, roots, sources) -> list[int]:
+        """Nodes on some path from a node of ``sources`` to a root, in topological order.
+
+        One reverse walk from the roots, then one forward sweep over that set in id
+        order (a node is reached from ``sources`` if it is one or an argument is).
+        """
+        src = set(sources)
+        nodes = self._data
+        fwd: set[int] = set()
+        order = []
+        for n in self.topo_order(roots):
+            if n in src or any(a in fwd for a in nodes[n]["args"]):
+                fwd.add(n)
+                order.append(n)
+        return order
 
     def users(self, n: int) -> list[int]:
         return sorted(set(self.nx.successors(n)))
 
     def __len__(self) -> int:
-        return self.nx.number_of_nodes()
+        return len(self._data)
 
     def result_nodes(self) -> list[int]:
         return list(self.outputs.values()) + list(self.updates.values())
+
+    def source_named(self, name: str) -> int | None:
+        """The first source node (input, param, state, noise) named ``name``, or None."""
+        return self._source_names.get(name)
 
     def by_name(self, kind: str) -> dict[str, int]:
         """Source nodes of one kind keyed by their name attribute."""
@@ -173,6 +240,14 @@ class Graph:
         for k, v in self.outputs.items():
             lines.append(f"{self.output_kinds.get(k, 'output')} {k} = %{v}")
         return "\n".join(lines)
+
+
+def _nx_add(G, n: int, d: dict) -> None:
+    """Add node ``n`` and its argument edges to NetworkX graph ``G``, sharing ``d``."""
+    G.add_node(n)
+    G._node[n] = d  # the same dict, so an attribute set either way is seen both ways
+    for i, a in enumerate(d["args"]):
+        G.add_edge(a, n, key=i)
 
 
 def _op_label(op: str) -> str:

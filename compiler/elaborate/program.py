@@ -44,8 +44,9 @@ def builtin_scope() -> Scope:
         for name, b in BUILTINS.items():
             base.define(name, b)
         std = Scope(base, kind="std")
+        from dsl.astcache import parse_file_cached  # the std AST, cached by content
         for f in sorted(STD_DIR.glob("*.dl")):
-            _load_into(parse_file(f), std, str(f), set())
+            _load_into(parse_file_cached(f), std, str(f), set())
         _STD_CACHE["scope"] = std
     return _STD_CACHE["scope"]
 

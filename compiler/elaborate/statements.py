@@ -3,17 +3,7 @@ losses and metrics, update rules, and host noise."""
 from __future__ import annotations
 
 from compiler.core.values import Builtin, InitSpec, Instance, Record, Sequential, SymDim, Tensor
-from compiler.elaborate.checks import (
-    _ALLOWED,
-    _DTYPE_NAMES,
-    _NO_RETURN,
-    _STMT_LABEL,
-    _check_new,
-    _dim_like,
-    _show_dim,
-    _show_type,
-    describe,
-)
+from compiler.elaborate.checks import (_ALLOWED, _DTYPE_NAMES, _NO_RETURN, _STMT_LABEL, _check_new, _dim_like, _show_dim, _show_type, describe)
 from compiler.elaborate.scope import Scope, unknown_name
 from dsl import ast as A
 from dsl.errors import DslError, NameError_, ShapeError, SpecError
@@ -125,7 +115,7 @@ class Statements:
     def exec_Let(self, s: A.Let, scope, mode, results):
         value = self.eval(s.value, scope)
         if len(s.targets) == 1 and isinstance(value, Tensor) and value.frame is self.frame:
-            data = self.graph.nx.nodes[value.node]
+            data = self.graph.data(value.node)
             if data["name"] is None:  # generated code reads like the spec: `h = ...` -> h
                 data["name"] = s.targets[0].name
         if len(s.targets) == 1:

@@ -27,14 +27,7 @@ import numpy as np
 from compiler.core import noise
 from compiler.core.ir import Graph
 from compiler.elaborate import elaborate
-from compiler.training.spec import (
-    Group,
-    TrainConfig,
-    load_data,
-    model_for,
-    optimizer_options,
-    parse_train,
-)
+from compiler.training.spec import (Group, TrainConfig, load_data, model_for, optimizer_options, parse_train)
 from compiler.transform.autodiff import grad as _grad
 from dsl.errors import SpecError
 
@@ -193,10 +186,10 @@ def _optimizer_step(sg: StepGraph, cfg: TrainConfig, total_steps: int):
 
 
 def _source(g: Graph, op: str, name: str, dtype: str, shape) -> int:
-    for n in g.inputs + g.params + g.states + g.noises:
-        if g.node(n).attrs["name"] == name:
-            raise SpecError(f"the model already has a tensor named `{name}`, which the "
-                            "train step needs for itself", g.node(n).span)
+    n = g.source_named(name)  # an index: a scan of every source per call was quadratic
+    if n is not None:
+        raise SpecError(f"the model already has a tensor named `{name}`, which the "
+                        "train step needs for itself", g.node(n).span)
     return g.add(op, (), {"name": name, "dtype": dtype, "shape": tuple(shape)})
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import copy
 
-import networkx as nx
-
 from dsl.errors import SpecError
 
 from compiler.core.ir import SOURCE_OPS, Graph
@@ -46,13 +44,9 @@ def zeros_like(g: Graph, n: int) -> int:
 def vjp(g: Graph, outputs: list[int], cts: list[int], wrt: list[int], *, span=None) -> list[int]:
     """Cotangents of `wrt` for sum_i <outputs[i], cts[i]>, built into `g`."""
     wrt_set = set(wrt)
-    reach_back = set(outputs)
-    for o in outputs:
-        reach_back |= nx.ancestors(g.nx, o)
-    reach_fwd = set(wrt)
-    for w in wrt:
-        reach_fwd |= nx.descendants(g.nx, w)
-    relevant = {n for n in reach_back & reach_fwd if _differentiable(g.type(n))}
+    # the nodes between the seeds and `wrt`, found in one walk for all of them
+    order = [n for n in g.between(outputs, wrt) if _differentiable(g.type(n))]
+    relevant = set(order)
 
     acc: dict[int, int] = {}
     tuple_cts: dict[int, dict[int, int]] = {}
@@ -65,7 +59,6 @@ def vjp(g: Graph, outputs: list[int], cts: list[int], wrt: list[int], *, span=No
     for o, c in zip(outputs, cts):
         accumulate(o, c)
 
-    order = [n for n in g.topo_order(list(outputs)) if n in relevant]
     for n in reversed(order):
         node = g.node(n)
         if node.op == "scan":
@@ -128,7 +121,7 @@ def _store_carries(g: Graph, n: int) -> list[int]:
         body.meta["results"] = list(body.meta["results"]) + list(body.inputs[:nc])
         a["body"] = body
         a["stored_from"] = base
-        g.nx.nodes[n]["type"] = get_primitive("scan").infer([g.type(x) for x in node.args], a)
+        g.data(n)["type"] = get_primitive("scan").infer([g.type(x) for x in node.args], a)
     base = a["stored_from"]
     return [g.add("tuple_get", [n], {"index": base + i}) for i in range(nc)]
 
