@@ -296,3 +296,16 @@ def test_jacobian_gives_the_empirical_ntk_on_every_backend():
     h = np.tanh(x @ params["W1"])
     j2 = outs["numpy"]["K"] - np.einsum("iab,jab->ij", outs["numpy"]["J1"][:, 0], outs["numpy"]["J1"][:, 0])
     np.testing.assert_allclose(j2, h @ h.T / 8, atol=1e-10)
+
+
+def test_transposed_matrix_times_vector_in_onnx():
+    # onnxruntime 1.32 fuses Transpose+MatMul into FusedMatMul and gets `xᵀ y` wrong
+    # for a 1-D y; matmul's ONNX lowering makes vectors 2-D to stay clear of it
+    m = api.load(text="model R() {\n  input x: f32[B, 4]\n  input y: f32[B]\n  input v: f32[4]\n"
+                      "  output a = transpose(x) @ y\n  output b = y @ x\n  output c = v @ transpose(x)\n}\n")
+    rng = np.random.default_rng(0)
+    x, y, v = rng.standard_normal((30, 4)), rng.standard_normal(30), rng.standard_normal(4)
+    o = m.run({"x": x, "y": y, "v": v}, backend="onnx", dtype="f64")
+    np.testing.assert_allclose(o["a"], x.T @ y, atol=1e-12)
+    np.testing.assert_allclose(o["b"], y @ x, atol=1e-12)
+    np.testing.assert_allclose(o["c"], v @ x.T, atol=1e-12)
