@@ -1,0 +1,92 @@
+"""Zoo specs built on the linear-algebra builtins, each against an independent NumPy
+closed form, on every backend (float64 runs; tolerances are float64 round-off of
+the 4x4 .. 20x20 factorisations, 1e-9, unless said otherwise)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compiler import api
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+BACKENDS = ("numpy", "torch", "onnx")
+
+
+def _runs(name, data, params=None):
+    m = api.load(SPECS / name)
+    return m, {be: m.run(data, params, backend=be, dtype="f64") for be in BACKENDS}
+
+
+def test_ridge_and_pseudo_inverse_solutions():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((30, 4))
+    y = x @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.1 * rng.standard_normal(30)
+    _, outs = _runs("ridge.dl", {"x": x, "y": y})
+    w_ls = np.linalg.lstsq(x, y, rcond=None)[0]
+    w_pinv = np.linalg.pinv(x) @ y
+    w_ridge = np.linalg.solve(x.T @ x + 0.1 * np.eye(4), x.T @ y)
+    for be, o in outs.items():
+        np.testing.assert_allclose(o["w_ls"], w_ls, atol=1e-9, err_msg=be)
+        np.testing.assert_allclose(o["w_ls"], w_pinv, atol=1e-9, err_msg=be)
+        np.testing.assert_allclose(o["w_ridge"], w_ridge, atol=1e-9, err_msg=be)
+    # ridge shrinks: ||w_ridge|| < ||w_ls||
+    assert np.linalg.norm(w_ridge) < np.linalg.norm(w_ls)
+
+
+def test_pca_subspace_equals_the_svd_and_the_linear_autoencoder_optimum():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((40, 5)) @ np.diag([3.0, 2.0, 1.0, 0.5, 0.1]) @ \
+        np.linalg.qr(rng.standard_normal((5, 5)))[0]
+    _, outs = _runs("pca.dl", {"x": x})
+    xc = x - x.mean(0)
+    _, s, vh = np.linalg.svd(xc, full_matrices=False)
+    proj = vh[:2].T @ vh[:2]
+    # Eckart-Young: the best rank-2 reconstruction error is the tail of the spectrum
+    best = np.sum(s[2:] ** 2) / x.size
+    for be, o in outs.items():
+        c = o["components"]
+        np.testing.assert_allclose(c @ c.T, proj, atol=1e-9, err_msg=be)
+        np.testing.assert_allclose(o["variances"], s[:2] ** 2 / 40, atol=1e-9, err_msg=be)
+        np.testing.assert_allclose(o["residual"], best, rtol=1e-9, err_msg=be)
+    # the linear autoencoder's optimum: any other rank-2 projection does worse
+    q = np.linalg.qr(rng.standard_normal((5, 2)))[0]
+    other = np.mean((xc - xc @ q @ q.T) ** 2)
+    assert other > best
+
+
+def _gp_numpy(x, y, xs, ell, sf, sn):
+    def k(a, b):
+        return sf ** 2 * np.exp(-0.5 * ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1) / ell ** 2)
+    kxx = k(x, x) + sn ** 2 * np.eye(len(x))
+    ks = k(xs, x)
+    mean = ks @ np.linalg.solve(kxx, y)
+    var = sf ** 2 - np.einsum("ij,ji->i", ks, np.linalg.solve(kxx, ks.T))
+    nll = 0.5 * y @ np.linalg.solve(kxx, y) + 0.5 * np.linalg.slogdet(kxx)[1] + 0.5 * len(x) * np.log(2 * np.pi)
+    return mean, var, nll
+
+
+def test_gp_regression_posterior_and_marginal_likelihood():
+    rng = np.random.default_rng(2)
+    x = rng.uniform(-3, 3, (20, 1))
+    y = np.sin(x[:, 0]) + 0.1 * rng.standard_normal(20)
+    xs = np.linspace(-3, 3, 7)[:, None]
+    params = {"log_ell": np.array(0.3), "log_sf": np.array(-0.2), "log_sn": np.array(-1.5)}
+    m, outs = _runs("gp_regression.dl", {"x": x, "y": y, "xs": xs}, params)
+    mean, var, nll = _gp_numpy(x, y, xs, *np.exp([0.3, -0.2, -1.5]))
+    for be, o in outs.items():
+        np.testing.assert_allclose(o["mean"], mean, atol=1e-9, err_msg=be)
+        np.testing.assert_allclose(o["var"], var, atol=1e-9, err_msg=be)
+        np.testing.assert_allclose(o["nll"], nll, atol=1e-9, err_msg=be)
+    # hyperparameters by the marginal likelihood: 60 gradient steps lower the NLL,
+    # and the fitted noise level approaches the true 0.1
+    p = {k: v.copy() for k, v in params.items()}
+    start = float(nll)
+    for _ in range(60):
+        g = m.gradients("nll", {"x": x, "y": y, "xs": xs}, p, dtype="f64")
+        for k in p:
+            p[k] = p[k] - 0.05 * g[k]
+    end = float(m.run({"x": x, "y": y, "xs": xs}, p, dtype="f64")["nll"])
+    assert end < start - 1.0, (start, end)
+    assert 0.03 < np.exp(p["log_sn"]) < 0.3
