@@ -14,8 +14,8 @@ SPECS = Path(__file__).resolve().parent.parent / "specs"
 BACKENDS = ("numpy", "torch", "onnx")
 
 
-def _runs(name, data, params=None):
-    m = api.load(SPECS / name)
+def _runs(name, data, params=None, model=None, **hparams):
+    m = api.load(SPECS / name, model=model, hparams=hparams)
     return m, {be: m.run(data, params, backend=be, dtype="f64") for be in BACKENDS}
 
 
@@ -23,23 +23,30 @@ def test_ridge_and_pseudo_inverse_solutions():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((30, 4))
     y = x @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.1 * rng.standard_normal(30)
-    _, outs = _runs("ridge.dl", {"x": x, "y": y})
+    m, outs = _runs("ridge.dl", {"x": x, "y": y}, {"w": np.zeros(4)})
     w_ls = np.linalg.lstsq(x, y, rcond=None)[0]
     w_pinv = np.linalg.pinv(x) @ y
-    w_ridge = np.linalg.solve(x.T @ x + 0.1 * np.eye(4), x.T @ y)
+    w_ridge = np.linalg.solve(x.T @ x + 1.0 * np.eye(4), x.T @ y)
     for be, o in outs.items():
         np.testing.assert_allclose(o["w_ls"], w_ls, atol=1e-9, err_msg=be)
         np.testing.assert_allclose(o["w_ls"], w_pinv, atol=1e-9, err_msg=be)
         np.testing.assert_allclose(o["w_ridge"], w_ridge, atol=1e-9, err_msg=be)
     # ridge shrinks: ||w_ridge|| < ||w_ls||
     assert np.linalg.norm(w_ridge) < np.linalg.norm(w_ls)
+    # gradient descent on the spec's objective converges to the closed form
+    # (step 1 / (2 λ_max(XᵀX + λI)): the error contracts by 1 - λ_min/λ_max a step)
+    lr = 0.5 / np.linalg.eigvalsh(x.T @ x + np.eye(4))[-1]
+    w = np.zeros(4)
+    for _ in range(300):
+        w = w - lr * m.gradients("objective", {"x": x, "y": y}, {"w": w}, dtype="f64")["w"]
+    np.testing.assert_allclose(w, w_ridge, atol=1e-8)
 
 
 def test_pca_subspace_equals_the_svd_and_the_linear_autoencoder_optimum():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((40, 5)) @ np.diag([3.0, 2.0, 1.0, 0.5, 0.1]) @ \
         np.linalg.qr(rng.standard_normal((5, 5)))[0]
-    _, outs = _runs("pca.dl", {"x": x})
+    m, outs = _runs("pca.dl", {"x": x}, {"W": np.zeros((5, 2))}, features=5)
     xc = x - x.mean(0)
     _, s, vh = np.linalg.svd(xc, full_matrices=False)
     proj = vh[:2].T @ vh[:2]
@@ -49,11 +56,19 @@ def test_pca_subspace_equals_the_svd_and_the_linear_autoencoder_optimum():
         c = o["components"]
         np.testing.assert_allclose(c @ c.T, proj, atol=1e-9, err_msg=be)
         np.testing.assert_allclose(o["variances"], s[:2] ** 2 / 40, atol=1e-9, err_msg=be)
-        np.testing.assert_allclose(o["residual"], best, rtol=1e-9, err_msg=be)
-    # the linear autoencoder's optimum: any other rank-2 projection does worse
-    q = np.linalg.qr(rng.standard_normal((5, 2)))[0]
-    other = np.mean((xc - xc @ q @ q.T) ** 2)
-    assert other > best
+        np.testing.assert_allclose(o["pca_error"], best, rtol=1e-9, err_msg=be)
+    # the linear autoencoder trained by gradient descent reaches the PCA projector
+    # (Baldi & Hornik): 400 steps, from a random orthonormal start
+    w = np.linalg.qr(rng.standard_normal((5, 2)))[0]
+    start = None
+    for _ in range(400):
+        g = m.gradients("reconstruction", {"x": x}, {"W": w}, dtype="f64")
+        start = g["reconstruction"] if start is None else start
+        w = w - 0.05 * g["W"]
+    o = m.run({"x": x}, {"W": w}, dtype="f64")
+    assert start > best * 1.5
+    np.testing.assert_allclose(o["projector"], proj, atol=1e-4)
+    np.testing.assert_allclose(o["reconstruction"], best, rtol=1e-6)
 
 
 def _gp_numpy(x, y, xs, ell, sf, sn):
@@ -73,7 +88,7 @@ def test_gp_regression_posterior_and_marginal_likelihood():
     y = np.sin(x[:, 0]) + 0.1 * rng.standard_normal(20)
     xs = np.linspace(-3, 3, 7)[:, None]
     params = {"log_ell": np.array(0.3), "log_sf": np.array(-0.2), "log_sn": np.array(-1.5)}
-    m, outs = _runs("gp_regression.dl", {"x": x, "y": y, "xs": xs}, params)
+    m, outs = _runs("gp_regression.dl", {"x": x, "y": y, "xs": xs}, params, model="GPPredict")
     mean, var, nll = _gp_numpy(x, y, xs, *np.exp([0.3, -0.2, -1.5]))
     for be, o in outs.items():
         np.testing.assert_allclose(o["mean"], mean, atol=1e-9, err_msg=be)
@@ -84,7 +99,7 @@ def test_gp_regression_posterior_and_marginal_likelihood():
     p = {k: v.copy() for k, v in params.items()}
     start = float(nll)
     for _ in range(60):
-        g = m.gradients("nll", {"x": x, "y": y, "xs": xs}, p, dtype="f64")
+        g = m.gradients("nll", {"x": x, "y": y, "xs": xs}, p, dtype="f64")  # noqa: E501
         for k in p:
             p[k] = p[k] - 0.05 * g[k]
     end = float(m.run({"x": x, "y": y, "xs": xs}, p, dtype="f64")["nll"])
