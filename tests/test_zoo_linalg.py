@@ -105,3 +105,26 @@ def test_gp_regression_posterior_and_marginal_likelihood():
     end = float(m.run({"x": x, "y": y, "xs": xs}, p, dtype="f64")["nll"])
     assert end < start - 1.0, (start, end)
     assert 0.03 < np.exp(p["log_sn"]) < 0.3
+
+
+def test_newton_logistic_matches_a_numpy_newton_iteration_and_converges_quadratically():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((80, 3))
+    y = (x @ np.array([1.0, -2.0, 0.5]) + 0.7 * rng.standard_normal(80) > 0).astype(np.int64)
+    m = api.load(SPECS / "newton_logistic.dl", hparams={"features": 3})
+    outs = {be: m.run({"x": x, "y": y}, backend=be, dtype="f64") for be in BACKENDS}
+    # NumPy Newton: g = Xᵀ(σ(Xv) - y)/n + λv, H = Xᵀ diag(σ(1-σ)) X / n + λI
+    v, ref = np.zeros(3), []
+    for _ in range(6):
+        p = 1 / (1 + np.exp(-x @ v))
+        g = x.T @ (p - y) / 80 + 0.1 * v
+        h = (x * (p * (1 - p))[:, None]).T @ x / 80 + 0.1 * np.eye(3)
+        v = v - np.linalg.solve(h, g)
+        ref.append(v)
+    ref = np.array(ref)
+    for be, o in outs.items():
+        np.testing.assert_allclose(o["iterates"], ref, atol=1e-10, err_msg=be)
+    err = np.linalg.norm(ref[:-1] - ref[-1], axis=1)[:4]
+    # quadratic convergence: e_{k+1} <= C e_k² with a modest C, and the error collapses
+    assert err[3] < 1e-8, err
+    assert np.all(err[1:] <= 2.0 * err[:-1] ** 2), err
