@@ -128,3 +128,39 @@ def test_newton_logistic_matches_a_numpy_newton_iteration_and_converges_quadrati
     # quadratic convergence: e_{k+1} <= C e_k² with a modest C, and the error collapses
     assert err[3] < 1e-8, err
     assert np.all(err[1:] <= 2.0 * err[:-1] ** 2), err
+
+
+def _evidence_numpy(x, y, alpha, beta):
+    n, d = x.shape
+    a = alpha * np.eye(d) + beta * x.T @ x
+    m = beta * np.linalg.solve(a, x.T @ y)
+    e = 0.5 * beta * np.sum((y - x @ m) ** 2) + 0.5 * alpha * m @ m
+    return m, a, (0.5 * d * np.log(alpha) + 0.5 * n * np.log(beta) - e
+                  - 0.5 * np.linalg.slogdet(a)[1] - 0.5 * n * np.log(2 * np.pi))
+
+
+def test_bayesian_linear_regression_posterior_evidence_and_fixed_point():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((50, 4))
+    y = x @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.3 * rng.standard_normal(50)
+    params = {"log_alpha": np.array(0.2), "log_beta": np.array(1.0)}
+    m, outs = _runs("bayes_linreg.dl", {"x": x, "y": y}, params)
+    mean, a, ev = _evidence_numpy(x, y, np.exp(0.2), np.exp(1.0))
+    # Bishop's fixed point in NumPy (3.91, 3.92, 3.95)
+    al, be = 1.0, 1.0
+    lam0 = np.linalg.eigvalsh(x.T @ x)
+    for _ in range(30):
+        mm = _evidence_numpy(x, y, al, be)[0]
+        gamma = np.sum(be * lam0 / (al + be * lam0))
+        al, be = gamma / (mm @ mm), (50 - gamma) / np.sum((y - x @ mm) ** 2)
+    for b, o in outs.items():
+        np.testing.assert_allclose(o["m_N"], mean, atol=1e-9, err_msg=b)
+        np.testing.assert_allclose(o["S_N"], np.linalg.inv(a), atol=1e-9, err_msg=b)
+        np.testing.assert_allclose(o["neg_log_evidence"], -ev, atol=1e-9, err_msg=b)
+        np.testing.assert_allclose([o["alpha_hat"], o["beta_hat"]], [al, be], rtol=1e-9, err_msg=b)
+    # the fixed point maximises the evidence: its gradient vanishes there, and
+    # the evidence there beats the starting point
+    at = {"log_alpha": np.log(al), "log_beta": np.log(be)}
+    g = m.gradients("neg_log_evidence", {"x": x, "y": y}, at, dtype="f64")
+    assert abs(g["log_alpha"]) < 1e-6 and abs(g["log_beta"]) < 1e-6, g
+    assert g["neg_log_evidence"] < -ev

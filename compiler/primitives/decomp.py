@@ -358,8 +358,15 @@ logabsdet.torch("torch.linalg.slogdet({0})[1]")
 logabsdet.onnx(lambda o, n, a: ox.slogdet(o, a)[1])
 
 
-det_sign = defprim("det_sign", "sign(det A) in {-1, 0, 1}, as a float", 1, _batch_scalar_type,
-                   nondiff="piecewise constant")
+det_sign = defprim("det_sign", "sign(det A) in {-1, 0, 1}, as a float", 1, _batch_scalar_type)
+
+
+@det_sign.vjp
+def _(g, n, ct):
+    # piecewise constant: a zero derivative (like `sign`), so that logdet = log|det| +
+    # log(sign) differentiates
+    return [None]
+
 det_sign.numpy("np.linalg.slogdet({0})[0]")
 det_sign.torch("torch.linalg.slogdet({0})[0]")
 det_sign.onnx(lambda o, n, a: ox.slogdet(o, a)[0])
