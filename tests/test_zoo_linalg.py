@@ -57,6 +57,24 @@ def test_pca_subspace_equals_the_svd_and_the_linear_autoencoder_optimum():
         np.testing.assert_allclose(c @ c.T, proj, atol=1e-9, err_msg=be)
         np.testing.assert_allclose(o["variances"], s[:2] ** 2 / 40, atol=1e-9, err_msg=be)
         np.testing.assert_allclose(o["pca_error"], best, rtol=1e-9, err_msg=be)
+        # probabilistic PCA's closed-form MLE (Tipping & Bishop): σ² is the mean
+        # discarded variance and W Wᵀ + σ²I keeps the top-2 variances exactly
+        lam = s ** 2 / 40
+        np.testing.assert_allclose(o["ppca_sigma2"], lam[2:].mean(), rtol=1e-9, err_msg=be)
+        wm = o["ppca_W"]
+        np.testing.assert_allclose(wm @ wm.T, vh[:2].T @ np.diag(lam[:2] - lam[2:].mean()) @ vh[:2],
+                                   atol=1e-9, err_msg=be)
+    # ... and it maximises the Gaussian likelihood of the centred data: nudging W lowers it
+    cov = xc.T @ xc / 40
+
+    def loglik(wm, s2):
+        c = wm @ wm.T + s2 * np.eye(5)
+        return -0.5 * (np.linalg.slogdet(c)[1] + np.trace(np.linalg.solve(c, cov)))
+    o = outs["numpy"]
+    best_ll = loglik(o["ppca_W"], o["ppca_sigma2"])
+    for _ in range(5):
+        assert loglik(o["ppca_W"] + 0.01 * rng.standard_normal((5, 2)), o["ppca_sigma2"]) < best_ll
+        assert loglik(o["ppca_W"], o["ppca_sigma2"] * 1.05) < best_ll
     # the linear autoencoder trained by gradient descent reaches the PCA projector
     # (Baldi & Hornik): 400 steps, from a random orthonormal start
     w = np.linalg.qr(rng.standard_normal((5, 2)))[0]
