@@ -15,11 +15,6 @@ from .builtins import _bind, _describe, _dims, _dtype, _int, _tensor, builtin
 from .values import Record, SymDim, Tensor
 
 
-def _matrix(ev, v, span, what="the matrix"):
-    t = _tensor(ev, v, span, what)
-    return t
-
-
 def _get(ev, t, i, span):
     return ev.add("tuple_get", [t], span, index=i)
 

@@ -284,7 +284,7 @@ def test_jacobian_gives_the_empirical_ntk_on_every_backend():
         return (np.tanh(x @ w1) @ w2 / np.sqrt(8.0))[:, 0]
 
     # finite-difference Jacobian in float64: central differences, eps 1e-6
-    j_num = np.stack([_fd(lambda w: f(w)[i], params["W1"].copy()) for i in range(4)])
+    j_num = np.stack([_fd(lambda w, i=i: f(w)[i], params["W1"].copy()) for i in range(4)])
     outs = {be: m.run({"x": x}, params, backend=be, dtype="f64") for be in ("numpy", "torch", "onnx")}
     for be, o in outs.items():
         np.testing.assert_allclose(o["J1"][:, 0], j_num, atol=1e-8, err_msg=be)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from compiler import api
 
@@ -117,9 +116,8 @@ def test_gp_regression_posterior_and_marginal_likelihood():
     p = {k: v.copy() for k, v in params.items()}
     start = float(nll)
     for _ in range(60):
-        g = m.gradients("nll", {"x": x, "y": y, "xs": xs}, p, dtype="f64")  # noqa: E501
-        for k in p:
-            p[k] = p[k] - 0.05 * g[k]
+        g = m.gradients("nll", {"x": x, "y": y, "xs": xs}, p, dtype="f64")
+        p = {k: v - 0.05 * g[k] for k, v in p.items()}
     end = float(m.run({"x": x, "y": y, "xs": xs}, p, dtype="f64")["nll"])
     assert end < start - 1.0, (start, end)
     assert 0.03 < np.exp(p["log_sn"]) < 0.3

@@ -289,7 +289,7 @@ class _SvdStep:
     def entries(b, mats, p, q):
         u = mats[0]
         up, uq = b.op("Gather", u, p, axis=-1), b.op("Gather", u, q, axis=-1)
-        dot = lambda x, y: b.op("ReduceSum", b.op("Mul", x, y), b.ints([-1]), keepdims=0)  # noqa: E731
+        dot = lambda x, y: b.op("ReduceSum", b.op("Mul", x, y), b.ints([-1]), keepdims=0)
         return dot(up, up), dot(uq, uq), dot(up, uq)
 
     @staticmethod
