@@ -225,3 +225,33 @@ def test_wide_network_tracks_kernel_regression_with_its_empirical_ntk():
     # movement of 1.1, asserted below 5% of the movement
     assert moved > 0.5
     assert np.max(np.abs(f_t - lin)) < 0.05 * moved
+
+
+def test_factor_analysis_em_matches_numpy_and_never_lowers_the_likelihood():
+    rng = np.random.default_rng(6)
+    w_true = rng.standard_normal((4, 1))
+    x = rng.standard_normal((200, 1)) @ w_true.T + rng.standard_normal((200, 4)) * [0.3, 0.5, 0.2, 0.8]
+    w0 = rng.standard_normal((4, 1))
+    params = {"W": w0, "log_psi": np.zeros(4)}
+    _, outs = _runs("factor_analysis.dl", {"x": x}, params)
+    # NumPy EM (Ghahramani & Hinton 1996)
+    xc = x - x.mean(0)
+    cov = xc.T @ xc / 200
+    w, psi, nlls = w0.copy(), np.ones(4), []
+    for _ in range(20):
+        g = np.linalg.inv(np.eye(1) + w.T @ (w / psi[:, None]))
+        ez = xc @ (w / psi[:, None]) @ g
+        ezz = 200 * g + ez.T @ ez
+        w = (xc.T @ ez) @ np.linalg.inv(ezz)
+        psi = np.diag(cov - w @ ez.T @ xc / 200)
+        c = w @ w.T + np.diag(psi)
+        nlls.append(0.5 * (np.linalg.slogdet(c)[1] + np.trace(np.linalg.solve(c, cov))))
+    for be, o in outs.items():
+        np.testing.assert_allclose(o["W_em"], w, atol=1e-9, err_msg=be)
+        np.testing.assert_allclose(o["psi_em"], psi, atol=1e-9, err_msg=be)
+        np.testing.assert_allclose(o["nll_path"], nlls, atol=1e-9, err_msg=be)
+    # EM never increases the negative log-likelihood (to round-off)
+    assert np.all(np.diff(nlls) < 1e-12), np.diff(nlls)
+    # and the loading is recovered up to sign
+    cosine = abs((w[:, 0] @ w_true[:, 0]) / np.linalg.norm(w) / np.linalg.norm(w_true))
+    assert cosine > 0.95
