@@ -82,4 +82,21 @@ def _(g, n, ct):
 
 matmul.numpy("np.matmul({0}, {1})")
 matmul.torch("torch.matmul({0}, {1})")
-matmul.onnx(lambda o, n, a, b: o.op("MatMul", a, b))
+def _matmul_onnx(o, n, a, b):
+    # 1-D operands are made 2-D first: onnxruntime 1.32's Transpose+MatMul fusion
+    # (FusedMatMul) computes `transpose(x) @ v` wrongly for a 1-D v (found with
+    # `Xᵀy` in specs/ridge.dl; tests/test_linalg.py keeps the case).
+    ra, rb = o.type_of(n.args[0]).rank, o.type_of(n.args[1]).rank
+    if ra == 1:
+        a = o.op("Unsqueeze", a, o.ints([0]))
+    if rb == 1:
+        b = o.op("Unsqueeze", b, o.ints([-1]))
+    y = o.op("MatMul", a, b)
+    if rb == 1:
+        y = o.op("Squeeze", y, o.ints([-1]))
+    if ra == 1:
+        y = o.op("Squeeze", y, o.ints([-2 if rb != 1 else 0]))
+    return y
+
+
+matmul.onnx(_matmul_onnx)

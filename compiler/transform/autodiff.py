@@ -66,6 +66,11 @@ def vjp(g: Graph, outputs: list[int], cts: list[int], wrt: list[int], *, span=No
                 for a, c in zip(node.args, _scan_vjp(g, n, tuple_cts[n], span)):
                     accumulate(a, c)
             continue
+        if isinstance(node.type, tuple):
+            # a multi-result primitive (eigh, svd, qr): one cotangent per result
+            if n in tuple_cts:
+                _multi_vjp(g, node, tuple_cts[n], accumulate, span)
+            continue
         if n not in acc or node.op in SOURCE_OPS:
             continue
         ct = acc[n]
@@ -91,6 +96,19 @@ def vjp(g: Graph, outputs: list[int], cts: list[int], wrt: list[int], *, span=No
                 continue
             accumulate(a, c)
     return [acc[w] if w in acc else zeros_like(g, w) for w in wrt]
+
+
+def _multi_vjp(g: Graph, node, cts: dict[int, int], accumulate, span) -> None:
+    """Apply a multi-result primitive's rule to its per-result cotangents (None if unused)."""
+    prim = get_primitive(node.op)
+    try:
+        rule = prim.get_vjp()
+    except MissingRule as e:
+        raise SpecError(f"cannot differentiate through `{node.op}`: {e}", node.span or span) from None
+    arg_cts = rule(g, node, [cts.get(i) for i in range(len(node.type))])
+    for i, (a, c) in enumerate(zip(node.args, arg_cts)):
+        if i not in prim.static_args:
+            accumulate(a, c)
 
 
 # ---- scan ----------------------------------------------------------------------------------
