@@ -759,3 +759,5 @@ for _name, _params, _defaults in [
     builtin(_name, table=INIT_SCOPE)(_init(_name, _params, _defaults))
 INIT_SCOPE["xavier"] = INIT_SCOPE["glorot"]
 INIT_SCOPE["kaiming"] = INIT_SCOPE["he"]
+
+from . import builtins_fused  # noqa: E402,F401  (composite ops: registers more builtins)

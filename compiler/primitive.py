@@ -30,6 +30,11 @@ Lowering contracts (the backends call these; nothing here imports a backend):
 
 A backend lacking a lowering raises `MissingRule`, whose text names the rule kind
 and the primitive (``no ONNX lowering for `conv2d```).
+
+Composite ops (`compiler.primitives.composite`) also carry a *decomposition*,
+``fn(g, args, attrs) -> node id`` building their meaning from other ops. It is the
+fallback lowering of every backend without a native rule (`expand` builds it into a
+small graph the backend inlines) and, unless the op declares its own, its VJP.
 """
 from __future__ import annotations
 
@@ -64,6 +69,8 @@ class Primitive:
     second_order: bool = True
     vjp_rule: Callable | None = None
     lowerings: dict[str, Any] = field(default_factory=dict)
+    # Composite ops: builds the op from other ops (its meaning, and the fallback).
+    decomposition: Callable | None = None
 
     # ---- registration, used right under each declaration -------------------
     def vjp(self, fn: Callable) -> Callable:
@@ -82,6 +89,11 @@ class Primitive:
         self.lowerings["onnx"] = rule
         return rule
 
+    def decompose(self, fn: Callable) -> Callable:
+        """Declare the op composite: ``fn(g, args, attrs)`` builds it in `g`."""
+        self.decomposition = fn
+        return fn
+
     # ---- queries --------------------------------------------------------------
     def lowering(self, backend: str):
         try:
@@ -89,7 +101,25 @@ class Primitive:
         except KeyError:
             raise MissingRule(f"{_BACKEND_LABEL.get(backend, backend)} lowering", self.name) from None
 
+    def native(self, backend: str) -> bool:
+        """Whether `backend` lowers this op itself (else a composite is inlined)."""
+        return backend in self.lowerings
+
+    def expand(self, arg_types: list, attrs: dict):
+        """The decomposition as a graph of its own: ``(graph, input ids, result id)``.
+
+        Backends without a native rule lower that graph in place of the node."""
+        from .ir import Graph
+        if self.decomposition is None:
+            raise MissingRule("decomposition", self.name)
+        g = Graph(f"{self.name}.decomposition")
+        ins = [g.add("input", (), {"name": f"_arg{i}", "dtype": t.dtype, "shape": tuple(t.shape)})
+               for i, t in enumerate(arg_types)]
+        return g, ins, self.decomposition(g, ins, dict(attrs))
+
     def get_vjp(self) -> Callable:
+        if self.vjp_rule is None and self.decomposition is not None:
+            return _decomposed_vjp
         if self.vjp_rule is None:
             raise MissingRule("VJP rule" + (f" ({self.nondiff})" if self.nondiff else ""), self.name)
         return self.vjp_rule
@@ -97,6 +127,18 @@ class Primitive:
     @property
     def differentiable(self) -> bool:
         return self.nondiff is None
+
+
+def _decomposed_vjp(g, node, ct):
+    """A composite's default VJP: differentiate its decomposition, built on the args."""
+    from .autodiff import vjp
+    prim = _TABLE[node.op]
+    out = prim.decomposition(g, list(node.args), dict(node.attrs))
+    # an arg passed twice (attention(x, x, x)) gets its whole cotangent once
+    wrt = list(dict.fromkeys(a for i, a in enumerate(node.args)
+                             if i not in prim.static_args and g.type(a).is_float))
+    cts = dict(zip(wrt, vjp(g, [out], [ct], wrt))) if wrt else {}
+    return [cts.pop(a, None) for a in node.args]
 
 
 def defprim(name: str, doc: str, arity: int | None, infer: Callable, **kw) -> Primitive:

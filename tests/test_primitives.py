@@ -288,8 +288,8 @@ def test_torch(case):
 def test_every_primitive_lowers():
     missing = []
     for name, prim in sorted(all_primitives().items()):
-        if name in SOURCE_OPS:
-            continue
+        if name in SOURCE_OPS or prim.decomposition is not None:
+            continue  # a composite without a native rule inlines its decomposition
         for backend in ("numpy", "torch"):
             try:
                 prim.lowering(backend)

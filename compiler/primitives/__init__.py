@@ -2,4 +2,4 @@
 
 Importing this package registers the whole table (see `compiler.primitive`).
 """
-from . import sources, elementwise, reduce, shape, linalg, conv, control  # noqa: F401
+from . import sources, elementwise, reduce, shape, linalg, conv, control, composite  # noqa: F401
