@@ -40,6 +40,7 @@ import numpy as np
 
 from dsl.errors import SpecError
 
+from .step_check import finite_and_scalars
 from . import checkpoint, noise
 from .threads import limit_cpu_threads, thread_limit
 from .autodiff import grad as _grad
@@ -370,11 +371,13 @@ class Trainer:
                          **noise.draw(sg.graph, batch, self.seed, noise_step, sg.noise_names),
                          "step": np.asarray(group_steps[sg.group.name], np.float32)}
                 out = prog(feeds)
-                self._check_finite(sg, feeds, out, noise_step)
+                finite, scalars = finite_and_scalars(out, sg.logged)  # one host sync
+                if not finite:
+                    self._check_finite(sg, feeds, out, noise_step)  # names the culprit
                 for k, v in out.items():
                     if k.startswith("new:"):
                         values[k[4:]] = v
-                logged.update({name: float(_numpy(out[k])) for k, name in sg.logged.items()})
+                logged.update(zip(sg.logged.values(), scalars))
                 noise_step += 1
                 group_steps[sg.group.name] += 1
         self.values = values

@@ -76,7 +76,21 @@ def _case_attention_nomask(g):
     return "attention", [q, kv, kv, keep], {}, feeds  # one arg twice: its cotangents add
 
 
-CASES = {"softmax_cross_entropy": _case_sce, "layer_norm": _case_ln, "gelu": _case_gelu,
+def _case_lerp(g):
+    a = _inp(g, "a", "f32", (4, 6))
+    b = _inp(g, "b", "f32", (6,))
+    return "lerp", [a, b], {"w": 0.1}, {"a": RNG.normal(size=(4, 6)), "b": RNG.normal(size=6)}
+
+
+def _case_adam(g):
+    names = ("p", "m", "v")
+    ins = [_inp(g, k, "f32", (5, 3)) for k in names] + [_inp(g, "s", "f32", ()), _inp(g, "c", "f32", ())]
+    feeds = {"p": RNG.normal(size=(5, 3)), "m": RNG.normal(size=(5, 3)),
+             "v": RNG.uniform(0.01, 1, size=(5, 3)), "s": np.array(0.01), "c": np.array(0.2)}
+    return "adam_param", ins, {"eps": 1e-8}, feeds
+
+
+CASES = {"lerp": _case_lerp, "adam_param": _case_adam, "softmax_cross_entropy": _case_sce, "layer_norm": _case_ln, "gelu": _case_gelu,
          "gelu_grad": _case_gelu_grad, "attention": _case_attention,
          "attention_nomask": _case_attention_nomask}
 
@@ -140,7 +154,8 @@ def test_native_lowerings_are_used():
     import backends.torch as bt
     want = {"softmax_cross_entropy": "F.cross_entropy", "layer_norm": "F.layer_norm",
             "gelu": "F.gelu", "attention": "F.scaled_dot_product_attention",
-            "attention_nomask": "F.scaled_dot_product_attention"}
+            "attention_nomask": "F.scaled_dot_product_attention", "lerp": "torch.lerp",
+            "adam_param": "torch.addcdiv"}
     for case, call in want.items():
         g, r, _ = _build(case, decomposed=False)
         assert call in bt.lower(g, {"value": r["value"]}).source

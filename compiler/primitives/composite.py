@@ -265,3 +265,59 @@ def _attn_torch(cg, n, q, k, v, keep):
 attention.torch(_attn_torch)
 # ONNX (opset 18) has no attention op; onnxruntime's contrib Attention fuses the
 # projections too (another layout): ONNX inlines the decomposition.
+
+
+# ============================================================================
+# optimizer updates (compiler/optim.py): one fused kernel chain per parameter
+# ============================================================================
+
+
+def _lerp_type(ts, attrs) -> TensorType:
+    a, b = ts
+    require_float(a)
+    if a.dtype != b.dtype or tuple(broadcast_shapes(a.shape, b.shape)) != tuple(a.shape):
+        raise TypeMismatch(f"lerp: {b} must broadcast to {a}")
+    if not isinstance(attrs.get("w"), float):
+        raise TypeMismatch(f"lerp: w must be a float, got {attrs.get('w')!r}")
+    return a
+
+
+lerp = defprim("lerp", "(1 - w) a + w b (moving averages)", 2, _lerp_type)
+
+
+@lerp.decompose
+def _(g, args, attrs):
+    a, b = args
+    w = attrs["w"]
+    return g.op("add", g.op("mul", a, g.scalar_like(1.0 - w, a)), g.op("mul", b, g.scalar_like(w, b)))
+
+
+lerp.torch(lambda cg, n, a, b: f"torch.lerp({a}, {b}, {n.attrs['w']!r})")
+
+
+def _adam_type(ts, attrs) -> TensorType:
+    p, m, v, step_size, bc2 = ts
+    for t in (m, v):
+        if t != p:
+            raise TypeMismatch(f"adam_param: slots must be {p}, got {t}")
+    for t in (step_size, bc2):
+        if t.rank != 0 or t.dtype != p.dtype:
+            raise TypeMismatch(f"adam_param: step size and correction are {p.dtype} scalars, got {t}")
+    return p
+
+
+adam_param = defprim(
+    "adam_param", "p - step_size · m / (√v / bc2 + eps), Adam's parameter step", 5, _adam_type)
+
+
+@adam_param.decompose
+def _(g, args, attrs):
+    p, m, v, step_size, bc2 = args
+    denom = g.op("add", g.op("div", g.op("sqrt", v), bc2), g.scalar_like(attrs["eps"], v))
+    return g.op("sub", p, g.op("mul", step_size, g.op("div", m, denom)))
+
+
+# in-place on the fresh temporary √v: one allocation and four passes, not six of each
+adam_param.torch(lambda cg, n, p, m, v, s, bc2:
+                 f"torch.addcdiv({p}, {m}, torch.sqrt({v}).div_({bc2}).add_({n.attrs['eps']!r})"
+                 f".div_({s}), value=-1.0)")

@@ -57,3 +57,17 @@ CASES = [
     Case("attention", [normal(2, 2, 3, 4), normal(2, 2, 3, 4), normal(2, 2, 3, 4),
                        lambda rng: np.ones((), bool)], name="keep_all", ref=_attn_ref),
 ]
+
+
+def _pos(*shape):
+    return lambda rng: rng.uniform(0.1, 2.0, shape)
+
+
+CASES += [
+    Case("lerp", [normal(3, 4), normal(3, 4)], {"w": 0.1}, ref=lambda a, b: torch.lerp(a, b, 0.1)),
+    Case("lerp", [normal(3, 4), normal(4)], {"w": 0.3}, name="broadcast",
+         ref=lambda a, b: 0.7 * a + 0.3 * b),
+    Case("adam_param", [normal(3, 4), normal(3, 4), _pos(3, 4), lambda rng: np.array(0.01),
+                        lambda rng: np.array(0.3)], {"eps": 1e-8},
+         ref=lambda p, m, v, s, c: p - s * m / (torch.sqrt(v) / c + 1e-8)),
+]
