@@ -187,7 +187,9 @@ def cmd_equiv(args):
 
 
 def cmd_train(args):
+    from .memory import tune_allocator
     from .training import run_training
+    tune_allocator()  # keep freed step temporaries (DLC_MALLOC=off to opt out)
     m = _load(args)
     return run_training(m, args)
 

@@ -85,6 +85,16 @@ def _sce_onnx(o, n, z, y):
     return o.op("SoftmaxCrossEntropyLoss", flat, labels, reduction="mean")
 
 
+def _sce_numpy(cg, n, z, y):
+    # shifted logits, then the label's entry picked, not a one-hot product
+    s = cg.fresh("ce_shifted")
+    cg.emit(f"{s} = {z} - np.max({z}, axis=-1, keepdims=True)")
+    picked = f"np.take_along_axis({s}, np.expand_dims({y}, -1), axis=-1)[..., 0]"
+    lse = f"np.log(np.sum(np.exp({s}), axis=-1))"
+    return f"np.asarray(np.mean({lse} - {picked}), dtype={cg.dtype(n.type.dtype)})"
+
+
+softmax_cross_entropy.numpy(_sce_numpy)
 softmax_cross_entropy.torch(_sce_torch)
 softmax_cross_entropy.onnx(_sce_onnx)
 
