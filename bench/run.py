@@ -554,6 +554,61 @@ def _verdict(r, target) -> str:
     return "met" if r <= target else "**missed**"
 
 
+def zoo_models(quick: bool):
+    """bench/models.py in two fresh processes: everything with the allocator tuned as
+    `dlc train` tunes it, then only the page faults with glibc's defaults."""
+    out = []
+    for extra in (["--tune-allocator"], ["--faults-only", "--quick"]):
+        with tempfile.NamedTemporaryFile(suffix=".json") as f:
+            cmd = [sys.executable, str(ROOT / "bench" / "models.py"), "--json", f.name] + extra
+            if quick and "--quick" not in extra:
+                cmd.append("--quick")
+            env = dict(os.environ, PYTHONPATH=str(ROOT), DLC_MALLOC="" if len(extra) == 1 else "off")
+            p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if p.returncode:
+                out.append([{"model": "error", "error": p.stderr[-500:]}])
+                continue
+            out.append(json.loads(Path(f.name).read_text()))
+    return out[0], out[1]
+
+
+def render_models(res: dict) -> list[str]:
+    rows = res.get("models") or []
+    if not rows:
+        return []
+    faults0 = {r["model"]: r.get("faults_per_step") for r in res.get("models_faults_default") or []}
+    L = ["", "## Zoo models vs hand-written eager PyTorch (bench/models.py)", "",
+         "Each ratio is dlc / eager (`nn.Linear`, `nn.Conv2d`, `nn.LSTM`, "
+         "`nn.TransformerEncoderLayer`, `torch.optim.Adam`), same sizes as the spec's train "
+         "block, same starting weights, batch 64 (mlp) or 32, 1 thread, in one run. ORT "
+         "inference compares dlc's ONNX with `torch.onnx.export` of the eager model "
+         "(TorchScript exporter), same outputs. Page faults are minor faults per dlc step "
+         "(`resource.getrusage`) with glibc's defaults and with `compiler.memory."
+         "tune_allocator()` (what `dlc train` applies; `DLC_MALLOC=off` opts out).", "",
+         "| model | eager step | dlc torch step | ratio | dlc ONNX train step (ORT) | ratio | "
+         "ORT inference dlc / torch-exported | faults/step default → tuned (eager) | "
+         "losses over 3 steps: dlc / eager |",
+         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        if "error" in r:
+            L.append(f"| {r['model']} | error: {r['error'][:200]} |||||||||")
+            continue
+        ld = ", ".join(f"{x:.6f}" for x in r["losses_dlc"])
+        le = ", ".join(f"{x:.6f}" for x in r["losses_eager"])
+        infer = _ratio(r.get("dlc_onnx_infer"), r.get("torch_onnx_infer"))
+        L.append(f"| {r['model']} | {_ms(r['eager'])} | {_ms(r['dlc_torch'])} | "
+                 f"{_fmt_ratio(_ratio(r['dlc_torch'], r['eager']))} | {_ms(r.get('dlc_ort_train'))} | "
+                 f"{_fmt_ratio(_ratio(r.get('dlc_ort_train'), r['eager']))} | "
+                 f"{_fmt_ratio(infer)} ({_ms(r.get('dlc_onnx_infer'))} / {_ms(r.get('torch_onnx_infer'))}) | "
+                 f"{faults0.get(r['model'], '?')} → {r['faults_per_step']} ({r['eager_faults_per_step']}) | "
+                 f"{ld} / {le} |")
+    return L
+
+
+def _fmt_ratio(x):
+    return "n/a" if x is None else (f"**{x:.2f}x**" if x > 1.0 else f"{x:.2f}x")
+
+
 def render(res: dict) -> str:
     m = res["machine"]
     L = ["# dlc benchmarks", "",
@@ -581,6 +636,7 @@ def render(res: dict) -> str:
         ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}x"
         L.append(f"| {r['id']} | {r['what']} | {r['dlc']} | {r['base']} | {ratio} | "
                  f"<= {r['target']}x | {_verdict(r['ratio'], r['target'])} |")
+    L += render_models(res)
     L += ["", "## Gradient graph size (nodes after the passes)", "",
           "| spec | model | loss | forward | forward + gradient | ratio | target <= 3x |",
           "| --- | --- | --- | ---: | ---: | ---: | --- |"]
@@ -698,6 +754,8 @@ def main(argv=None) -> int:
         attempt("(c) onnxruntime inference", bench_ort_inference, res["paths"], args.threads, repeat)
         attempt("(d) onnxruntime train step", bench_ort_train, ts, args.threads, repeat)
         attempt("(e) numpy forward+backward", bench_numpy, m, repeat)
+    print("[bench] zoo models (bench/models.py) ...", file=sys.stderr, flush=True)
+    res["models"], res["models_faults_default"] = zoo_models(args.quick)
     print("[bench] graph sizes ...", file=sys.stderr, flush=True)
     res["graph_sizes"] = graph_sizes()
 
