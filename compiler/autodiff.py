@@ -175,13 +175,18 @@ def _scan_vjp(g: Graph, n: int, out_cts: dict[int, int], span, relevant=None) ->
     ct_c = grads[:nc]
     ct_x = grads[nc:nc + len(float_x)]
     ct_k = grads[nc + len(float_x):]
+    bb, (ct_c, ct_x, ct_k), res_ys = _read_residuals(g, n, bb, m, body, c_in + x_in,
+                                                     (ct_c, ct_x, ct_k))
+    ct_c_in, x_in, c_in, cty_in, k_in = ([bb.meta["remap"][v] for v in vs]
+                                         for vs in (ct_c_in, x_in, c_in, cty_in, k_in))
+    res_in = bb.meta["residual_inputs"]
     # A const's per-step cotangent is summed over the steps. Its terms that are a
     # weight gradient h_tᵀ c_t or a bias gradient Σ_b c_t are summed after the loop
     # instead, as one matmul / one sum over the stacked steps (the factors become ys,
     # or are the stacked xs / stored carries already outside); only the rest is
     # accumulated in a carry.
     ys_ct = [out_cts[nc + j] for j in y_with_ct]
-    outer_of = dict(zip(x_in + c_in + cty_in, list(xs) + stored + ys_ct))
+    outer_of = dict(zip(x_in + c_in + cty_in + res_in, list(xs) + stored + ys_ct + res_ys))
     split = [_hoistable(bb, c) for c in ct_k]
     acc_js = [i for i, (_, rest) in enumerate(split) if rest]
     acc_in = [inp(f"ct_const{float_k[i]}", k_t[float_k[i]]) for i in acc_js]
@@ -197,20 +202,21 @@ def _scan_vjp(g: Graph, n: int, out_cts: dict[int, int], span, relevant=None) ->
     def factor(node_id):
         if node_id in outer_of:
             return ("outer", outer_of[node_id])
-        factor_ys.append(node_id)
-        return ("y", len(factor_ys) - 1)
+        if node_id not in factor_ys:  # one y per node, however many terms read it
+            factor_ys.append(node_id)
+        return ("y", factor_ys.index(node_id))
 
     hoisted = [[(kind, [factor(f) for f in fs]) for kind, fs in terms] for terms, _ in split]
-    bb.inputs = ct_c_in + acc_in + x_in + c_in + cty_in + k_in
+    bb.inputs = ct_c_in + acc_in + x_in + c_in + cty_in + res_in + k_in
     bb.meta["results"] = ct_c + new_acc + ct_x + factor_ys
 
     init_ct = [out_cts[i] if i in out_cts else zeros_like(g, g.add("tuple_get", [n], {"index": i}))
                for i in range(nc)]
     acc0 = [zeros_like(g, ks[float_k[i]]) for i in acc_js]
     n_carry = nc + len(acc_js)
-    back = g.add("scan", init_ct + acc0 + list(xs) + stored + ys_ct + list(ks),
+    back = g.add("scan", init_ct + acc0 + list(xs) + stored + ys_ct + res_ys + list(ks),
                  {"body": bb, "n_carry": n_carry,
-                  "n_x": nx_ + nc + len(ys_ct), "n_const": nk, "axis": a["axis"],
+                  "n_x": nx_ + nc + len(ys_ct) + len(res_ys), "n_const": nk, "axis": a["axis"],
                   "reverse": not a["reverse"], "length": a["length"]}, span=node.span)
     n_out = n_carry + len(float_x) + len(factor_ys)
     outs = [g.add("tuple_get", [back], {"index": i}) for i in range(n_out)]
@@ -228,6 +234,65 @@ def _scan_vjp(g: Graph, n: int, out_cts: dict[int, int], span, relevant=None) ->
         k_ct[j] = total
     arg_cts += [k_ct.get(j) for j in range(nk)]
     return arg_cts
+
+
+def _read_residuals(g: Graph, n: int, bb: Graph, m: dict, body: Graph, step_inputs: list,
+                    results: tuple):
+    """The VJP body reads the forward step's intermediates instead of recomputing them.
+
+    `bb` holds a clone of the forward body (``m``: body node -> clone) and the VJP
+    nodes built on it. Every per-step clone (one that depends on a carry or an x) that
+    a VJP node reads becomes a *residual*: the forward scan emits it as an extra y,
+    and a rebuilt VJP body takes it as one more x, so the clone (and what only it
+    needed) is dead there. Constants and loop-invariant values are still recomputed.
+    Returns (new body, results remapped, residual ys of the forward scan)."""
+    clones = {v: k for k, v in m.items()}
+    per_step = set(step_inputs)
+    for v in step_inputs:
+        per_step |= nx.descendants(bb.nx, v)
+    live = set()
+    for r in [x for group in results for x in group]:
+        live.add(r)
+        live |= nx.ancestors(bb.nx, r)
+    need = []
+    for u in sorted(live):
+        if u in clones:
+            continue
+        for a in bb.node(u).args:
+            if (a in clones and a in per_step and a not in step_inputs
+                    and bb.node(a).op not in SOURCE_OPS and a not in need):
+                need.append(a)
+    for group in results:
+        for r in group:
+            if r in clones and r in per_step and r not in step_inputs and r not in need:
+                need.append(r)
+    # the forward scan emits them (appended: earlier projections keep their indices)
+    node = g.node(n)
+    a = node.attrs
+    fbody = copy.copy(a["body"])
+    fbody.meta = dict(fbody.meta)
+    base = len(fbody.meta["results"])
+    fbody.meta["results"] = list(fbody.meta["results"]) + [clones[v] for v in need]
+    a["body"] = fbody
+    g.nx.nodes[n]["type"] = get_primitive("scan").infer([g.type(x) for x in node.args], a)
+    res_ys = [g.add("tuple_get", [n], {"index": base + i}) for i in range(len(need))]
+    # rebuild the VJP body with the residuals as inputs
+    nb = Graph(bb.name)
+    remap = {}
+    for v in bb.topo_order():
+        if bb.node(v).op == "input":
+            t = bb.type(v)
+            remap[v] = nb.add("input", (), dict(bb.node(v).attrs))
+    res_in = []
+    for i, v in enumerate(need):
+        t = bb.type(v)
+        remap[v] = nb.add("input", (), {"name": f"residual{i}", "dtype": t.dtype,
+                                          "shape": tuple(t.shape)})
+        res_in.append(remap[v])
+    mm = clone_into(nb, bb, remap)
+    nb.meta["remap"] = mm
+    nb.meta["residual_inputs"] = res_in
+    return nb, tuple([mm[r] for r in group] for group in results), res_ys
 
 
 def _hoistable(bb: Graph, ct: int) -> tuple[list, list]:
