@@ -676,34 +676,62 @@ def notes(res: dict) -> list[str]:
                    "sort and ancestors are all it is used for; its import is a large part of "
                    "the import time). The ONNX lowering itself is not the cost.")
     if "b" in missed:
-        out.append("(b) missed: the generated train step runs one tensor op per graph node "
-                   "(constants are already built once, as module buffers, and relu's VJP is "
-                   "the fused `threshold_backward`), while torch.optim.Adam updates each "
-                   "parameter in place with fused kernels (`lerp_`, `addcmul_`, `addcdiv_`). "
-                   "What would fix it (backends/torch): lower the optimizer's per-parameter "
-                   "elementwise chain to in-place / `torch._foreach_*` ops, or offer "
-                   "`torch.compile` of the generated step (one graph: the ideal case for "
-                   "Inductor), at a compile cost that short runs do not repay.")
+        out.append("(b) missed: Adam's update is now `torch.lerp` + one in-place `addcdiv` "
+                   "chain per parameter (the `lerp`/`adam_param` composites), the loss a "
+                   "fused `F.cross_entropy`; what is left is one tensor op per remaining "
+                   "graph node (the L2 term, the schedule's scalar ops) against "
+                   "torch.optim.Adam's multi-tensor `_foreach_*` kernels over all "
+                   "parameters at once. What would fix it: a variadic optimizer composite "
+                   "lowered to `torch._foreach_*` over every parameter, or `torch.compile` "
+                   "of the generated step (`dlc train --compile`, not done).")
     if "e" in missed:
-        out.append("(e) missed: the matmuls (most of the time) are the same; the rest is "
-                   "per-call overhead of ~45 small NumPy calls where the hand-written step "
-                   "makes ~30 (the stable logsumexp's max shift, `np.where` for relu's VJP, "
-                   "which keeps a NaN cotangent at an inactive unit at 0 where `g * mask` "
-                   "would not, and the one-hot product where the hand-written step indexes "
-                   "`d[rows, y] -= 1` in place). Fusing the softmax-cross-entropy VJP into "
-                   "one primitive would close most of the gap.")
+        out.append("(e) missed: the loss is now one native NumPy `softmax_cross_entropy` "
+                   "(take_along_axis, no one-hot) and its VJP the fused (softmax - onehot) / N; "
+                   "the rest is per-call overhead of small NumPy calls the hand-written step "
+                   "does in place (`np.where` for relu's VJP, which keeps a NaN cotangent at "
+                   "an inactive unit at 0 where `g * mask` would not, and the one-hot "
+                   "subtraction where the hand-written step indexes `d[rows, y] -= 1`).")
     if res.get("device") != "cuda":
         out.append("(b) on a GPU: not measured in this run (`python bench/run.py --device cuda` "
                    "adds it on a machine with CUDA).")
     big = [r for r in res.get("graph_sizes", []) if "ratio" in r and r["ratio"] > 3]
     if big:
         names = ", ".join(f"{r['spec']} ({r['ratio']:.2f}x)" for r in big)
-        out.append(f"Gradient graph size over 3x for {names}. For the recurrent models the "
-                   "backward scan's body re-computes the cell's forward from the stored carry "
-                   "and then holds its VJP, so the scan alone is ~4x its forward body; storing "
-                   "the cell's intermediates as extra scan outputs (memory for nodes) would "
-                   "bring it to ~2x. The example specs of the issue (linear and logistic "
-                   "regression, MLP, residual MLP) are all within 3x.")
+        out.append(f"Gradient graph size over 3x for {names}. The composites shrink the "
+                   "forward count (a layer norm or an attention is one node) while their "
+                   "VJPs are written in primitives (layer norm's fused rule recomputes x̂; "
+                   "attention's VJP differentiates its decomposition): fused VJP composites "
+                   "(`layer_norm_grad` → `aten.native_layer_norm_backward`, an SDPA "
+                   "backward) would bring them down. The recurrent models' backward scans "
+                   "now read residuals and hoist the weight gradients (see below).")
+    out += model_notes(res)
+    return out
+
+
+def model_notes(res: dict) -> list[str]:
+    rows = {r["model"]: r for r in res.get("models") or [] if "error" not in r}
+    out = []
+    lstm = [r for k, r in rows.items() if k.startswith("lstm")]
+    if lstm:
+        ratios = ", ".join(f"{r['model']}: {_ratio(r['dlc_torch'], r['eager']):.2f}x" for r in lstm)
+        out.append(f"LSTM missed ({ratios}, PyTorch backend). Profile: the scan is a Python "
+                   "loop; per step the forward body is 18 torch ops and the backward body 26 "
+                   "(was 59: it no longer recomputes the cell, it reads the 5 stored gate "
+                   "activations; the weight and bias gradients are 3 ops after the loop over "
+                   "the stacked steps instead of 1,600 small matmuls; the gate gradient is "
+                   "one `torch.cat`, no `F.pad`), plus the per-step slicing of xs and "
+                   "residuals: ~9,000 ops at T = 200 (was 33,815) against eager's two fused "
+                   "LSTM kernels. Gradient graphs: lstm.dl and gru.dl are within 3x now. "
+                   "What would close it: lowering the std LSTM/GRU to `torch._VF.lstm` / "
+                   "`gru` (a composite recognised from the cell) needs a fused backward "
+                   "that torch exposes only through autograd, so dlc would have to call "
+                   "autograd for that node; ONNX `LSTM` (inference) has the layout already.")
+    t = rows.get("transformer")
+    if t:
+        out.append("transformer: layer norm, softmax cross-entropy and attention run as "
+                   "`F.layer_norm`, `F.cross_entropy`, `F.scaled_dot_product_attention`; "
+                   "the page faults (thousands per step with glibc's defaults) are gone "
+                   "with `tune_allocator` (`dlc train` applies it).")
     return out
 
 
