@@ -348,6 +348,7 @@ class Scope:
         self.names: set[str] = set()
         self._suffix: dict[str, int] = {}  # next suffix to try per base name
         self.env: dict[int, str] = {}
+        self.graph: Graph | None = None  # the graph of the node being lowered
 
     # ---- the lowering contract ------------------------------------------------
     def dim(self, d) -> str:
@@ -420,16 +421,37 @@ class Scope:
 
     def lower_node(self, graph: Graph, n: int) -> str:
         node = graph.node(n)
-        rule = get_primitive(node.op).lowering(self.mod.backend)
+        prim = get_primitive(node.op)
+        if prim.decomposition is not None and not prim.native(self.mod.backend):
+            return self.bind(n, self.inline(prim, graph, node))
+        rule = prim.lowering(self.mod.backend)
         args = [self.env[a] for a in node.args]
+        outer, self.graph = self.graph, graph
         try:
             expr = rule(self, node, *args) if callable(rule) else render_template(rule, args, node.attrs)
         except Exception as e:  # say which node failed
             e.add_note(f"while lowering node %{n} ({node.op}) to {self.mod.backend}")
             raise
+        finally:
+            self.graph = outer
         var = self.bind(n, self.fresh(node_hint(node)))
         self.emit(f"{var} = {expr}  # {type_comment(node.type)}")
         return var
+
+
+    def inline(self, prim, graph: Graph, node) -> str:
+        """A composite without a native rule: its decomposition's lines, in place."""
+        from compiler.transform.decompose import expand
+        sub, ins, out = expand(prim, [graph.type(a) for a in node.args], node.attrs)
+        outer = self.env
+        self.env = {i: outer[a] for i, a in zip(ins, node.args)}
+        try:
+            for m in sub.topo_order([out]):
+                if m not in self.env:
+                    self.lower_node(sub, m)
+            return self.env[out]
+        finally:
+            self.env = outer
 
 
 # ---- scan: a nested body function and a Python loop ---------------------------------

@@ -111,7 +111,11 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
 def lower_node(o: Builder, nid: int) -> None:
     """Lower one non-source node of ``o.graph`` into ``o`` (its args already lowered)."""
     node = o.graph.node(nid)
-    rule = get_primitive(node.op).lowering("onnx")
+    prim = get_primitive(node.op)
+    if prim.decomposition is not None and not prim.native("onnx"):
+        o.env[nid] = _inline(o, prim, node)
+        return
+    rule = prim.lowering("onnx")
     if not callable(rule):
         raise TypeError(f"ONNX lowering of `{node.op}` must be a function, got {rule!r}")
     args = [o.env[a] for a in node.args]
@@ -122,6 +126,23 @@ def lower_node(o: Builder, nid: int) -> None:
     if not ok:
         raise TypeError(f"ONNX lowering of `{node.op}` returned {out!r}, not a value name")
     o.env[nid] = out
+
+
+def _inline(o: Builder, prim, node) -> str:
+    """A composite without an ONNX rule: its decomposition's nodes, in place. Its
+    graph is lowered with the builder pointed at it (symbolic dims are then read off
+    the arguments' shapes) and pointed back after."""
+    from compiler.transform.decompose import expand
+    sub, ins, out = expand(prim, [o.graph.type(a) for a in node.args], node.attrs)
+    graph, env = o.graph, o.env
+    o.graph, o.env = sub, {i: env[a] for i, a in zip(ins, node.args)}
+    try:
+        for m in sub.topo_order([out]):
+            if m not in o.env:
+                lower_node(o, m)
+        return o.env[out]
+    finally:
+        o.graph, o.env = graph, env
 
 
 # ---- scan -> Loop ------------------------------------------------------------

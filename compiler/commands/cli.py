@@ -184,6 +184,8 @@ def cmd_equiv(args):
 
 def cmd_train(args):
     from compiler.commands.train import run_training
+    from compiler.training.memory import tune_allocator
+    tune_allocator()  # keep freed step temporaries (DLC_MALLOC=off to opt out)
     m = _load(args)
     return run_training(m, args)
 

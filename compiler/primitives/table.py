@@ -30,6 +30,12 @@ Lowering contracts (the backends call these; nothing here imports a backend):
 
 A backend lacking a lowering raises `MissingRule`, whose text names the rule kind
 and the primitive (``no ONNX lowering for `conv2d```).
+
+Composite ops (`compiler.primitives.composite`) also carry a *decomposition*,
+``fn(g, args, attrs) -> node id`` building their meaning from other ops. It is the
+fallback lowering of every backend without a native rule
+(`compiler.transform.decompose.expand` builds it into a small graph the backend
+inlines) and, unless the op declares its own, its VJP (`compiler.transform.autodiff.vjp_rule`).
 """
 from __future__ import annotations
 
@@ -64,6 +70,8 @@ class Primitive:
     second_order: bool = True
     vjp_rule: Callable | None = None
     lowerings: dict[str, Any] = field(default_factory=dict)
+    # Composite ops: builds the op from other ops (its meaning, and the fallback).
+    decomposition: Callable | None = None
 
     # ---- registration, used right under each declaration -------------------
     def vjp(self, fn: Callable) -> Callable:
@@ -82,6 +90,11 @@ class Primitive:
         self.lowerings["onnx"] = rule
         return rule
 
+    def decompose(self, fn: Callable) -> Callable:
+        """Declare the op composite: ``fn(g, args, attrs)`` builds it in `g`."""
+        self.decomposition = fn
+        return fn
+
     # ---- queries --------------------------------------------------------------
     def lowering(self, backend: str):
         try:
@@ -89,7 +102,16 @@ class Primitive:
         except KeyError:
             raise MissingRule(f"{_BACKEND_LABEL.get(backend, backend)} lowering", self.name) from None
 
+    def native(self, backend: str) -> bool:
+        """Whether `backend` lowers this op itself (else a composite is inlined)."""
+        return backend in self.lowerings
+
     def get_vjp(self) -> Callable:
+        if self.vjp_rule is None and self.decomposition is not None:
+            # differentiating the decomposition needs autodiff, a later layer: see
+            # `compiler.transform.autodiff.vjp_rule`, which autodiff uses for every op
+            raise MissingRule("VJP rule (its decomposition's: use "
+                              "compiler.transform.autodiff.vjp_rule)", self.name)
         if self.vjp_rule is None:
             raise MissingRule("VJP rule" + (f" ({self.nondiff})" if self.nondiff else ""), self.name)
         return self.vjp_rule

@@ -19,6 +19,7 @@ import numpy as np
 from compiler.core import backend_registry, noise
 from compiler.training import checkpoint
 from compiler.training.reporting import write_metrics_csv
+from compiler.training.step_check import finite_and_scalars
 from compiler.training.spec import TrainConfig
 from compiler.training.step import (
     StepGraph,
@@ -146,11 +147,13 @@ class Trainer:
                          **noise.draw(sg.graph, batch, self.seed, noise_step, sg.noise_names),
                          "step": np.asarray(group_steps[sg.group.name], np.float32)}
                 out = prog(feeds)
-                self._check_finite(sg, feeds, out, noise_step)
+                finite, scalars = finite_and_scalars(out, sg.logged)  # one host sync
+                if not finite:
+                    self._check_finite(sg, feeds, out, noise_step)  # names the culprit
                 for k, v in out.items():
                     if k.startswith("new:"):
                         values[k[4:]] = v
-                logged.update({name: float(_numpy(out[k])) for k, name in sg.logged.items()})
+                logged.update(zip(sg.logged.values(), scalars))
                 noise_step += 1
                 group_steps[sg.group.name] += 1
         self.values = values

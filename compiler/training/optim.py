@@ -431,8 +431,8 @@ class Adam(Optimizer):
 
     def direction_update(self, g, p, grad, slots, step, lr):
         b1, b2 = self.beta1, self.beta2
-        m = _lerp(g, slots["m"], grad, 1.0 - b1)
-        v = _lerp(g, slots["v"], g.op("mul", grad, grad), 1.0 - b2)
+        m = g.op("lerp", slots["m"], grad, w=1.0 - b1)  # composites: fused where a backend can
+        v = g.op("lerp", slots["v"], g.op("mul", grad, grad), w=1.0 - b2)
         new = {"m": m, "v": v}
         if self.amsgrad:
             v = g.op("maximum", slots["v_max"], v)
@@ -440,9 +440,8 @@ class Adam(Optimizer):
         k = g.op("add", step, _k(g, 1.0, step))
         bc1 = g.op("sub", _k(g, 1.0, k), g.op("pow", _k(g, b1, k), k))
         bc2 = g.op("sqrt", g.op("sub", _k(g, 1.0, k), g.op("pow", _k(g, b2, k), k)))
-        denom = g.op("add", g.op("div", g.op("sqrt", v), bc2), _k(g, self.eps, v))
         step_size = g.op("div", lr, bc1)
-        return g.op("sub", p, g.op("mul", step_size, g.op("div", m, denom))), new
+        return g.op("adam_param", p, m, v, step_size, bc2, eps=float(self.eps)), new
 
 
 class AdamW(Adam):

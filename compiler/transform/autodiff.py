@@ -63,7 +63,7 @@ def vjp(g: Graph, outputs: list[int], cts: list[int], wrt: list[int], *, span=No
         node = g.node(n)
         if node.op == "scan":
             if n in tuple_cts:
-                for a, c in zip(node.args, _scan_vjp(g, n, tuple_cts[n], span)):
+                for a, c in zip(node.args, _scan_vjp(g, n, tuple_cts[n], span, relevant)):
                     accumulate(a, c)
             continue
         if isinstance(node.type, tuple):
@@ -84,7 +84,7 @@ def vjp(g: Graph, outputs: list[int], cts: list[int], wrt: list[int], *, span=No
             continue
         prim = get_primitive(node.op)
         try:
-            rule = prim.get_vjp()
+            rule = vjp_rule(prim)
         except MissingRule as e:
             raise SpecError(f"cannot differentiate through `{node.op}`: {e}", node.span or span) from None
         arg_cts = rule(g, node, ct)
@@ -102,7 +102,7 @@ def _multi_vjp(g: Graph, node, cts: dict[int, int], accumulate, span) -> None:
     """Apply a multi-result primitive's rule to its per-result cotangents (None if unused)."""
     prim = get_primitive(node.op)
     try:
-        rule = prim.get_vjp()
+        rule = vjp_rule(prim)
     except MissingRule as e:
         raise SpecError(f"cannot differentiate through `{node.op}`: {e}", node.span or span) from None
     arg_cts = rule(g, node, [cts.get(i) for i in range(len(node.type))])
@@ -144,7 +144,7 @@ def _store_carries(g: Graph, n: int) -> list[int]:
     return [g.add("tuple_get", [n], {"index": base + i}) for i in range(nc)]
 
 
-def _scan_vjp(g: Graph, n: int, out_cts: dict[int, int], span) -> list:
+def _scan_vjp(g: Graph, n: int, out_cts: dict[int, int], span, relevant=None) -> list:
     node = g.node(n)
     a = node.attrs
     body: Graph = a["body"]
@@ -165,12 +165,14 @@ def _scan_vjp(g: Graph, n: int, out_cts: dict[int, int], span) -> list:
     carry_t = [body.type(body.inputs[i]) for i in range(nc)]
     x_t = [body.type(body.inputs[nc + j]) for j in range(nx_)]
     k_t = [body.type(body.inputs[nc + nx_ + j]) for j in range(nk)]
-    float_k = [j for j in range(nk) if k_t[j].is_float]
-    float_x = [j for j in range(nx_) if x_t[j].is_float]
+    # only the xs and consts a gradient is asked through (not the data input x)
+    def wanted(v):
+        return relevant is None or v in relevant
+    float_k = [j for j in range(nk) if k_t[j].is_float and wanted(ks[j])]
+    float_x = [j for j in range(nx_) if x_t[j].is_float and wanted(xs[j])]
     y_with_ct = [j for j in range(n_y) if (nc + j) in out_cts]
 
     ct_c_in = [inp(f"ct_carry{i}", t) for i, t in enumerate(carry_t)]
-    acc_in = [inp(f"ct_const{j}", k_t[j]) for j in float_k]
     x_in = [inp(f"x{j}", t) for j, t in enumerate(x_t)]
     c_in = [inp(f"carry{i}", t) for i, t in enumerate(carry_t)]
     cty_in = [inp(f"ct_y{j}", body.type(results[nc + j])) for j in y_with_ct]
@@ -184,22 +186,174 @@ def _scan_vjp(g: Graph, n: int, out_cts: dict[int, int], span) -> list:
     ct_c = grads[:nc]
     ct_x = grads[nc:nc + len(float_x)]
     ct_k = grads[nc + len(float_x):]
-    new_acc = [bb.op("add", acc, c) for acc, c in zip(acc_in, ct_k)]
-    bb.inputs = ct_c_in + acc_in + x_in + c_in + cty_in + k_in
-    bb.meta["results"] = ct_c + new_acc + ct_x
+    bb, (ct_c, ct_x, ct_k), res_ys = _read_residuals(g, n, bb, m, body, c_in + x_in,
+                                                     (ct_c, ct_x, ct_k))
+    ct_c_in, x_in, c_in, cty_in, k_in = ([bb.meta["remap"][v] for v in vs]
+                                         for vs in (ct_c_in, x_in, c_in, cty_in, k_in))
+    res_in = bb.meta["residual_inputs"]
+    # A const's per-step cotangent is summed over the steps. Its terms that are a
+    # weight gradient h_tᵀ c_t or a bias gradient Σ_b c_t are summed after the loop
+    # instead, as one matmul / one sum over the stacked steps (the factors become ys,
+    # or are the stacked xs / stored carries already outside); only the rest is
+    # accumulated in a carry.
+    ys_ct = [out_cts[nc + j] for j in y_with_ct]
+    outer_of = dict(zip(x_in + c_in + cty_in + res_in, list(xs) + stored + ys_ct + res_ys))
+    split = [_hoistable(bb, c) for c in ct_k]
+    acc_js = [i for i, (_, rest) in enumerate(split) if rest]
+    acc_in = [inp(f"ct_const{float_k[i]}", k_t[float_k[i]]) for i in acc_js]
+    new_acc = []
+    for acc, i in zip(acc_in, acc_js):
+        rest = split[i][1]
+        total = rest[0]
+        for r in rest[1:]:
+            total = bb.op("add", total, r)
+        new_acc.append(bb.op("add", acc, total))
+    factor_ys: list[int] = []   # body nodes emitted per step for the hoisted terms
+
+    def factor(node_id):
+        if node_id in outer_of:
+            return ("outer", outer_of[node_id])
+        if node_id not in factor_ys:  # one y per node, however many terms read it
+            factor_ys.append(node_id)
+        return ("y", factor_ys.index(node_id))
+
+    hoisted = [[(kind, [factor(f) for f in fs]) for kind, fs in terms] for terms, _ in split]
+    bb.inputs = ct_c_in + acc_in + x_in + c_in + cty_in + res_in + k_in
+    bb.meta["results"] = ct_c + new_acc + ct_x + factor_ys
 
     init_ct = [out_cts[i] if i in out_cts else zeros_like(g, g.add("tuple_get", [n], {"index": i}))
                for i in range(nc)]
-    acc0 = [zeros_like(g, ks[j]) for j in float_k]
-    ys_ct = [out_cts[nc + j] for j in y_with_ct]
-    back = g.add("scan", init_ct + acc0 + list(xs) + stored + ys_ct + list(ks),
-                 {"body": bb, "n_carry": nc + len(float_k),
-                  "n_x": nx_ + nc + len(ys_ct), "n_const": nk, "axis": a["axis"],
+    acc0 = [zeros_like(g, ks[float_k[i]]) for i in acc_js]
+    n_carry = nc + len(acc_js)
+    back = g.add("scan", init_ct + acc0 + list(xs) + stored + ys_ct + res_ys + list(ks),
+                 {"body": bb, "n_carry": n_carry,
+                  "n_x": nx_ + nc + len(ys_ct) + len(res_ys), "n_const": nk, "axis": a["axis"],
                   "reverse": not a["reverse"], "length": a["length"]}, span=node.span)
-    outs = [g.add("tuple_get", [back], {"index": i}) for i in range(nc + len(float_k) + len(float_x))]
+    n_out = n_carry + len(float_x) + len(factor_ys)
+    outs = [g.add("tuple_get", [back], {"index": i}) for i in range(n_out)]
+    fy = outs[n_carry + len(float_x):]
     arg_cts: list = list(outs[:nc])
-    x_ct = dict(zip(float_x, outs[nc + len(float_k):]))
+    x_ct = dict(zip(float_x, outs[n_carry:n_carry + len(float_x)]))
     arg_cts += [x_ct.get(j) for j in range(nx_)]
-    k_ct = dict(zip(float_k, outs[nc:nc + len(float_k)]))
+    k_ct = {}
+    for i, j in enumerate(float_k):
+        total = outs[nc + acc_js.index(i)] if i in acc_js else None
+        for kind, fs in hoisted[i]:
+            stacked = [v if where == "outer" else fy[v] for where, v in fs]
+            term = _after_loop(g, kind, stacked)
+            total = term if total is None else g.op("add", total, term)
+        k_ct[j] = total
     arg_cts += [k_ct.get(j) for j in range(nk)]
     return arg_cts
+
+
+def _read_residuals(g: Graph, n: int, bb: Graph, m: dict, body: Graph, step_inputs: list,
+                    results: tuple):
+    """The VJP body reads the forward step's intermediates instead of recomputing them.
+
+    `bb` holds a clone of the forward body (``m``: body node -> clone) and the VJP
+    nodes built on it. Every per-step clone (one that depends on a carry or an x) that
+    a VJP node reads becomes a *residual*: the forward scan emits it as an extra y,
+    and a rebuilt VJP body takes it as one more x, so the clone (and what only it
+    needed) is dead there. Constants and loop-invariant values are still recomputed.
+    Returns (new body, results remapped, residual ys of the forward scan)."""
+    clones = {v: k for k, v in m.items()}
+    # descendants of the step inputs: one forward sweep in id (= topological) order
+    per_step = set(step_inputs)
+    for u in bb.topo_order():
+        if u not in per_step and any(a in per_step for a in bb.node(u).args):
+            per_step.add(u)
+    live = bb.ancestors([x for group in results for x in group])
+    need = []
+    for u in sorted(live):
+        if u in clones:
+            continue
+        for a in bb.node(u).args:
+            if (a in clones and a in per_step and a not in step_inputs
+                    and bb.node(a).op not in SOURCE_OPS and a not in need):
+                need.append(a)
+    for group in results:
+        for r in group:
+            if r in clones and r in per_step and r not in step_inputs and r not in need:
+                need.append(r)
+    # the forward scan emits them (appended: earlier projections keep their indices)
+    node = g.node(n)
+    a = node.attrs
+    fbody = copy.copy(a["body"])
+    fbody.meta = dict(fbody.meta)
+    base = len(fbody.meta["results"])
+    fbody.meta["results"] = list(fbody.meta["results"]) + [clones[v] for v in need]
+    a["body"] = fbody
+    g.nx.nodes[n]["type"] = get_primitive("scan").infer([g.type(x) for x in node.args], a)
+    res_ys = [g.add("tuple_get", [n], {"index": base + i}) for i in range(len(need))]
+    # rebuild the VJP body with the residuals as inputs
+    nb = Graph(bb.name)
+    remap = {}
+    for v in bb.topo_order():
+        if bb.node(v).op == "input":
+            t = bb.type(v)
+            remap[v] = nb.add("input", (), dict(bb.node(v).attrs))
+    res_in = []
+    for i, v in enumerate(need):
+        t = bb.type(v)
+        remap[v] = nb.add("input", (), {"name": f"residual{i}", "dtype": t.dtype,
+                                          "shape": tuple(t.shape)})
+        res_in.append(remap[v])
+    mm = clone_into(nb, bb, remap)
+    nb.meta["remap"] = mm
+    nb.meta["residual_inputs"] = res_in
+    return nb, tuple([mm[r] for r in group] for group in results), res_ys
+
+
+def _hoistable(bb: Graph, ct: int) -> tuple[list, list]:
+    """Split a per-step cotangent into terms to sum after the loop, and the rest.
+
+    Terms: ``("mm", [a, c])`` for ``aᵀ c`` with a [N, I], c [N, O] (a weight gradient);
+    ``("sum0", [c])`` for ``Σ_n c[n]`` of c [N, O] (a bias gradient)."""
+    node = bb.node(ct)
+    if node.op == "add" and all(bb.type(x) == node.type for x in node.args):
+        l_terms, l_rest = _hoistable(bb, node.args[0])
+        r_terms, r_rest = _hoistable(bb, node.args[1])
+        return l_terms + r_terms, l_rest + r_rest
+    if node.op == "matmul" and node.type.rank == 2:
+        p, c = node.args
+        pn = bb.node(p)
+        if (pn.op == "transpose" and tuple(pn.attrs["perm"]) == (1, 0)
+                and bb.type(c).rank == 2):
+            return [("mm", [pn.args[0], c])], []
+    if (node.op == "sum" and node.type.rank == 1 and bb.type(node.args[0]).rank == 2
+            and not node.attrs.get("keepdims", False)
+            and node.attrs.get("axis") in (0, (0,), -2, (-2,))):
+        return [("sum0", [node.args[0]])], []
+    return [], [ct]
+
+
+def _after_loop(g: Graph, kind: str, stacked: list[int]) -> int:
+    """The sum over the steps of one hoisted term, from its factors stacked over the
+    steps (the step axis inserted anywhere, the same for every factor)."""
+    if kind == "sum0":
+        (c,) = stacked
+        r = g.type(c).rank
+        return g.op("sum", c, axis=tuple(range(r - 1)), keepdims=False)
+    a, c = stacked
+    a2 = g.op("reshape", a, shape=(-1, g.type(a).shape[-1]))
+    c2 = g.op("reshape", c, shape=(-1, g.type(c).shape[-1]))
+    return g.op("matmul", g.op("transpose", a2, perm=(1, 0)), c2)
+
+
+def vjp_rule(prim):
+    """The op's VJP rule: its own, else (a composite) its decomposition's, differentiated."""
+    if prim.vjp_rule is None and prim.decomposition is not None:
+        return decomposed_vjp
+    return prim.get_vjp()
+
+
+def decomposed_vjp(g, node, ct):
+    """A composite's default VJP: differentiate its decomposition, built on the args."""
+    prim = get_primitive(node.op)
+    out = prim.decomposition(g, list(node.args), dict(node.attrs))
+    # an arg passed twice (attention(x, x, x)) gets its whole cotangent once
+    wrt = list(dict.fromkeys(a for i, a in enumerate(node.args)
+                             if i not in prim.static_args and g.type(a).is_float))
+    cts = dict(zip(wrt, vjp(g, [out], [ct], wrt))) if wrt else {}
+    return [cts.pop(a, None) for a in node.args]

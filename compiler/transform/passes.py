@@ -119,7 +119,55 @@ class Simplify(Rewrite):
             return a
         if self._is(a, 0.0) and self.same_type(b, t):
             return b
-        return None
+        return self.pads_to_concat(args, t)
+
+    def pads_to_concat(self, args, t):
+        """A sum of zero-padded pieces tiling one axis is their concat: the VJP of
+        `split` (slices of one tensor: LSTM/GRU gates) without a pad per piece."""
+        pieces = []
+        for a in args:
+            p = self._pieces(a, t)
+            if p is None:
+                return None
+            pieces += p
+        axes = {ax for ax, _, _, _ in pieces}
+        if len(axes) != 1:
+            return None
+        (ax,) = axes
+        pieces.sort(key=lambda p: p[1])
+        at = 0
+        for _, start, stop, _ in pieces:
+            if start != at:
+                return None
+            at = stop
+        if at != t.shape[ax]:
+            return None
+        return self.out.add("concat", [p[3] for p in pieces], {"axis": ax}, type=t)
+
+    def _pieces(self, n, t, depth=0):
+        """[(axis, start, stop, source)] if `n` is a zero pad on one axis of a static
+        length, or a sum of those (of type t); else None."""
+        node = self.out.node(n)
+        if node.type != t or depth > 16:
+            return None
+        if node.op == "add":
+            out = []
+            for a in node.args:
+                p = self._pieces(a, t, depth + 1)
+                if p is None:
+                    return None
+                out += p
+            return out
+        if node.op != "pad" or node.attrs.get("value", 0) != 0:
+            return None
+        padded = [(i, pr) for i, pr in enumerate(node.attrs["pads"]) if tuple(pr) != (0, 0)]
+        if len(padded) != 1:
+            return None
+        ax, (before, _) = padded[0]
+        length = self.out.type(node.args[0]).shape[ax]
+        if not isinstance(before, int) or not isinstance(length, int):
+            return None
+        return [(ax, before, before + length, node.args[0])]
 
     def visit_sub(self, args, attrs, t):
         a, b = args

@@ -1,0 +1,48 @@
+"""Builtins for the composite ops (`compiler/primitives/composite.py`).
+
+Each is one op with a decomposition (the std library's formula, and the fallback)
+and native lowerings where a backend has a fused kernel; the std library's
+`cross_entropy`, `LayerNorm`, `gelu` and `attention` call them, so specs keep
+reading like the notes and the compiler picks the kernel.
+"""
+from __future__ import annotations
+
+from dsl.errors import SpecError
+
+from compiler.elaborate.builtins.base import _bind, _tensor, builtin
+
+
+@builtin()
+def softmax_cross_entropy(ev, args, kwargs, span):
+    """softmax_cross_entropy(logits, labels): mean over labels of -log_softmax(logits)[label]"""
+    b = _bind("softmax_cross_entropy", args, kwargs, span, ["logits", "labels"], {})
+    return ev.add("softmax_cross_entropy", [_tensor(ev, b["logits"], span, "logits"),
+                                            _tensor(ev, b["labels"], span, "labels")], span)
+
+
+@builtin()
+def layer_norm(ev, args, kwargs, span):
+    """layer_norm(x, gamma, beta, eps=1e-5): normalise the last axis, then scale and shift"""
+    b = _bind("layer_norm", args, kwargs, span, ["x", "gamma", "beta", "eps"], {"eps": 1e-5})
+    eps = b["eps"]
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise SpecError("layer_norm: eps must be a number", span)
+    return ev.add("layer_norm", [_tensor(ev, b[k], span, k) for k in ("x", "gamma", "beta")],
+                  span, eps=float(eps))
+
+
+@builtin()
+def gelu_erf(ev, args, kwargs, span):
+    """gelu_erf(x): x Φ(x), the exact (erf) GELU"""
+    b = _bind("gelu_erf", args, kwargs, span, ["x"], {})
+    return ev.add("gelu", [_tensor(ev, b["x"], span)], span)
+
+
+@builtin()
+def dot_product_attention(ev, args, kwargs, span):
+    """dot_product_attention(q, k, v, keep=true): softmax(q kᵀ/√d, dropped keys -1e9) v"""
+    b = _bind("dot_product_attention", args, kwargs, span, ["q", "k", "v", "keep"],
+              {"keep": True})
+    keep = b["keep"]
+    keep = ev.to_tensor(keep, span) if isinstance(keep, bool) else _tensor(ev, keep, span, "keep")
+    return ev.add("attention", [_tensor(ev, b[k], span, k) for k in ("q", "k", "v")] + [keep], span)

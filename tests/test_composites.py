@@ -1,0 +1,177 @@
+"""Composite ops: every backend's native lowering agrees with the decomposition.
+
+For each composite (a table row: builder of the op on fresh inputs, plus feeds) we
+build two graphs, the op itself and its decomposition (`Primitive.expand` spliced
+in), seed a random cotangent, and compare value and VJPs:
+
+* the reference is the decomposition on the NumPy backend in float64;
+* each backend's lowering of the op (native where it has one) runs in float64, so
+  the bound is 1e-9 of the largest magnitude: only summation order differs. The
+  one exception is ONNX's Erf (GELU), which onnxruntime computes in float32 inside a
+  float64 model (`ORT_F32_ONLY`): 1e-6, a few float32 ulps;
+* the VJP is the op's own rule (fused) against autodiff of the decomposition.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler.transform.autodiff import vjp
+from compiler.core.ir import Graph
+from compiler.primitives import all_primitives, get_primitive
+
+import backends.numpy as bnp
+
+RNG = np.random.default_rng(0)
+
+
+def _inp(g, name, dtype, shape):
+    return g.add("input", (), {"name": name, "dtype": dtype, "shape": tuple(shape)})
+
+
+def _case_sce(g):
+    z = _inp(g, "z", "f32", (6, 5, 7))
+    y = _inp(g, "y", "i64", (6, 5))
+    feeds = {"z": RNG.normal(size=(6, 5, 7)) * 3, "y": RNG.integers(0, 7, size=(6, 5))}
+    return "softmax_cross_entropy", [z, y], {}, feeds
+
+
+def _case_ln(g):
+    x = _inp(g, "x", "f32", (4, 3, 16))
+    ga = _inp(g, "gamma", "f32", (16,))
+    be = _inp(g, "beta", "f32", (16,))
+    feeds = {"x": RNG.normal(size=(4, 3, 16)) * 2 + 1, "gamma": RNG.normal(size=16),
+             "beta": RNG.normal(size=16)}
+    return "layer_norm", [x, ga, be], {"eps": 1e-5}, feeds
+
+
+def _case_gelu(g):
+    x = _inp(g, "x", "f32", (5, 9))
+    return "gelu", [x], {}, {"x": RNG.normal(size=(5, 9)) * 3}
+
+
+def _case_gelu_grad(g):
+    ct = _inp(g, "ct", "f32", (5, 9))
+    x = _inp(g, "x", "f32", (5, 9))
+    return "gelu_grad", [ct, x], {}, {"ct": RNG.normal(size=(5, 9)), "x": RNG.normal(size=(5, 9)) * 3}
+
+
+def _case_attention(g):
+    q = _inp(g, "q", "f32", (2, 3, 5, 8))
+    k = _inp(g, "k", "f32", (2, 3, 6, 8))
+    v = _inp(g, "v", "f32", (2, 3, 6, 4))
+    keep = _inp(g, "keep", "bool", (2, 1, 1, 6))
+    mask = RNG.random((2, 1, 1, 6)) > 0.4
+    mask[..., 0] = True  # no row with every key dropped (there torch's -1e9 add differs)
+    feeds = {"q": RNG.normal(size=(2, 3, 5, 8)), "k": RNG.normal(size=(2, 3, 6, 8)),
+             "v": RNG.normal(size=(2, 3, 6, 4)), "keep": mask}
+    return "attention", [q, k, v, keep], {}, feeds
+
+
+def _case_attention_nomask(g):
+    q = _inp(g, "q", "f32", (3, 4, 8))
+    kv = _inp(g, "kv", "f32", (3, 4, 8))
+    keep = g.add("const", (), {"value": True, "dtype": "bool", "shape": ()})
+    feeds = {"q": RNG.normal(size=(3, 4, 8)), "kv": RNG.normal(size=(3, 4, 8))}
+    return "attention", [q, kv, kv, keep], {}, feeds  # one arg twice: its cotangents add
+
+
+def _case_lerp(g):
+    a = _inp(g, "a", "f32", (4, 6))
+    b = _inp(g, "b", "f32", (6,))
+    return "lerp", [a, b], {"w": 0.1}, {"a": RNG.normal(size=(4, 6)), "b": RNG.normal(size=6)}
+
+
+def _case_adam(g):
+    names = ("p", "m", "v")
+    ins = [_inp(g, k, "f32", (5, 3)) for k in names] + [_inp(g, "s", "f32", ()), _inp(g, "c", "f32", ())]
+    feeds = {"p": RNG.normal(size=(5, 3)), "m": RNG.normal(size=(5, 3)),
+             "v": RNG.uniform(0.01, 1, size=(5, 3)), "s": np.array(0.01), "c": np.array(0.2)}
+    return "adam_param", ins, {"eps": 1e-8}, feeds
+
+
+CASES = {"lerp": _case_lerp, "adam_param": _case_adam, "softmax_cross_entropy": _case_sce, "layer_norm": _case_ln, "gelu": _case_gelu,
+         "gelu_grad": _case_gelu_grad, "attention": _case_attention,
+         "attention_nomask": _case_attention_nomask}
+
+
+def _build(case, decomposed: bool):
+    """(graph, results): the op's value and its VJPs for a fixed random cotangent."""
+    g = Graph(case)
+    op, args, attrs, feeds = CASES[case](g)
+    prim = get_primitive(op)
+    out = prim.decomposition(g, args, attrs) if decomposed else g.add(op, args, attrs)
+    t = g.type(out)
+    ct = _inp(g, "ct_out", t.dtype, t.shape)
+    feeds = dict(feeds, ct_out=RNG.normal(size=t.shape) if t.shape else np.array(0.7))
+    wrt = list(dict.fromkeys(a for a in args if g.type(a).is_float))
+    results = {"value": out}
+    for a, c in zip(wrt, vjp(g, [out], [ct], wrt)):
+        results["d_" + g.node(a).attrs["name"]] = c
+    return g, results, feeds
+
+
+def _run(backend, g, results, feeds, dtype):
+    feeds = {k: (v.astype(dtype) if np.asarray(v).dtype.kind == "f" else v) for k, v in feeds.items()}
+    if backend == "numpy":
+        out = bnp.lower(g, results, dtype="f64" if dtype == np.float64 else "f32")(feeds)
+    elif backend == "torch":
+        import torch
+        import backends.torch as bt
+        m = bt.lower(g, results, dtype="f64" if dtype == np.float64 else "f32")
+        with torch.no_grad():
+            out = m({k: torch.as_tensor(np.asarray(v)) for k, v in feeds.items()})
+        out = {k: v.numpy() for k, v in out.items()}
+    else:
+        import backends.onnx as box
+        prog = box.lower_program(g, results, dtype="f32" if dtype == np.float32 else "f64")
+        out = prog(feeds)
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def test_every_composite_has_a_case():
+    composites = {n for n, p in all_primitives().items() if p.decomposition is not None}
+    covered = {CASES[c](Graph())[0] for c in CASES}
+    assert composites == covered
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "onnx"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_native_matches_decomposition(case, backend):
+    g_ref, r_ref, feeds = _build(case, decomposed=True)
+    ref = _run("numpy", g_ref, r_ref, feeds, np.float64)
+    g, r, _ = _build(case, decomposed=False)
+    got = _run(backend, g, r, feeds, np.float64)
+    assert set(got) == set(ref)
+    rtol = 1e-6 if backend == "onnx" and case.startswith("gelu") else 1e-9
+    for k in ref:
+        scale = max(1.0, float(np.max(np.abs(ref[k]))))
+        np.testing.assert_allclose(got[k], ref[k], rtol=0, atol=rtol * scale, err_msg=f"{case} {k}")
+
+
+def test_native_lowerings_are_used():
+    """The torch module calls the fused kernels (else the table would be dead code)."""
+    import backends.torch as bt
+    want = {"softmax_cross_entropy": "F.cross_entropy", "layer_norm": "F.layer_norm",
+            "gelu": "F.gelu", "attention": "F.scaled_dot_product_attention",
+            "attention_nomask": "F.scaled_dot_product_attention", "lerp": "torch.lerp",
+            "adam_param": "torch.addcdiv"}
+    for case, call in want.items():
+        g, r, _ = _build(case, decomposed=False)
+        assert call in bt.lower(g, {"value": r["value"]}).source
+
+
+def test_cross_entropy_is_stable_at_large_logits():
+    """logits near 1e4 differing by 1: logsumexp(z) - z_y would keep ~3 digits in f32."""
+    g = Graph("ce")
+    z = _inp(g, "z", "f32", (2, 3))
+    y = _inp(g, "y", "i64", (2,))
+    out = g.add("softmax_cross_entropy", [z, y], {})
+    zs = np.array([[1e4, 1e4 - 1, 1e4 - 2], [-1e4, -1e4 + 1, -1e4 + 3]], np.float32)
+    ys = np.array([0, 2])
+    zz = zs.astype(np.float64) - zs.astype(np.float64).max(-1, keepdims=True)
+    lp = zz - np.log(np.exp(zz).sum(-1, keepdims=True))
+    exact = -np.mean(lp[np.arange(2), ys])
+    for backend in ("numpy", "torch", "onnx"):
+        got = _run(backend, g, {"v": out}, {"z": zs, "y": ys}, np.float32)["v"]
+        assert abs(got - exact) <= 1e-6 * exact, backend  # a few f32 ulps of the loss itself
