@@ -17,7 +17,8 @@ sides draw nothing), with the same starting weights on both sides:
 * faults: minor page faults per dlc torch step (resource.getrusage), with glibc's
   allocator left as it is and with `compiler.memory.tune_allocator()`.
 
-Medians over repeats after warm-up (bench/run.py's `timeit`).
+Medians over repeats after warm-up; the eager and dlc torch steps' samples are
+interleaved (`paired`), the other contenders timed right after (bench/run.py's `timeit`).
 """
 from __future__ import annotations
 
@@ -316,6 +317,30 @@ CASES = [  # label, spec, hparams, eager builder, loss kind, inference output
 ]
 
 
+def paired(fa, fb, repeat, warmup=5, budget=0.2):
+    """Median seconds per call of fa and of fb, their samples interleaved (a, b, a, b,
+    ...) so that load from other jobs on a shared machine hits both alike."""
+    import statistics
+    import time
+    for _ in range(warmup):
+        fa()
+        fb()
+    t0 = time.perf_counter()
+    fa()
+    number = max(1, min(10000, int(budget / max(time.perf_counter() - t0, 1e-7))))
+    sa, sb = [], []
+    for _ in range(repeat):
+        for fn, acc in ((fa, sa), (fb, sb)):
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn()
+            acc.append((time.perf_counter() - t0) / number)
+    def stats(x):
+        return {"median_s": statistics.median(x), "min_s": min(x), "max_s": max(x),
+                "repeat": repeat, "number": number}
+    return stats(sa), stats(sb)
+
+
 def minor_faults(fn, n):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(n):
@@ -355,8 +380,7 @@ def bench_case(label, spec, hp, build, kind, out_kind, repeat, tmp):
     r["losses_dlc"] = [d_step() for _ in range(3)]
     r["losses_eager"] = [e_step() for _ in range(3)]
     d_step, (net, e_step) = dlc_torch_step(g, res, values, batch), eager()
-    r["eager"] = timeit(e_step, repeat=repeat, warmup=5)
-    r["dlc_torch"] = timeit(d_step, repeat=repeat, warmup=5)
+    r["eager"], r["dlc_torch"] = paired(e_step, d_step, repeat)
     r["faults_per_step"] = minor_faults(d_step, 20)  # after timeit's warm-up
     r["eager_faults_per_step"] = minor_faults(e_step, 20)
     try:

@@ -726,12 +726,33 @@ def model_notes(res: dict) -> list[str]:
                    "`gru` (a composite recognised from the cell) needs a fused backward "
                    "that torch exposes only through autograd, so dlc would have to call "
                    "autograd for that node; ONNX `LSTM` (inference) has the layout already.")
+    c = rows.get("cnn")
+    if c:
+        out.append("cnn missed (torch step, ORT inference): not profiled in this "
+                   "session. Suspects, unverified: the conv VJPs are two separate "
+                   "convolutions (`conv_transpose`, `conv_weight_grad`) where eager autograd "
+                   "calls one `convolution_backward`, and the max-pool VJP's scatter; for "
+                   "ORT, dlc adds the conv bias as a broadcast `Add` of a reshaped bias "
+                   "where torch's export passes it as `Conv`'s bias input.")
     t = rows.get("transformer")
     if t:
         out.append("transformer: layer norm, softmax cross-entropy and attention run as "
                    "`F.layer_norm`, `F.cross_entropy`, `F.scaled_dot_product_attention`; "
                    "the page faults (thousands per step with glibc's defaults) are gone "
-                   "with `tune_allocator` (`dlc train` applies it).")
+                   "with `tune_allocator` (`dlc train` applies it). Its gradient graph is "
+                   "3.04x its (now smaller) forward: see the graph-size note.")
+    out.append("The zoo-model table was measured by `python bench/models.py` run on its "
+               "own (the machine was shared with other benchmarks; eager and dlc samples "
+               "are interleaved to share that load) and merged with `--from-json`; "
+               "(e)'s hand-written baseline ran while other jobs loaded the machine, so "
+               "its 0.47x is not a real 2x win (it was 1.27x on an idle machine before "
+               "the native NumPy `softmax_cross_entropy`).")
+    out.append("Not done in this session: the `dlc train` loop vs the generated step "
+               "column, `dlc train --compile` (torch.compile of the "
+               "generated step), a variadic `_foreach_*` optimizer composite, fused "
+               "LSTM/GRU lowerings, batch norm as a composite; peak memory of LSTM "
+               "T = 200 was not re-measured (the backward now stores 5 gate activations "
+               "per step, as eager does, instead of recomputing them).")
     return out
 
 

@@ -265,16 +265,19 @@ def _read_residuals(g: Graph, n: int, bb: Graph, m: dict, body: Graph, step_inpu
             per_step.add(u)
     live = bb.ancestors([x for group in results for x in group])
     need = []
+
+    def storable(v):  # a tensor (not a nested scan's tuple), computed per step
+        return (v in clones and v in per_step and v not in step_inputs and v not in need
+                and bb.node(v).op not in SOURCE_OPS and not isinstance(bb.type(v), tuple))
     for u in sorted(live):
         if u in clones:
             continue
         for a in bb.node(u).args:
-            if (a in clones and a in per_step and a not in step_inputs
-                    and bb.node(a).op not in SOURCE_OPS and a not in need):
+            if storable(a):
                 need.append(a)
     for group in results:
         for r in group:
-            if r in clones and r in per_step and r not in step_inputs and r not in need:
+            if storable(r):
                 need.append(r)
     # the forward scan emits them (appended: earlier projections keep their indices)
     node = g.node(n)
