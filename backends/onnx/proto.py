@@ -34,6 +34,9 @@ def _pb2():
     if spec is None or spec.origin is None:
         raise ImportError("the onnx package is not installed")
     path = Path(spec.origin).parent / "onnx_ml_pb2.py"
+    if not path.is_file():  # another onnx layout: pay for the full import instead
+        import onnx
+        return onnx.onnx_ml_pb2
     s = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(s)
     sys.modules[name] = mod

@@ -10,8 +10,10 @@ from compiler.transform.passes import optimize
 def compile_to(m, backend: str, path, *, train_step: bool = False, dtype: str = "f32",
                seed: int = 0) -> dict:
     path = Path(path)
-    params = m.init_params(seed)
     if backend == "onnx":
+        # a train step takes the params as inputs: initialising them (and elaborating
+        # the evaluation graph for their shapes) would be wasted work
+        params = None if train_step else m.init_params(seed)
         model = m.export_onnx(path, params, train_step=train_step, dtype=dtype)
         return {"path": str(path), "backend": backend, "train_step": train_step,
                 "inputs": [i.name for i in model.graph.input],

@@ -76,7 +76,7 @@ class Graph:
             type: Any = None) -> int:
         """Append ``op(*args)`` and return its id; the type comes from the op's rule."""
         prim = get_primitive(op)
-        args = tuple(int(a) for a in args)
+        args = tuple(map(int, args))
         attrs = dict(attrs or {})
         data = self._data
         for a in args:

@@ -437,11 +437,23 @@ class Adam(Optimizer):
         if self.amsgrad:
             v = g.op("maximum", slots["v_max"], v)
             new["v_max"] = v
+        bc2, step_size = self._step_scalars(g, step, lr)
+        return g.op("adam_param", p, m, v, step_size, bc2, eps=float(self.eps)), new
+
+    def _step_scalars(self, g, step, lr):
+        """``sqrt(1 - b2^k)`` and ``lr / (1 - b1^k)``: the same for every parameter, so
+        built once per graph and (step, lr) node rather than once per parameter."""
+        memo = self.__dict__.setdefault("_scalars", {})
+        hit = memo.get((id(g), step, lr))
+        if hit is not None and hit[0] is g:
+            return hit[1]
+        b1, b2 = self.beta1, self.beta2
         k = g.op("add", step, _k(g, 1.0, step))
         bc1 = g.op("sub", _k(g, 1.0, k), g.op("pow", _k(g, b1, k), k))
         bc2 = g.op("sqrt", g.op("sub", _k(g, 1.0, k), g.op("pow", _k(g, b2, k), k)))
-        step_size = g.op("div", lr, bc1)
-        return g.op("adam_param", p, m, v, step_size, bc2, eps=float(self.eps)), new
+        out = (bc2, g.op("div", lr, bc1))
+        memo[(id(g), step, lr)] = (g, out)
+        return out
 
 
 class AdamW(Adam):
