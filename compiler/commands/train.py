@@ -94,7 +94,7 @@ def _train_and_report(tr: Trainer, model, cfg: TrainConfig, out: Path, args, qui
     try:
         tr.run()
     except Diverged as e:  # the last checkpoint (of finite values) stays as it was
-        if not getattr(args, "json", False):
+        if not getattr(args, "json", False) and tr.comm.main:  # (every rank stops)
             print(("\n" if not quiet else "") + e.rendered, file=sys.stderr)
         return EXIT_FAIL, e.payload
     except KeyboardInterrupt:
