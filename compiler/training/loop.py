@@ -129,7 +129,8 @@ class Trainer:
         # metrics, new states): their row-weighted average over ranks is the global one
         out, _ = self.comm.reduce_mean(grad_prog(feeds), weight)
         self._check_finite(sg, feeds, out, step)  # the same on every rank: all stop
-        upd = update_prog({**feeds, **{k: out[k] for k in sg.reduced}})
+        feeds = {**feeds, **{k: out[k] for k in sg.reduced}}
+        upd = update_prog(feeds)
         self._check_finite(sg, feeds, upd, step)
         return {**out, **upd}
 
