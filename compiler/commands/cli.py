@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--steps", type=int, default=None, help="override the train block's steps")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
+    c.add_argument("--nproc", type=int, default=None,
+                   help="data-parallel: launch N local processes (torch.distributed.run)")
+    c.add_argument("--dist-timeout", type=float, default=None,
+                   help="seconds a collective waits for a missing rank (default 300)")
+    c.add_argument("--dtype", default="f32", choices=["f32", "f64"], help="run dtype")
     return p
 
 
@@ -94,9 +99,10 @@ def main(argv=None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
+        args.argv = argv  # `dlc train --nproc N` relaunches itself with it
         handler = COMMANDS[args.command]
         code, payload = handler(args)
-        if args.json:
+        if args.json and payload is not None:
             print(json.dumps(payload, default=_json_default))
         return code
     except UsageError as e:

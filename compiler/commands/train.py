@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from compiler.core.threads import limit_cpu_threads, thread_limit
-from compiler.training import checkpoint
+from compiler.training import checkpoint, distributed
 from compiler.training.loop import (
     CHECKPOINT,
     CURVES,
@@ -27,17 +27,56 @@ from dsl.errors import SpecError
 
 def run_training(model, args) -> tuple[int, dict]:
     """`dlc train`: returns (exit code, the JSON payload `--json` prints)."""
+    nproc = getattr(args, "nproc", None)
+    if nproc is not None and nproc < 1:
+        raise SpecError("--nproc must be at least 1")
+    if nproc and nproc > 1 and not distributed.launched():
+        return _launch(args, nproc)
+    try:
+        comm = distributed.from_env(getattr(args, "device", "cpu"),
+                                    getattr(args, "dist_timeout", None) or
+                                    distributed.DEFAULT_TIMEOUT)
+    except distributed.DistributedError as e:
+        return _dist_failure(e, args)
+    try:
+        return _run_training(model, args, comm)
+    except distributed.DistributedError as e:
+        return _dist_failure(e, args)
+    finally:
+        comm.close()
+
+
+def _launch(args, nproc: int) -> tuple[int, dict]:
+    """`--nproc N` without a launcher around us: become the launcher."""
+    argv = distributed.strip_nproc(list(getattr(args, "argv", None) or sys.argv[1:]))
+    try:
+        distributed.launch(argv, nproc)
+    except distributed.DistributedError as e:
+        return _dist_failure(e, args)
+    return EXIT_OK, None  # rank 0 printed the summary (or the JSON) itself
+
+
+def _dist_failure(e, args) -> tuple[int, dict]:
+    if not getattr(args, "json", False):
+        print(f"error: {e}", file=sys.stderr)
+    return EXIT_FAIL, {"error": "DistributedError", "message": str(e)}
+
+
+def _run_training(model, args, comm) -> tuple[int, dict]:
     cfg = parse_train(model)
     _apply_overrides(cfg, args)
     model = model_for(model, cfg)
     seed = args.seed if getattr(args, "seed", None) else cfg.seed
     out = Path(args.out) if getattr(args, "out", None) else Path("runs") / model.name
-    out.mkdir(parents=True, exist_ok=True)
-    quiet = bool(getattr(args, "quiet", False) or getattr(args, "json", False))
+    if comm.main:
+        out.mkdir(parents=True, exist_ok=True)
+    # ranks other than 0 train silently: rank 0 prints the summary and writes the files
+    quiet = bool(getattr(args, "quiet", False) or getattr(args, "json", False)) or not comm.main
     parts = _split(cfg, model)
     tr = Trainer(model, cfg, parts, backend=getattr(args, "backend", "numpy"),
                  device=getattr(args, "device", "cpu"), seed=seed, out=out,
-                 progress=None if quiet else Progress())
+                 progress=None if quiet else Progress(), comm=comm,
+                 dtype=getattr(args, "dtype", None) or "f32")
     if getattr(args, "resume", False):
         try:
             tr.load_checkpoint()
@@ -55,21 +94,25 @@ def _train_and_report(tr: Trainer, model, cfg: TrainConfig, out: Path, args, qui
     try:
         tr.run()
     except Diverged as e:  # the last checkpoint (of finite values) stays as it was
-        if not getattr(args, "json", False):
+        if not getattr(args, "json", False) and tr.comm.main:  # (every rank stops)
             print(("\n" if not quiet else "") + e.rendered, file=sys.stderr)
         return EXIT_FAIL, e.payload
     except KeyboardInterrupt:
-        tr.save_checkpoint()
+        if tr.comm.main:
+            tr.save_checkpoint()
         msg = (f"interrupted at step {tr.pos.round}; checkpoint written to "
                f"{out / CHECKPOINT} (continue with --resume)")
         if not getattr(args, "json", False):
             print("\n" + msg, file=sys.stderr)
         return EXIT_INTERRUPTED, {"error": "Interrupted", "message": msg,
                                   "step": tr.pos.round, "checkpoint": str(out / CHECKPOINT)}
-    tr.save_checkpoint()  # the final training state (resumable with more epochs)
+    if tr.comm.main:
+        tr.save_checkpoint()  # the final training state (resumable with more epochs)
     if cfg.early_stop is not None:
         tr.restore_best()
     payload = _finish(tr, model, cfg, out)
+    if not tr.comm.main:
+        return EXIT_OK, None  # (main prints no JSON for a None payload)
     if not getattr(args, "json", False):
         print(render_summary(payload))
     return EXIT_OK, payload
@@ -92,6 +135,8 @@ def _finish(tr: Trainer, model, cfg: TrainConfig, out: Path) -> dict:
              "val": tr.evaluate(tr.val_ds, values),
              "test": tr.evaluate(tr.test_ds, values)}
     files = {"checkpoint": str(out / CHECKPOINT)}
+    if not tr.comm.main:  # the evaluations above are collective; the files are rank 0's
+        return {}
     if tr.pos.history:
         write_metrics_csv(out / METRICS, tr.pos.history)
         files["metrics"] = str(out / METRICS)
@@ -106,6 +151,7 @@ def _finish(tr: Trainer, model, cfg: TrainConfig, out: Path) -> dict:
         export_error = f"{type(e).__name__}: {e}"
     p = tr.pos
     payload = {"model": model.name, "data": cfg.data, "backend": tr.backend, "seed": tr.seed,
+               **({"processes": tr.comm.world} if tr.comm.active else {}),
                "epochs": round(p.round / tr.nb, 4), "steps": p.round,
                "time_s": round(p.elapsed, 3), "stopped_early": p.stopped,
                **final, "run_dir": str(out), "files": files}

@@ -7,6 +7,7 @@ parameter initialisation only on the seed; a checkpoint records the batch positi
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import math
@@ -18,6 +19,7 @@ import numpy as np
 
 from compiler.core import backend_registry, noise
 from compiler.training import checkpoint
+from compiler.training.distributed import Comm
 from compiler.training.reporting import write_metrics_csv
 from compiler.training.step_check import finite_and_scalars
 from compiler.training.spec import TrainConfig
@@ -77,17 +79,22 @@ class Position:
 
 class Trainer:
     def __init__(self, model, cfg: TrainConfig, parts, *, backend="numpy", device="cpu",
-                 seed=0, out: Path, progress=None):
+                 seed=0, out: Path, progress=None, comm: Comm | None = None,
+                 dtype: str = "f32"):
         self.model, self.cfg, self.backend, self.device = model, cfg, backend, device
-        self.seed, self.out = seed, out
+        self.seed, self.out, self.dtype = seed, out, dtype
+        # data-parallel: each step is split into a gradient half and an update half,
+        # with one all-reduce between them (compiler/training/distributed.py)
+        self.comm = comm or Comm()
         self.train_ds, self.val_ds, self.test_ds = parts
         if self.train_ds.n == 0:
             raise SpecError("the training part of the split is empty", cfg.data_span)
         self.nb = self.train_ds.num_batches(cfg.batch)
         self.total_rounds = _rounds(cfg, self.nb)
-        self.steps = [build_step(model, cfg, grp, self.total_rounds * grp.steps)
-                      for grp in cfg.groups]
-        self.programs = [self._lower(sg.graph, sg.results) for sg in self.steps]
+        self.steps = [build_step(model, cfg, grp, self.total_rounds * grp.steps,
+                                 split=self.comm.active) for grp in cfg.groups]
+        self.programs = [self._lower_halves(sg) if sg.split else
+                         self._lower(sg.graph, sg.results) for sg in self.steps]
         eg = model.graph
         self.eval_names = [k for k, kind in eg.output_kinds.items() if kind in ("loss", "metric")
                            and _is_scalar(eg, eg.outputs[k])]
@@ -102,7 +109,38 @@ class Trainer:
         self.progress = progress
 
     def _lower(self, graph, results):
-        return self.model.lower(results, graph, self.backend, "f32", self.device)
+        return self.model.lower(results, graph, self.backend, self.dtype, self.device)
+
+    def _lower_halves(self, sg: StepGraph):
+        grad_res, upd_res = sg.halves()
+        # the update half needs no forward pass: drop the graph's state updates, which
+        # `optimize` would otherwise keep alive (they belong to the gradient half)
+        ug = copy.copy(sg.graph)
+        ug.updates = {}
+        return self._lower(sg.graph, grad_res), self._lower(ug, upd_res)
+
+    def _step(self, sg: StepGraph, prog, feeds: dict, weight: int, step: int):
+        """One step program; data-parallel: gradient half, all-reduce, update half.
+        Returns (results, the logged scalars), read back with the finite check at once."""
+        if not sg.split:
+            out = prog(feeds)
+            finite, scalars = finite_and_scalars(out, sg.logged)  # one host sync
+            if not finite:
+                self._check_finite(sg, feeds, out, step)  # names the culprit
+            return out, scalars
+        grad_prog, update_prog = prog
+        # every result of the gradient half is a per-sample mean (gradients, losses,
+        # metrics, new states): their row-weighted average over ranks is the global one
+        out, _ = self.comm.reduce_mean(grad_prog(feeds), weight)
+        if not finite_and_scalars(out, ())[0]:
+            self._check_finite(sg, feeds, out, step)  # the same on every rank: all stop
+        feeds = {**feeds, **{k: out[k] for k in sg.reduced}}
+        upd = update_prog(feeds)
+        merged = {**out, **upd}
+        finite, scalars = finite_and_scalars(merged, sg.logged)
+        if not finite:
+            self._check_finite(sg, feeds, upd, step)
+        return merged, scalars
 
     # -- the loop --
     def run(self):
@@ -141,15 +179,15 @@ class Trainer:
         noise_step = self.pos.noise_step
         group_steps = dict(self.pos.group_steps)
         logged = {}
+        n = len(next(iter(batch.values())))  # the global batch's rows
+        batch, weight = self.comm.shard(batch)
+        seed = self.comm.noise_seed(self.seed)
         for sg, prog in zip(self.steps, self.programs):
             for _ in range(sg.group.steps):
                 feeds = {**values, **batch,
-                         **noise.draw(sg.graph, batch, self.seed, noise_step, sg.noise_names),
+                         **noise.draw(sg.graph, batch, seed, noise_step, sg.noise_names),
                          "step": np.asarray(group_steps[sg.group.name], np.float32)}
-                out = prog(feeds)
-                finite, scalars = finite_and_scalars(out, sg.logged)  # one host sync
-                if not finite:
-                    self._check_finite(sg, feeds, out, noise_step)  # names the culprit
+                out, scalars = self._step(sg, prog, feeds, weight, noise_step)
                 for k, v in out.items():
                     if k.startswith("new:"):
                         values[k[4:]] = v
@@ -157,7 +195,6 @@ class Trainer:
                 noise_step += 1
                 group_steps[sg.group.name] += 1
         self.values = values
-        n = len(next(iter(batch.values())))
         for k, v in logged.items():
             self.pos.sums[k] = self.pos.sums.get(k, 0.0) + v * n
         self.pos.count += n
@@ -195,15 +232,17 @@ class Trainer:
             feeds = {**self.values, **{k[len("snapshot:"):]: self.values[k]
                                        for k in sg.snapshots}}
             total, n = {}, 0
+            seed = self.comm.noise_seed(self.seed)
             for i, batch in enumerate(self.train_ds.batches(self.cfg.batch, shuffle=False)):
+                batch, m = self.comm.shard(batch)  # data-parallel: this rank's rows
                 step = SNAPSHOT_NOISE + self.pos.epoch * self.nb + i
-                out = prog({**feeds, **batch, **noise.draw(sg.graph, batch, self.seed, step, sg.noise_names)})
-                m = len(next(iter(batch.values())))
+                out = prog({**feeds, **batch, **noise.draw(sg.graph, batch, seed, step, sg.noise_names)})
                 for k, v in out.items():
                     total[k] = total.get(k, 0.0) + _numpy(v).astype(np.float64) * m
                 n += m
+            means, _ = self.comm.reduce_mean({k: v / max(n, 1) for k, v in total.items()}, n)
             for mu, p in sg.mus.items():
-                self.values[mu] = (total[f"grad:{p}"] / n).astype(np.float32)
+                self.values[mu] = means[f"grad:{p}"].astype(_numpy(self.values[p]).dtype)
 
     # -- evaluation --
     def eval_values(self) -> dict:
@@ -221,12 +260,16 @@ class Trainer:
         sums, n = {}, 0
         with _no_grad(self.backend):
             for i, batch in enumerate(ds.batches(EVAL_BATCH, shuffle=False)):
+                if i % self.comm.world != self.comm.rank:  # data-parallel: every world-th
+                    continue
                 noise_feeds = noise.draw(self.model.graph, batch, self.seed, EVAL_NOISE + i)
                 out = self.eval_prog({**values, **batch, **noise_feeds})
                 m = len(next(iter(batch.values())))
                 for k in self.eval_names:
                     sums[k] = sums.get(k, 0.0) + float(_numpy(out[k])) * m
                 n += m
+        sums = {k: sums.get(k, 0.0) for k in self.eval_names}  # a rank may have had none
+        sums, n = self.comm.reduce_sums(sums, n)
         return {k: v / n for k, v in sums.items()}
 
     def _evaluate_and_log(self):
@@ -243,8 +286,9 @@ class Trainer:
         self._early_stopping(val)
         if self.progress:
             self.progress.row(self, row)
-        self.save_checkpoint()
-        write_metrics_csv(self.out / METRICS, p.history)
+        if self.comm.main:  # only rank 0 writes
+            self.save_checkpoint()
+            write_metrics_csv(self.out / METRICS, p.history)
 
     def _early_stopping(self, val: dict):
         es, p = self.cfg.early_stop, self.pos

@@ -45,6 +45,19 @@ class StepGraph:
     snapshots: dict = field(default_factory=dict)  # "snapshot:P" -> P (SVRG)
     mus: dict = field(default_factory=dict)        # "opt.P.mu" -> P (SVRG)
     logged: dict = field(default_factory=dict)     # scalar result -> name in the logs
+    # split=True (data-parallel): the gradients are results ``grad:P`` (SVRG's batch
+    # gradient at the snapshot ``gsnap:P``) and the update reads inputs of the same
+    # names, so a caller can all-reduce them between the two halves of the step.
+    split: bool = False
+    reduced: list = field(default_factory=list)    # the gradient results to all-reduce
+    update_results: set = field(default_factory=set)  # results of the update half
+
+    def halves(self) -> tuple[dict, dict]:
+        """(gradient results, update results) of a split step: the gradient half is the
+        forward pass, losses, metrics, state/rule updates and ``grad:P``; the update half
+        reads ``grad:P`` (and params, slots, ``step``) and computes ``new:P``, slots, lr."""
+        upd = {k: n for k, n in self.results.items() if k in self.update_results}
+        return {k: n for k, n in self.results.items() if k not in upd}, upd
 
     @property
     def noise_names(self) -> frozenset:
@@ -97,11 +110,27 @@ def _pick_group(cfg: TrainConfig, player: str | None) -> Group:
     raise KeyError(f"no player {player!r}; players: {', '.join(g.name for g in cfg.groups)}")
 
 
-def build_step(model, cfg: TrainConfig, group: Group, total_steps: int) -> StepGraph:
+def build_split_step(model, spec: TrainConfig | None = None, player: str | None = None, *,
+                     total_steps: int | None = None) -> tuple[Graph, dict, dict]:
+    """The train step cut in two for an external all-reduce: ``(graph, gradient results,
+    update results)``. Run the gradient half on each worker's shard, average its
+    ``grad:P`` results over workers (weighted by shard size), feed them as the inputs
+    ``grad:P`` of the update half. (docs/distributed.md)"""
+    cfg = spec or parse_train(model)
+    m = model_for(model, cfg)
+    group = _pick_group(cfg, player)
+    if total_steps is None:
+        total_steps = total_rounds(cfg, m) * group.steps
+    sg = build_step(m, cfg, group, total_steps, split=True)
+    return (sg.graph, *sg.halves())
+
+
+def build_step(model, cfg: TrainConfig, group: Group, total_steps: int, *,
+               split: bool = False) -> StepGraph:
     # A private training-mode graph: the step adds inputs and nodes to it.
     g = elaborate(model.program, model.model_name, model.hparams, training=True,
                   dims=model.dims, extra=cfg.updates)
-    sg = StepGraph(g, {}, group)
+    sg = StepGraph(g, {}, group, split=split)
     _loss_and_metrics(sg, cfg)
     _state_and_rule_updates(sg, cfg)
     if group.optimizer is not None and group.params:
@@ -141,6 +170,8 @@ def _optimizer_step(sg: StepGraph, cfg: TrainConfig, total_steps: int):
     nodes = [params[p] for p in names]
     loss = res["loss"]
     grads = _grad(g, loss, nodes)
+    if sg.split:  # the update reads the (all-reduced) gradients as inputs
+        grads = _split_off(sg, "grad:", names, nodes, grads)
     if group.clip_grad_norm:
         grads = optim.clip_by_global_norm(g, grads, group.clip_grad_norm)
     step = _source(g, "input", "step", "f32", ())
@@ -154,11 +185,14 @@ def _optimizer_step(sg: StepGraph, cfg: TrainConfig, total_steps: int):
                             group.schedule.span) from None
     lr = sched.build(g, step, g.const(float(opt.hyper["lr"]), "f32"))
     res["lr"] = lr
+    sg.update_results.add("lr")
     sg.logged["lr"] = f"{group.name}.lr" if cfg.players else "lr"
     g_snaps = {}
     if "g_snap" in sum((opt.inputs(p, g.type(n)) for p, n in zip(names, nodes)), []):
         # SVRG: the batch gradient at the snapshot params, inside this same graph
         snaps, gs = optim.snapshot_gradients(g, loss, nodes, prefix="snapshot:")
+        if sg.split:
+            gs = _split_off(sg, "gsnap:", names, nodes, gs)
         g_snaps = dict(zip(names, gs))
         sg.snapshots = {f"snapshot:{p}": p for p in names}
     for p, node, gr in zip(names, nodes, grads):
@@ -176,13 +210,27 @@ def _optimizer_step(sg: StepGraph, cfg: TrainConfig, total_steps: int):
         new_p, new_slots = opt.update(g, node, gr, slots, step, lr,
                                       decay_mask=optim.decays(p, t))
         res["new:" + p] = new_p
+        sg.update_results.add("new:" + p)
         for s, n in new_slots.items():
             res[f"new:opt.{p}.{s}"] = n
+            sg.update_results.add(f"new:opt.{p}.{s}")
         if cfg.average is not None:
             avg = _source(g, "input", f"avg.{p}", t.dtype, t.shape)
             decay = cfg.average.kwargs["decay"] if cfg.average.name == "polyak" else None
             res[f"new:avg.{p}"] = optim.polyak_update(g, avg, new_p, decay, step=step)
+            sg.update_results.add(f"new:avg.{p}")
             sg.averages[f"avg.{p}"] = p
+
+
+def _split_off(sg: StepGraph, prefix: str, names, nodes, grads) -> list:
+    """Gradient nodes become results `prefix+P`; inputs of the same names replace them."""
+    out = []
+    for p, node, gr in zip(names, nodes, grads):
+        t = sg.graph.type(node)
+        sg.results[prefix + p] = gr
+        sg.reduced.append(prefix + p)
+        out.append(_source(sg.graph, "input", prefix + p, t.dtype, t.shape))
+    return out
 
 
 def _source(g: Graph, op: str, name: str, dtype: str, shape) -> int:
