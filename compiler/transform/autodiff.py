@@ -49,9 +49,18 @@ def vjp(g: Graph, outputs: list[int], cts: list[int], wrt: list[int], *, span=No
     reach_back = set(outputs)
     for o in outputs:
         reach_back |= nx.ancestors(g.nx, o)
+    # Forward reach stops at stop_gradient: what lies only behind one (floor of a
+    # stopped value, say) gets no cotangent, so it needs no VJP rule.
     reach_fwd = set(wrt)
-    for w in wrt:
-        reach_fwd |= nx.descendants(g.nx, w)
+    todo = list(wrt)
+    while todo:
+        u = todo.pop()
+        if g.node(u).op == "stop_gradient":
+            continue
+        for v in g.nx.successors(u):
+            if v not in reach_fwd:
+                reach_fwd.add(v)
+                todo.append(v)
     relevant = {n for n in reach_back & reach_fwd if _differentiable(g.type(n))}
 
     acc: dict[int, int] = {}
@@ -82,9 +91,9 @@ def vjp(g: Graph, outputs: list[int], cts: list[int], wrt: list[int], *, span=No
             i = node.attrs["index"]
             d[i] = ct if i not in d else g.op("add", d[i], ct)
             continue
-        if n in wrt_set and not any(a in relevant for a in node.args):
-            continue
         prim = get_primitive(node.op)
+        if not any(a in relevant for i, a in enumerate(node.args) if i not in prim.static_args):
+            continue  # a wrt leaf, or a node no differentiable path runs through
         try:
             rule = prim.get_vjp()
         except MissingRule as e:
@@ -140,7 +149,10 @@ def _scan_vjp(g: Graph, n: int, out_cts: dict[int, int], span) -> list:
     nc, nx_, nk = a["n_carry"], a["n_x"], a["n_const"]
     inits, xs, ks = node.args[:nc], node.args[nc:nc + nx_], node.args[nc + nx_:]
     results = body.meta["results"]
-    n_y = len(results) - nc if "stored_from" not in a else a["stored_from"] - nc
+    # Every y counts, the stored carries too: in a second differentiation the
+    # first VJP's reverse scan reads them, so cotangents reach them and must flow
+    # back into the forward body (treating them as constants loses d2/dcarry2).
+    n_y = len(results) - nc
     for i in range(nc):
         if not g.type(inits[i]).is_float:
             raise SpecError("cannot differentiate a scan with an integer carry", node.span or span)
