@@ -144,6 +144,10 @@ def repeat(ev, args, kwargs, span, scope):
     n = ev.eval(args[0], scope)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise SpecError(f"repeat needs a positive integer count, found {_describe(n)}", args[0].span)
+    from compiler.core.limits import describe, limit
+    if n > limit("DLC_MAX_REPEAT"):
+        raise SpecError(f"repeat count {n:,} is over the limit of {describe('DLC_MAX_REPEAT')}",
+                        args[0].span)
     items = []
     for _ in range(n):
         v = ev.eval(args[1], scope)
