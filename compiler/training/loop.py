@@ -177,6 +177,10 @@ class Trainer:
         if where is not None:
             op, span = where
             msg += f"; the first non-finite value is computed by `{op}` here"
+        elif sg.group.optimizer is not None and sg.group.optimizer.span is not None:
+            # the model's own values are finite: the update made it (lr = huge, eps = 0)
+            span = sg.group.optimizer.span
+            msg += f"; the model's values are finite, so the update of `{sg.group.optimizer.name}` made it"
         err = SpecError(msg, span, hint="lower the learning rate, clip gradients "
                         "(`clip_grad_norm`), or guard logs and divisions")
         payload = err.to_json()
