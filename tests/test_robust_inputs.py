@@ -117,4 +117,4 @@ def test_fifo_as_spec_does_not_hang(tmp_path, capsys):
     fifo = tmp_path / "spec.dl"
     os.mkfifo(fifo)
     assert run(capsys, "check", fifo)[0] == 2
-    assert run(capsys, "check", tmp_path)[0] == 2
+    assert run(capsys, "check", tmp_path)[0] == 1  # a directory: the loader's located error

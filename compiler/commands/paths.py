@@ -30,9 +30,9 @@ def check_spec_path(path: str) -> None:
     if path == "":
         raise UsageError("the spec path is empty")
     st = _stat(path, "spec")
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise UsageError(f"spec {_short(path)} is {kind}")
+    # a directory is the loader's own error (exit 1); a FIFO or a device would block
+    if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise UsageError(f"spec {_short(path)} is not a regular file (a FIFO, a device or a socket)")
 
 
 def check_output_file(path: str, flag: str = "-o") -> None:
