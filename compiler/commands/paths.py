@@ -42,6 +42,9 @@ def check_output_file(path: str, flag: str = "-o") -> None:
     st = _stat(path, flag)
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise UsageError(f"{flag} {_short(path)} is a directory")
+    if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+        # a FIFO would block the write until someone reads it
+        raise UsageError(f"{flag} {_short(path)} is not a regular file (a FIFO or a socket)")
     parent = os.path.dirname(os.path.abspath(path)) or "."
     pst = _stat(parent, flag)
     if pst is None:
