@@ -118,3 +118,34 @@ def test_fifo_as_spec_does_not_hang(tmp_path, capsys):
     os.mkfifo(fifo)
     assert run(capsys, "check", fifo)[0] == 2
     assert run(capsys, "check", tmp_path)[0] == 1  # a directory: the loader's located error
+
+
+def _tamper(path, change_tensor=None, position=None):
+    import json as _json
+
+    from compiler.training import checkpoint
+    tensors, meta = checkpoint.load(path)
+    if change_tensor:
+        tensors = change_tensor(dict(tensors))
+    if position is not None:
+        meta = dict(meta, position=position)
+    meta.pop("format", None)
+    checkpoint.save(path, tensors, meta)
+    _json.dumps(meta)
+
+
+@pytest.mark.parametrize("how", ["f64", "i64", "shape", "garbage", "negative", "unknown", "type"])
+def test_inconsistent_checkpoints_are_clear_errors(tmp_path, capsys, how):
+    import numpy as np
+    out = tmp_path / "run"
+    assert run(capsys, "train", LR, "--out", out, "--steps", "1", "--quiet")[0] == 0
+    ck = next(p for p in out.iterdir() if p.name.startswith("checkpoint"))
+    tensor = {"f64": lambda t: {**t, "w": t["w"].astype(np.float64)},
+              "i64": lambda t: {**t, "w": t["w"].astype(np.int64)},
+              "shape": lambda t: {**t, "w": np.zeros(3, np.float32)}}.get(how)
+    position = {"garbage": "garbage", "negative": {"epoch": -4},
+                "unknown": {"epoch": 0, "wormhole": 1}, "type": {"batch": "three"}}.get(how)
+    _tamper(ck, tensor, position)
+    rc, err = run(capsys, "train", LR, "--out", out, "--steps", "2", "--quiet", "--resume")
+    assert rc == 1
+    assert "checkpoint" in err and len(err.strip().splitlines()) <= 3
