@@ -294,7 +294,8 @@ def _onnx_mean(o, n, x):
     if all(isinstance(d, int) and d > 0 for d in dims):
         return _onnx_reduce("ReduceMean")(o, n, x)
     total = _onnx_reduce("ReduceSum")(o, n, x)
-    count = o.op("ReduceProd", o.dims(dims), keepdims=0)
+    # the count from the value's own run-time shape (not from the dims' symbols)
+    count = o.op("ReduceProd", o.op("Gather", o.shape_of(x), o.ints(list(axes)), axis=0), keepdims=0)
     return o.op("Div", total, o.cast(count, n.type.dtype))
 
 
