@@ -83,7 +83,7 @@ def test_divergence_in_the_update_points_at_the_optimizer(tmp_path, capsys):
     ["train", LR, "--steps", "0"],
     ["train", LR, "--steps", "-3"],
     ["train", LR, "--epochs", "0"],
-    ["equiv", LR, "--steps", "0"],
+    ["equiv", LR, "--steps", "-1"],
 ])
 def test_non_positive_counts_are_usage_errors(capsys, argv):
     assert run(capsys, *argv)[0] == 2

@@ -51,6 +51,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    """argparse type: an integer >= 0 (equiv --steps 0 compares no training step)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dlc", description="Compile and run .dl deep-learning specs.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -77,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("equiv", help="compare backends: outputs, gradients and training steps")
     _add_common(c)
-    c.add_argument("--steps", type=_positive, default=3)
+    c.add_argument("--steps", type=_non_negative, default=3, help="training steps compared (0: none)")
     c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
