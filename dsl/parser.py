@@ -287,7 +287,10 @@ class ToAst(Transformer):
         return A.Num(int(digits), span=_tok_span(c[0]))
 
     def float_(self, meta, c):
-        return A.Num(float(c[0]), span=_tok_span(c[0]))
+        value = float(c[0])
+        if value in (float("inf"), float("-inf")):  # 1e999: not a number any backend can hold
+            raise ParseError("float literal too large (at most about 1.8e308)", _tok_span(c[0]))
+        return A.Num(value, span=_tok_span(c[0]))
 
     def string(self, meta, c):
         return A.Str(_unquote(c[0]), span=_tok_span(c[0]))

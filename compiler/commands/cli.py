@@ -40,6 +40,28 @@ def _hparams(items):
     return out
 
 
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1 (a count of steps, epochs, entries)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    """argparse type: an integer >= 0 (equiv --steps 0 compares no training step)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dlc", description="Compile and run .dl deep-learning specs.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -60,13 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("gradcheck", help="symbolic gradients vs finite differences (float64)")
     _add_common(c)
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--max-entries", type=int, default=64,
+    c.add_argument("--max-entries", type=_positive, default=64,
                    help="entries checked per tensor (all of them when the tensor is smaller)")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
 
     c = sub.add_parser("equiv", help="compare backends: outputs, gradients and training steps")
     _add_common(c)
-    c.add_argument("--steps", type=int, default=3)
+    c.add_argument("--steps", type=_non_negative, default=3, help="training steps compared (0: none)")
     c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
@@ -78,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=None, help="overrides the train block's seed")
     c.add_argument("--out", default=None, help="run directory (default runs/<model>)")
     c.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
-    c.add_argument("--epochs", type=int, default=None, help="override the train block's epochs")
-    c.add_argument("--steps", type=int, default=None, help="override the train block's steps")
+    c.add_argument("--epochs", type=_positive, default=None, help="override the train block's epochs")
+    c.add_argument("--steps", type=_positive, default=None, help="override the train block's steps")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
     c.add_argument("--nproc", type=int, default=None,
@@ -135,6 +157,8 @@ def _json_default(o):
 
 def _load(args):
     from compiler import api
+    from compiler.commands.paths import check_spec_path
+    check_spec_path(args.file)
     return api.load(args.file, model=getattr(args, "model", None), hparams=_hparams(getattr(args, "set", None)))
 
 
@@ -151,9 +175,12 @@ def cmd_check(args):
 
 def cmd_compile(args):
     from compiler.commands.compile import compile_to
+    from compiler.commands.paths import check_output_file, writing
+    check_output_file(args.output, "-o")
     m = _load(args)
-    info = compile_to(m, args.to, args.output, train_step=args.train_step, dtype=args.dtype,
-                      seed=args.seed)
+    with writing(args.output, "-o"):
+        info = compile_to(m, args.to, args.output, train_step=args.train_step, dtype=args.dtype,
+                          seed=args.seed)
     if not args.json:
         print(f"wrote {info['path']} ({info['backend']}{', train step' if args.train_step else ''})")
     return EXIT_OK, info
@@ -189,10 +216,12 @@ def cmd_equiv(args):
 
 
 def cmd_train(args):
+    from compiler.commands.paths import check_run_dir
     from compiler.commands.train import run_training
     from compiler.training.memory import tune_allocator
     tune_allocator()  # keep freed step temporaries (DLC_MALLOC=off to opt out)
     m = _load(args)
+    check_run_dir(args.out, "--out")
     return run_training(m, args)
 
 

@@ -89,6 +89,7 @@ class Graph:
                 type = prim.infer([data[a]["type"] for a in args], attrs)
             except TypeMismatch as e:
                 raise ShapeError(f"{_op_label(op)}: {e}", span) from None
+        _check_limits(self, op, type, span)
         nid = self._next
         self._next += 1
         d = data[nid] = {"op": op, "args": args, "attrs": attrs, "type": type, "span": span,
@@ -252,3 +253,26 @@ def _nx_add(G, n: int, d: dict) -> None:
 
 def _op_label(op: str) -> str:
     return f"`{op}`"
+
+
+def _check_limits(g: "Graph", op: str, t, span) -> None:
+    """Static resource limits (compiler.core.limits): located errors, never a MemoryError."""
+    from compiler.core.limits import describe, limit
+    from dsl.errors import SpecError
+
+    if len(g.nx) >= limit("DLC_MAX_GRAPH_NODES"):
+        raise SpecError(f"the graph has more than {describe('DLC_MAX_GRAPH_NODES')} nodes", span)
+    for tt in (t if isinstance(t, tuple) else (t,)):
+        n = 1
+        for d in tt.shape:
+            if isinstance(d, int):
+                n *= d
+        if n > limit("DLC_MAX_TENSOR_ELEMENTS"):
+            raise SpecError(f"a tensor of shape [{', '.join(map(str, tt.shape))}] has {n:,} elements, "
+                            f"over the limit of {describe('DLC_MAX_TENSOR_ELEMENTS')}", span)
+        if op in ("param", "state"):
+            total = g.meta.get("_param_bytes", 0) + 4 * n
+            g.meta["_param_bytes"] = total
+            if total > limit("DLC_MAX_PARAM_BYTES"):
+                raise SpecError(f"the parameters take {total:,} bytes, over the limit of "
+                                f"{describe('DLC_MAX_PARAM_BYTES')}", span)

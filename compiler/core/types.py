@@ -136,7 +136,10 @@ def dim_div(a: Dim, b: Dim) -> Dim | None:
         return _build(ca // ob, sa, oa // ob)
     if ob or oa or cb == 0 or ca % cb or any(sa[k] < n for k, n in sb.items()):
         return None
-    return _build(ca // cb, sa - sb)
+    rest = sa - sb
+    # Every symbol cancelled ("3*B" / "B"): the quotient is the static coefficient,
+    # not the (empty) offset that _build returns for a symbol-free monomial.
+    return ca // cb if not rest else _build(ca // cb, rest)
 
 
 def dim_prod(dims) -> Dim:

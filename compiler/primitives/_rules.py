@@ -24,6 +24,10 @@ def binary_arith(ts, attrs) -> TensorType:
     a, b = ts
     if "bool" in (a.dtype, b.dtype) and a.dtype != b.dtype:
         raise TypeMismatch(f"cannot mix bool with {a.dtype if b.dtype == 'bool' else b.dtype}")
+    if a.dtype == "bool":
+        # bool + bool would be a logical or, bool - bool is an error in NumPy and torch:
+        # arithmetic on masks goes through float(m) (or and/or/not)
+        raise TypeMismatch("arithmetic on bool tensors: write float(m) first (or use and/or/not)")
     if a.is_float and b.is_float and a.dtype != b.dtype:
         raise TypeMismatch(f"dtypes differ: {a.dtype} vs {b.dtype}")
     return TensorType(promote(a.dtype, b.dtype), broadcast_shapes(a.shape, b.shape))

@@ -412,7 +412,28 @@ def _(g, n, ct):
 
 div.numpy(_np_binary("divide"))
 div.torch("torch.div({0}, {1})")
-div.onnx(_onnx_binary("Div"))
+
+
+_CONST_SHAPING = ("expand_dims", "squeeze", "reshape", "broadcast_to")
+
+
+def _const_derived(g, a) -> bool:
+    while g.node(a).op in _CONST_SHAPING:
+        a = g.node(a).args[0]
+    return g.node(a).op == "const"
+
+
+def _onnx_div(o, n, x, y):
+    # onnxruntime 1.32's DivMulFusion rewrites Div(1, d) * v as v / d and drops the
+    # shape the constant 1 broadcast to (docs/ort_bugs.md): when a constant numerator
+    # widens the result, the denominator is expanded to the result shape first.
+    x, y = _onnx_same(o, n.args, (x, y), n.type.dtype)
+    if _const_derived(o.graph, n.args[0]) and tuple(o.type_of(n.args[1]).shape) != tuple(n.type.shape):
+        y = o.op("Expand", y, o.dims(n.type.shape))
+    return o.op("Div", x, y)
+
+
+div.onnx(_onnx_div)
 
 
 pow_ = defprim("pow", "x^y", 2, float_binary)

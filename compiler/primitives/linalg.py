@@ -64,10 +64,16 @@ def _(g, n, ct):
 
     da = g.sum_to_shape(g.op("matmul", C, Bt), g.type(A).shape)
     tA = g.type(A)
+    rows = None
     if tb.rank == 2 and not b1 and tA.rank > 2:
+        try:
+            rows = dim_prod(tA.shape[:-1])
+        except TypeMismatch:
+            # B * (T-1) (a shifted sequence) has no symbolic product: keep the stack.
+            rows = None
+    if rows is not None:
         # Shared weight matrix (x [B, T, D] @ w [D, H]): fold the batch into rows so
         # dB is one [K, BT] @ [BT, N] product instead of a [B, K, N] stack summed.
-        rows = dim_prod(tA.shape[:-1])
         A2 = g.op("reshape", A, shape=(rows, tA.shape[-1]))
         C2 = g.op("reshape", C, shape=(rows, g.type(C).shape[-1]))
         db = g.op("matmul", _swap_last(g, A2), C2)
@@ -82,21 +88,21 @@ def _(g, n, ct):
 
 matmul.numpy("np.matmul({0}, {1})")
 matmul.torch("torch.matmul({0}, {1})")
-def _matmul_onnx(o, n, a, b):
-    # 1-D operands are made 2-D first: onnxruntime 1.32's Transpose+MatMul fusion
-    # (FusedMatMul) computes `transpose(x) @ v` wrongly for a 1-D v (found with
-    # `Xᵀy` in specs/ridge.dl; tests/test_linalg.py keeps the case).
+
+
+def _onnx_matmul(o, n, a, b):
+    # onnxruntime 1.32's extended optimisations fuse Transpose -> MatMul wrongly when
+    # an operand is 1-D (docs/ort_bugs.md): a 1-D operand is made a matrix explicitly
+    # (the same row/column vector NumPy uses) and the added axis squeezed afterwards.
     ra, rb = o.type_of(n.args[0]).rank, o.type_of(n.args[1]).rank
     if ra == 1:
         a = o.op("Unsqueeze", a, o.ints([0]))
     if rb == 1:
-        b = o.op("Unsqueeze", b, o.ints([-1]))
+        b = o.op("Unsqueeze", b, o.ints([1]))
     y = o.op("MatMul", a, b)
-    if rb == 1:
-        y = o.op("Squeeze", y, o.ints([-1]))
-    if ra == 1:
-        y = o.op("Squeeze", y, o.ints([-2 if rb != 1 else 0]))
-    return y
+    out_rank = max(ra, rb, 2) if ra > 1 or rb > 1 else 2
+    drop = ([out_rank - 2] if ra == 1 else []) + ([out_rank - 1] if rb == 1 else [])
+    return o.op("Squeeze", y, o.ints(drop)) if drop else y
 
 
-matmul.onnx(_matmul_onnx)
+matmul.onnx(_onnx_matmul)

@@ -285,7 +285,21 @@ def _(g, n, ct):
 
 mean.numpy(_np_reduce("mean"))
 mean.torch(_torch_reduce("mean"))
-mean.onnx(_onnx_reduce("ReduceMean"))
+def _onnx_mean(o, n, x):
+    # onnxruntime's ReduceMean of an empty slice is 0; NumPy and torch give NaN (0/0).
+    # Where a reduced dim may be 0 at run time (a symbol), divide the sum by the count.
+    t = o.type_of(n.args[0])
+    axes = norm_axes(n.attrs.get("axis"), t.rank)
+    dims = [t.shape[a] for a in axes]
+    if all(isinstance(d, int) and d > 0 for d in dims):
+        return _onnx_reduce("ReduceMean")(o, n, x)
+    total = _onnx_reduce("ReduceSum")(o, n, x)
+    # the count from the value's own run-time shape (not from the dims' symbols)
+    count = o.op("ReduceProd", o.op("Gather", o.shape_of(x), o.ints(list(axes)), axis=0), keepdims=0)
+    return o.op("Div", total, o.cast(count, n.type.dtype))
+
+
+mean.onnx(_onnx_mean)
 
 
 def _extremum_vjp(g, n, ct):
@@ -370,7 +384,8 @@ def _lse_numpy(cg, n, x):
         return x
     ax, kd = _np_axis(axes), n.attrs.get("keepdims", False)
     m = cg.fresh("lse_max")
-    cg.emit(f"{m} = np.maximum.reduce({x}, axis={ax}, keepdims=True)")
+    # initial=-inf: an empty slice has max -inf (then lse = -inf, as torch), not an error
+    cg.emit(f"{m} = np.maximum.reduce({x}, axis={ax}, keepdims=True, initial=-np.inf)")
     cg.emit(f"{m} = np.where(np.isfinite({m}), {m}, 0)")
     lse = f"np.log(np.add.reduce(np.exp({x} - {m}), axis={ax}, keepdims=True)) + {m}"
     return lse if kd else f"({lse}).reshape({cg.shape(n.type.shape)})"
@@ -395,7 +410,7 @@ def _(g, n, ct):
 
 def _softmax_numpy(cg, n, x):
     e = cg.fresh("exp_shifted")  # e^(x - max): never overflows
-    cg.emit(f"{e} = np.exp({x} - np.max({x}, axis={_one_axis(n)}, keepdims=True))")
+    cg.emit(f"{e} = np.exp({x} - np.max({x}, axis={_one_axis(n)}, keepdims=True, initial=-np.inf))")
     return f"{e} / np.sum({e}, axis={_one_axis(n)}, keepdims=True)"
 
 
@@ -418,7 +433,7 @@ def _(g, n, ct):
 
 def _log_softmax_numpy(cg, n, x):
     z = cg.fresh("shifted")  # x - max: the largest entry is 0, so the sum is >= 1
-    cg.emit(f"{z} = {x} - np.max({x}, axis={_one_axis(n)}, keepdims=True)")
+    cg.emit(f"{z} = {x} - np.max({x}, axis={_one_axis(n)}, keepdims=True, initial=-np.inf)")
     return f"{z} - np.log(np.sum(np.exp({z}), axis={_one_axis(n)}, keepdims=True))"
 
 

@@ -73,11 +73,13 @@ def _reshape_type(ts, attrs) -> TensorType:
 def _reshape_target(shape) -> tuple:
     # Let the backend infer one symbolic dim (-1) rather than compute it: a symbol
     # like "B*T" is then never read at run time.
+    # Only when it is the one symbolic dim and every other dim is a static non-zero:
+    # a -1 beside a dim that is 0 at run time is ambiguous (empty tensors), and
+    # NumPy, torch and ONNX all refuse it, so then every dim is given explicitly.
     dims = list(shape)
-    for i, d in enumerate(dims):
-        if isinstance(d, str):
-            dims[i] = -1
-            break
+    sym = [i for i, d in enumerate(dims) if isinstance(d, str)]
+    if len(sym) == 1 and all(d != 0 for d in dims):
+        dims[sym[0]] = -1
     return tuple(dims)
 
 
@@ -93,7 +95,9 @@ def _(g, n, ct):
 
 reshape.numpy(lambda cg, n, x: f"np.reshape({x}, {_tuple_src(cg, _reshape_target(n.type.shape))})")
 reshape.torch(lambda cg, n, x: f"torch.reshape({x}, {_tuple_src(cg, _reshape_target(n.type.shape))})")
-reshape.onnx(lambda o, n, x: o.op("Reshape", x, _onnx_vec(o, _reshape_target(n.type.shape))))
+# allowzero: a dim that is 0 at run time means 0 (empty tensors), not "copy the input's"
+reshape.onnx(lambda o, n, x: o.op("Reshape", x, _onnx_vec(o, _reshape_target(n.type.shape)),
+                                  allowzero=1))
 
 
 # ---- transpose -------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -217,6 +218,10 @@ class Trainer:
         if where is not None:
             op, span = where
             msg += f"; the first non-finite value is computed by `{op}` here"
+        elif sg.group.optimizer is not None and sg.group.optimizer.span is not None:
+            # the model's own values are finite: the update made it (lr = huge, eps = 0)
+            span = sg.group.optimizer.span
+            msg += f"; the model's values are finite, so the update of `{sg.group.optimizer.name}` made it"
         err = SpecError(msg, span, hint="lower the learning rate, clip gradients "
                         "(`clip_grad_norm`), or guard logs and divisions")
         payload = err.to_json()
@@ -338,10 +343,40 @@ class Trainer:
             raise checkpoint.CheckpointError(f"the checkpoint in {self.out} lacks "
                                              f"{', '.join(missing[:5])}")
         for k in self.values:
+            have, want = np.asarray(tensors[k]), np.asarray(self.values[k])
+            if have.shape != want.shape or have.dtype != want.dtype:
+                raise checkpoint.CheckpointError(
+                    f"the checkpoint in {self.out} holds `{k}` as {have.dtype}{list(have.shape)}, "
+                    f"but the model needs {want.dtype}{list(want.shape)}")
+        self.pos = _position(meta.get("position"), self.out)
+        for k in self.values:
             self.values[k] = tensors[k]
         best = {k[len("best:"):]: v for k, v in tensors.items() if k.startswith("best:")}
         self.best_values = best or None
-        self.pos = Position(**meta["position"])
+
+
+def _position(raw, out) -> "Position":
+    """The checkpoint's position, each field of the right type and in range, or a CheckpointError."""
+    def bad(why):
+        return checkpoint.CheckpointError(f"the checkpoint in {out} has bad position metadata: {why}")
+    if not isinstance(raw, dict):
+        raise bad("not an object")
+    fields = {f.name: f for f in dataclasses.fields(Position)}
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        raise bad(f"unknown field {unknown[0]!r}")
+    ints = ("epoch", "batch", "round", "noise_step", "count", "bad_evals")
+    for k, v in raw.items():
+        if k in ints and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise bad(f"{k} = {v!r} is not a non-negative integer")
+        if k in ("group_steps", "sums", "last") and not isinstance(v, dict):
+            raise bad(f"{k} is not an object")
+        if k == "stopped" and not isinstance(v, bool):
+            raise bad(f"stopped = {v!r} is not true or false")
+        if k in ("best", "best_epoch", "elapsed", "best_round") and v is not None and (
+                isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise bad(f"{k} = {v!r} is not a number")
+    return Position(**raw)
 
 
 def _is_lr(name: str) -> bool:

@@ -44,8 +44,17 @@ def zeros_like(g: Graph, n: int) -> int:
 def vjp(g: Graph, outputs: list[int], cts: list[int], wrt: list[int], *, span=None) -> list[int]:
     """Cotangents of `wrt` for sum_i <outputs[i], cts[i]>, built into `g`."""
     wrt_set = set(wrt)
-    # the nodes between the seeds and `wrt`, found in one walk for all of them
-    order = [n for n in g.between(outputs, wrt) if _differentiable(g.type(n))]
+    # The nodes between the seeds and `wrt`: one walk back from all the seeds, then one
+    # sweep forward in id (= topological) order. The forward reach stops at
+    # stop_gradient: what lies only behind one (floor of a stopped value, say) gets no
+    # cotangent, so it needs no VJP rule.
+    back = g.ancestors(outputs)
+    reached = set(w for w in wrt if w in back)
+    for n in sorted(back):
+        if n not in reached and any(a in reached and g.node(a).op != "stop_gradient"
+                                    for a in g.node(n).args):
+            reached.add(n)
+    order = [n for n in sorted(reached) if _differentiable(g.type(n))]
     relevant = set(order)
 
     acc: dict[int, int] = {}
@@ -80,9 +89,9 @@ def vjp(g: Graph, outputs: list[int], cts: list[int], wrt: list[int], *, span=No
             i = node.attrs["index"]
             d[i] = ct if i not in d else g.op("add", d[i], ct)
             continue
-        if n in wrt_set and not any(a in relevant for a in node.args):
-            continue
         prim = get_primitive(node.op)
+        if not any(a in relevant for i, a in enumerate(node.args) if i not in prim.static_args):
+            continue  # a wrt leaf, or a node no differentiable path runs through
         try:
             rule = vjp_rule(prim)
         except MissingRule as e:
@@ -151,7 +160,10 @@ def _scan_vjp(g: Graph, n: int, out_cts: dict[int, int], span, relevant=None) ->
     nc, nx_, nk = a["n_carry"], a["n_x"], a["n_const"]
     inits, xs, ks = node.args[:nc], node.args[nc:nc + nx_], node.args[nc + nx_:]
     results = body.meta["results"]
-    n_y = len(results) - nc if "stored_from" not in a else a["stored_from"] - nc
+    # Every y counts, the stored carries too: in a second differentiation the
+    # first VJP's reverse scan reads them, so cotangents reach them and must flow
+    # back into the forward body (treating them as constants loses d2/dcarry2).
+    n_y = len(results) - nc
     for i in range(nc):
         if not g.type(inits[i]).is_float:
             raise SpecError("cannot differentiate a scan with an integer carry", node.span or span)

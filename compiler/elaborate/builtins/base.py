@@ -56,6 +56,13 @@ def _int(v, span, what):
     return v
 
 
+def _bool(v, span, what):
+    """A compile-time boolean flag (keepdims, reverse): `true` or `false`, nothing truthy."""
+    if not isinstance(v, bool):
+        raise SpecError(f"{what} must be true or false, found {_describe(v)}", span)
+    return v
+
+
 def _ints(v, span, what, n=None):
     if isinstance(v, int) and not isinstance(v, bool):
         return (v,) * (n or 1)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from compiler.core.values import Builtin, Closure, Instance, Record, Sequential, SymDim, Tensor
-from compiler.elaborate.builtins.base import _bind, _describe, _int, _tensor, builtin
+from compiler.elaborate.builtins.base import _bind, _bool, _describe, _int, _tensor, builtin
 from dsl import ast as A
 from dsl.errors import ShapeError, SpecError
 
@@ -109,7 +109,7 @@ def scan(ev, args, kwargs, span):
     node = outer.graph.add("scan", [ev.lift(t) for t in init_leaves] + [ev.lift(t) for t in xs_all]
                            + const_nodes,
                            {"body": body, "n_carry": len(init_leaves), "n_x": len(xs_all),
-                            "n_const": len(const_nodes), "axis": axis, "reverse": bool(b["reverse"]),
+                            "n_const": len(const_nodes), "axis": axis, "reverse": _bool(b["reverse"], span, "reverse"),
                             "length": length}, span=span)
     outs = [Tensor(outer, outer.graph.add("tuple_get", [node], {"index": i}, span=span))
             for i in range(len(init_leaves) + len(y_nodes))]
@@ -144,6 +144,10 @@ def repeat(ev, args, kwargs, span, scope):
     n = ev.eval(args[0], scope)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise SpecError(f"repeat needs a positive integer count, found {_describe(n)}", args[0].span)
+    from compiler.core.limits import describe, limit
+    if n > limit("DLC_MAX_REPEAT"):
+        raise SpecError(f"repeat count {n:,} is over the limit of {describe('DLC_MAX_REPEAT')}",
+                        args[0].span)
     items = []
     for _ in range(n):
         v = ev.eval(args[1], scope)

@@ -7,6 +7,7 @@ from compiler.core.types import TypeMismatch, norm_axis
 from compiler.core.values import SymDim, Tensor
 from compiler.elaborate.builtins.base import (
     _axis_arg,
+    _bool,
     _bind,
     _describe,
     _dims,
@@ -111,7 +112,7 @@ def _reduce(op):
     def fn(ev, args, kwargs, span):
         b = _bind(op, args, kwargs, span, ["x", "axis", "keepdims"], {"axis": None, "keepdims": False})
         x = _tensor(ev, b["x"], span)
-        return ev.add(op, [x], span, axis=_axis_arg(b["axis"], span), keepdims=bool(b["keepdims"]))
+        return ev.add(op, [x], span, axis=_axis_arg(b["axis"], span), keepdims=_bool(b["keepdims"], span, "keepdims"))
     fn.__doc__ = f"{op}(x, axis=None, keepdims=false)"
     return fn
 
@@ -124,7 +125,7 @@ def _arg_reduce(op):
     def fn(ev, args, kwargs, span):
         b = _bind(op, args, kwargs, span, ["x", "axis", "keepdims"], {"axis": -1, "keepdims": False})
         return ev.add(op, [_tensor(ev, b["x"], span)], span, axis=_int(b["axis"], span, "axis"),
-                      keepdims=bool(b["keepdims"]))
+                      keepdims=_bool(b["keepdims"], span, "keepdims"))
     fn.__doc__ = f"{op}(x, axis=-1, keepdims=false): integer indices"
     return fn
 
@@ -150,7 +151,7 @@ def cumsum(ev, args, kwargs, span):
     """cumsum(x, axis=0, reverse=false)"""
     b = _bind("cumsum", args, kwargs, span, ["x", "axis", "reverse"], {"axis": 0, "reverse": False})
     return ev.add("cumsum", [_tensor(ev, b["x"], span)], span, axis=_int(b["axis"], span, "axis"),
-                  reverse=bool(b["reverse"]))
+                  reverse=_bool(b["reverse"], span, "reverse"))
 
 
 # ---- shapes ----------------------------------------------------------------------------------

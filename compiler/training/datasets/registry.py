@@ -88,6 +88,11 @@ def _validate_option(where: str, name: str, opt: Option, value: Any) -> Any:
         if not isinstance(value, (int, np.integer)):
             raise bad("an integer" + _bound_text(opt))
         value = int(value)
+        from compiler.core.limits import describe, limit
+        if opt.max is None and value > limit("DLC_MAX_DATASET_ROWS"):
+            # sizes (rows, features, lengths): refused before anything is allocated
+            raise DatasetError(f"{where}: option '{name}' = {value:,} is over the limit of "
+                               f"{describe('DLC_MAX_DATASET_ROWS')}")
     elif opt.kind == "float":
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise bad("a number" + _bound_text(opt))
