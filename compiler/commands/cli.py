@@ -160,7 +160,7 @@ def _load(args, train_block: bool = False):
     from pathlib import Path
 
     from compiler import api
-    if not Path(args.file).is_file():  # bad usage (exit 2), as for any other bad argument
+    if not Path(args.file).exists():  # bad usage (exit 2), as for any other bad argument
         raise UsageError(f"no such file: {args.file}")
     from compiler.commands.deploy import check_device, parse_dims
     check_device(getattr(args, "backend", None), getattr(args, "device", "cpu"))
