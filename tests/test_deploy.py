@@ -164,3 +164,11 @@ def test_resume_keeps_the_schedule_horizon(spec, tmp_path, capsys):
     assert main(["train", str(spec), "--out", str(run), "--quiet", "--resume", "--steps", "8"]) == 0
     _, meta = checkpoint.load(run / "checkpoint.safetensors")
     assert meta["horizon"] == 4 and meta["total_rounds"] == 8
+
+
+def test_readme_listing_is_specs_mlp():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = readme.split("```\n", 2)[1]
+    assert block == (root / "specs" / "mlp.dl").read_text().rstrip("\n") + "\n"
