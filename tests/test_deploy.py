@@ -172,3 +172,31 @@ def test_readme_listing_is_specs_mlp():
     readme = (root / "README.md").read_text()
     block = readme.split("```\n", 2)[1]
     assert block == (root / "specs" / "mlp.dl").read_text().rstrip("\n") + "\n"
+
+
+def test_onnx_metadata_props(spec, tmp_path):
+    import onnx
+    m = api.load(spec, train_block=True)
+    model = m.export_onnx(tmp_path / "m.onnx")
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert props["dlc.spec_hash"] == m.spec_hash() and json.loads(props["dlc.hparams"]) == {"hidden": 16}
+    assert props["dlc.version"] == api.version() and model.producer_name == "dlc"
+
+
+def test_equiv_on_a_model_without_parameters(tmp_path, capsys):
+    p = tmp_path / "np.dl"
+    p.write_text("model P() {\n  input x: f32[B, 3]\n  loss l = mean(x * x)\n}\n")
+    code, out = _json(capsys, ["equiv", str(p), "--steps", "0"])
+    assert code == 0, out
+
+
+def test_gradcheck_feeds_a_batch_of_the_train_block_data(spec, capsys):
+    from compiler.commands.deploy import data_batch
+    from compiler.commands.gradcheck import gradcheck
+    m = api.load(spec)
+    batch = data_batch(m)
+    assert batch["x"].shape == (4, 2) and batch["y"].dtype.kind == "i"
+    checks = gradcheck(m, feeds=batch, max_entries=8)
+    assert checks and all(c.ok for c in checks)
+    code, out = _json(capsys, ["gradcheck", str(spec), "--dims", "B=2"])
+    assert code == 0, out
