@@ -8,13 +8,16 @@
     out = m.run({"x": x, "y": y}, params, backend="numpy")       # outputs, losses, metrics
     g = m.gradients("ce", {"x": x, "y": y}, params)              # d ce / d every param
     g = m.gradients("ce", feeds, params, wrt=["x"])              # ... or inputs
-    m.export_onnx("mlp.onnx", params)            # inference model
+    m.export_onnx("mlp.onnx", params)            # inference model: the `output`s only
+    m.export_onnx("all.onnx", params, with_losses=True)          # ... plus losses, metrics
+    m = m.with_train_block()                     # the train block's hyperparameters
     m.export_onnx("step.onnx", params, train_step=True)          # needs a train block
 
 Backends are imported only when used; ONNX export never imports torch.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -32,10 +35,15 @@ GRAD_PREFIX = "grad:"
 
 
 def load(path=None, *, model: str | None = None, hparams: dict | None = None,
-         dims: dict | None = None, text: str | None = None) -> "Model":
-    """Parse, elaborate and type-check one model of a spec file (or of `text`)."""
+         dims: dict | None = None, text: str | None = None,
+         train_block: bool = False) -> "Model":
+    """Parse, elaborate and type-check one model of a spec file (or of `text`).
+
+    Hyperparameters: the model's defaults, then (with `train_block=True`) those of its
+    train block, then `hparams` (what `--set` gives on the command line)."""
     prog = load_program(path, text=text)
-    return Model(prog, model, dict(hparams or {}), dict(dims or {}))
+    m = Model(prog, model, dict(hparams or {}), dict(dims or {}))
+    return m.with_train_block() if train_block else m
 
 
 @dataclass
@@ -63,6 +71,36 @@ class Model:
     @property
     def name(self) -> str:
         return self.graph.name
+
+    def with_train_block(self) -> "Model":
+        """This model with its train block's hyperparameters under its own (the
+        precedence: spec defaults < train block < `hparams`); itself without a block."""
+        from compiler.training.spec import train_block_hparams
+        merged = {**train_block_hparams(self.program, self.name), **self.hparams}
+        if merged == self.hparams:
+            return self
+        return dataclasses.replace(self, hparams=merged)
+
+    def inference_results(self, outputs: list[str] | None = None, *,
+                          with_losses: bool = False) -> dict[str, int]:
+        """What an inference artifact computes: the model's `output`s (or `outputs`),
+        plus its losses and metrics with `with_losses`. Inputs that only the left-out
+        results read (labels) drop out of the artifact with them."""
+        g = self.graph
+        if outputs:
+            unknown = [k for k in outputs if k not in g.outputs]
+            if unknown:
+                raise KeyError(f"no output named {unknown[0]!r}; the model has "
+                               f"{', '.join(g.outputs)}")
+            names = list(outputs)
+        else:
+            names = [k for k, kind in g.output_kinds.items() if kind == "output"]
+            if not names:  # a model of losses only: nothing else to export
+                names = list(g.outputs)
+        if with_losses:
+            names += [k for k, kind in g.output_kinds.items()
+                      if kind in ("loss", "metric") and k not in names]
+        return {k: g.outputs[k] for k in names}
 
     # ---- signature ------------------------------------------------------------------
     @property
@@ -133,6 +171,7 @@ class Model:
         g = self.train_graph if training else self.graph
         names = outputs or list(g.outputs)
         res = {k: g.outputs[k] for k in names}
+        check_feeds(g, data)
         prog = self.lower(res, g, backend, dtype, device)
         return to_numpy(prog(self._feeds(g, data, params if params is not None
                                                  else self.init_params(), seed, step)))
@@ -169,8 +208,10 @@ class Model:
 
     # ---- export ---------------------------------------------------------------------
     def export_onnx(self, path, params: dict | None = None, *, train_step: bool = False,
-                    dtype: str = "f32"):
-        """Write the ONNX inference model (params as initializers), or the train step."""
+                    dtype: str = "f32", outputs: list[str] | None = None,
+                    with_losses: bool = False, metadata: dict | None = None):
+        """Write the ONNX inference model (params as initializers; its `output`s, or
+        `outputs`, plus losses and metrics `with_losses`), or the train step."""
         onnx_backend = backend_registry.load("onnx")
         if train_step:
             from compiler.training.step import build_train_step
@@ -179,12 +220,70 @@ class Model:
             model = onnx_backend.lower(g, res, dtype=dtype, params_as="inputs", name=self.name)
         else:
             g = self.graph
-            og, res = optimize(g, dict(g.outputs))
+            og, res = optimize(g, self.inference_results(outputs, with_losses=with_losses))
             values = params if params is not None else self.init_params()
             model = onnx_backend.lower(og, res, dtype=dtype, params_as="initializers",
                                        param_values=values, name=self.name)
+        self._stamp(model, metadata)
         onnx_backend.save(model, str(path))  # without `import onnx` (ml_dtypes: ~0.5 s)
         return model
+
+
+    def _stamp(self, model, metadata: dict | None):
+        """`metadata_props`: dlc's version, the spec's content hash, the hyperparameters
+        (and whatever `metadata` adds, e.g. the run a checkpoint came from)."""
+        import json
+        props = {"dlc.version": version(), "dlc.spec_hash": self.spec_hash(),
+                 "dlc.model": self.name, "dlc.hparams": json.dumps(self.hparams, sort_keys=True),
+                 "dlc.dims": json.dumps(self.dims, sort_keys=True)}
+        props.update({f"dlc.{k}": v if isinstance(v, str) else json.dumps(v, default=str)
+                      for k, v in (metadata or {}).items()})
+        del model.metadata_props[:]  # set directly on the protobuf: no `import onnx`
+        for k, v in props.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = k, v
+        model.producer_name, model.producer_version = "dlc", version()
+        model.doc_string = f"dlc model {self.name} from {self.program.path}"
+
+    def spec_hash(self) -> str:
+        """sha256 (16 hex digits) of the spec file's text and the text of its imports."""
+        return spec_hash(self.program)
+
+
+def version() -> str:
+    """The installed dlc's version ("0+unknown" when run from a bare checkout)."""
+    from importlib import metadata
+    try:
+        return metadata.version("dlc")
+    except metadata.PackageNotFoundError:  # pragma: no cover - not pip-installed
+        return "0+unknown"
+
+
+def spec_hash(program) -> str:
+    """sha256 (16 hex digits) of the spec's text and the texts of its imports."""
+    from compiler.training.checkpoint import spec_hash as _hash
+    return _hash(program)
+
+
+class FeedError(ValueError):
+    """A fed array does not fit the input it is fed to (the message names the input)."""
+
+
+def check_feeds(graph: Graph, data: dict) -> None:
+    """Each fed input against its declared type: a wrong rank or a wrong static dim is
+    a `FeedError` naming the input, before any backend sees it (missing inputs are the
+    backend's to report: a result may not need them)."""
+    for n in graph.inputs:
+        name = graph.node(n).attrs["name"]
+        if name not in data:
+            continue
+        t = graph.type(n)
+        shape = tuple(np.shape(data[name]))
+        bad = len(shape) != len(t.shape) or any(isinstance(d, int) and d != s
+                                                 for d, s in zip(t.shape, shape))
+        if bad:
+            raise FeedError(f"input `{name}` has shape {list(shape)} but the model declares "
+                             f"{t.dtype}[{', '.join(map(str, t.shape))}]")
 
 
 def to_numpy(out: dict) -> dict:

@@ -72,7 +72,8 @@ class DslError(Exception):
         return "\n".join(out)
 
     def to_json(self) -> dict:
-        d = {"error": type(self).__name__, "message": self.message}
+        # `NameError_` is named so only to not shadow Python's builtin
+        d = {"error": type(self).__name__.rstrip("_"), "message": self.message}
         if self.span is not None:
             d.update(file=self.span.path, line=self.span.line, col=self.span.col)
         if self.hint:

@@ -65,7 +65,7 @@ def test_onnx_inference_model_checks_and_matches_reference_evaluator(spec, tmp_p
     import backends.onnx as bo
     m = api.load(str(spec))
     params = equiv.perturbed_params(m, 0)
-    model = m.export_onnx(tmp_path / "model.onnx", params)
+    model = m.export_onnx(tmp_path / "model.onnx", params, with_losses=True)  # every result
     onnx.checker.check_model(onnx.load(str(tmp_path / "model.onnx")), full_check=True)
     data = equiv_phases._sample_data(m, 0, DIM)
     feeds = {**data, **m.noise(data, 0)}

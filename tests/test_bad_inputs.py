@@ -95,8 +95,8 @@ def test_windows_line_endings_are_accepted(tmp_path, capsys):
 def test_missing_file(tmp_path, capsys):
     p = tmp_path / "missing.dl"
     rc, err, _ = check(capsys, p)
-    assert rc == 1
-    assert err.strip() == f"error: no such file: {p}"
+    assert rc == 2  # bad usage
+    assert err.strip() == f"no such file: {p}"
 
 
 def test_directory(tmp_path, capsys):

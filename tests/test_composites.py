@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from compiler import api
 from compiler.transform.autodiff import vjp
 from compiler.core.ir import Graph
 from compiler.primitives import all_primitives, get_primitive
@@ -175,3 +176,26 @@ def test_cross_entropy_is_stable_at_large_logits():
     for backend in ("numpy", "torch", "onnx"):
         got = _run(backend, g, {"v": out}, {"z": zs, "y": ys}, np.float32)["v"]
         assert abs(got - exact) <= 1e-6 * exact, backend  # a few f32 ulps of the loss itself
+
+
+def test_cross_entropy_out_of_range_label_is_a_zero_term_on_every_backend():
+    """A label outside [0, K) (e.g. blobs' -1 under 3 classes) adds a zero term to the
+    mean on every backend, as the decomposition's one-hot row says; the native kernels
+    would index out of range. Reference: torch on clamped labels, masked."""
+    import torch
+    m = api.load(text="model M() { input z: f32[B, 3]\n input y: i64[B]\n"
+                      " loss L = cross_entropy(z, y) }")
+    z = np.random.default_rng(0).standard_normal((5, 3))
+    y = np.array([0, -1, 2, 3, 1])
+    keep = torch.tensor([1.0, 0, 1, 0, 1], dtype=torch.float64)
+    zt = torch.tensor(z, requires_grad=True)
+    ref = (torch.nn.functional.cross_entropy(zt, torch.tensor(np.clip(y, 0, 2)),
+                                             reduction="none") * keep).mean()
+    ref.backward()
+    for backend in ("numpy", "torch", "onnx"):
+        dtype = "f32" if backend == "onnx" else "f64"
+        tol = 1e-6 if dtype == "f32" else 1e-12
+        out = m.run({"z": z, "y": y}, {}, backend=backend, dtype=dtype)["L"]
+        g = m.gradients("L", {"z": z, "y": y}, {}, wrt=["z"], backend=backend, dtype=dtype)["z"]
+        assert abs(float(out) - ref.item()) < tol, backend
+        np.testing.assert_allclose(g, zt.grad.numpy(), atol=tol)

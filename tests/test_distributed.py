@@ -65,7 +65,8 @@ def spec(tmp_path, opt=ADAM) -> Path:
 
 
 def tensors(run: Path) -> dict:
-    return checkpoint.load(run / "checkpoint.safetensors")[0]
+    # the training state (`train/` namespace): what a resume continues from
+    return checkpoint.namespace(checkpoint.load(run / "checkpoint.safetensors")[0], checkpoint.TRAIN)
 
 
 @pytest.mark.parametrize("opt", [ADAM, SVRG], ids=["adam-clip-cosine", "svrg"])

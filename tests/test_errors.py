@@ -443,20 +443,20 @@ def test_model_option_selects(tmp_path, capsys):
 
 def test_missing_file(tmp_path, capsys):
     rc, out, err = run_check(capsys, tmp_path / "nope.dl")
-    assert rc == 1
-    assert err == f"error: no such file: {tmp_path / 'nope.dl'}\n"
+    assert rc == 2  # bad usage, as the README says
+    assert err == f"no such file: {tmp_path / 'nope.dl'}\n"
 
 
 def test_missing_file_json(tmp_path, capsys):
     rc, out, err = run_check(capsys, tmp_path / "nope.dl", "--json")
-    assert rc == 1 and err == ""
-    assert json.loads(out) == {"error": "InputError", "message": f"no such file: {tmp_path / 'nope.dl'}"}
+    assert rc == 2 and err == ""
+    assert json.loads(out) == {"error": "UsageError", "message": f"no such file: {tmp_path / 'nope.dl'}"}
 
 
 def test_error_as_json(tmp_path, capsys):
     rc, out, err, p = check_text(tmp_path, capsys, MODEL.format("rleu(x)"), "--json")
     assert rc == 1
-    assert json.loads(out) == {"error": "NameError_", "message": "unknown name `rleu`", "file": str(p),
+    assert json.loads(out) == {"error": "NameError", "message": "unknown name `rleu`", "file": str(p),
                                "line": 3, "col": 14, "hint": "did you mean `relu`?"}
 
 

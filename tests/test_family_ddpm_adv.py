@@ -49,7 +49,7 @@ def _train(path, tmp_path, capsys, name, *extra):
 
 def _trained_params(m, out_dir):
     tensors, _ = checkpoint.load(out_dir / "checkpoint.safetensors")
-    return {k: tensors[k] for k in m.params}
+    return {k: tensors[checkpoint.TRAIN + k] for k in m.params}
 
 
 def _gradcheck(path, *extra, capsys):

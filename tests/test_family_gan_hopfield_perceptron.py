@@ -40,7 +40,7 @@ def _train(spec, out: Path, *extra):
     rc, payload = _cli("train", spec, "--out", out, *extra)
     assert rc == 0, payload
     tensors, meta = checkpoint.load(out / "checkpoint.safetensors")
-    return payload, tensors, meta
+    return payload, checkpoint.namespace(tensors, checkpoint.TRAIN), meta
 
 
 def _spec_copy(tmp_path: Path, spec: Path, old: str, new: str) -> Path:

@@ -140,9 +140,10 @@ def test_inconsistent_checkpoints_are_clear_errors(tmp_path, capsys, how):
     out = tmp_path / "run"
     assert run(capsys, "train", LR, "--out", out, "--steps", "1", "--quiet")[0] == 0
     ck = next(p for p in out.iterdir() if p.name.startswith("checkpoint"))
-    tensor = {"f64": lambda t: {**t, "w": t["w"].astype(np.float64)},
-              "i64": lambda t: {**t, "w": t["w"].astype(np.int64)},
-              "shape": lambda t: {**t, "w": np.zeros(3, np.float32)}}.get(how)
+    w = "train/w"  # the training state a resume reads (checkpoint namespaces)
+    tensor = {"f64": lambda t: {**t, w: t[w].astype(np.float64)},
+              "i64": lambda t: {**t, w: t[w].astype(np.int64)},
+              "shape": lambda t: {**t, w: np.zeros(3, np.float32)}}.get(how)
     position = {"garbage": "garbage", "negative": {"epoch": -4},
                 "unknown": {"epoch": 0, "wormhole": 1}, "type": {"batch": "three"}}.get(how)
     _tamper(ck, tensor, position)

@@ -33,7 +33,7 @@ def test_train_mlp_writes_the_run_directory(tmp_path, capsys):
     files = {p.name for p in out.iterdir()}
     assert {"checkpoint.safetensors", "metrics.csv", "curves.png", "model.onnx"} <= files
     tensors, meta = checkpoint.load(out / "checkpoint.safetensors")
-    assert meta["position"]["epoch"] == 2 and "opt.dense0.W.m" in tensors
+    assert meta["position"]["epoch"] == 2 and "train/opt.dense0.W.m" in tensors
     lines = (out / "metrics.csv").read_text().splitlines()
     assert lines[0].startswith("epoch,step,time,") and "val_acc" in lines[0] and len(lines) == 3
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

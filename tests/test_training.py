@@ -50,7 +50,9 @@ def train(path, out, **kw):
 
 def final_tensors(out) -> dict:
     tensors, _ = checkpoint.load(Path(out) / "checkpoint.safetensors")
-    return tensors
+    # the trainer's state, and the best evaluation's values under `best/`
+    return {**checkpoint.namespace(tensors, checkpoint.TRAIN),
+            **{k: v for k, v in tensors.items() if k.startswith(checkpoint.BEST)}}
 
 
 def spec_error(tmp_path, text) -> DslError:
@@ -187,7 +189,7 @@ def test_early_stopping_restores_the_best_epoch(tmp_path):
     assert stopped["epochs"] == 3 and stopped["best"]["epoch"] == 1
     code, one = train(path, tmp_path / "b", epochs=1)
     assert stopped["val"] == one["val"] and stopped["test"] == one["test"]
-    best = {k[5:]: v for k, v in final_tensors(tmp_path / "a").items() if k.startswith("best:")}
+    best = {k[5:]: v for k, v in final_tensors(tmp_path / "a").items() if k.startswith("best/")}
     after_one = final_tensors(tmp_path / "b")
     for k in ("w", "b"):
         np.testing.assert_array_equal(best[k], after_one[k])
@@ -265,7 +267,7 @@ def test_checkpoints_are_safetensors_and_never_unpickle(tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "load", np_load)
     tensors, meta = checkpoint.load(tmp_path / "run" / "checkpoint.safetensors")
-    assert meta["position"]["epoch"] == 1 and "dense0.W" in tensors
+    assert meta["position"]["epoch"] == 1 and "train/dense0.W" in tensors
     code, _ = train(path, tmp_path / "run", epochs=2, resume=True)
     assert code == 0
 

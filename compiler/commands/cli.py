@@ -64,6 +64,7 @@ def _non_negative(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dlc", description="Compile and run .dl deep-learning specs.")
+    p.add_argument("--version", action="store_true", help="print dlc's version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     c = sub.add_parser("check", help="parse and type-check; print inputs, parameters, outputs")
@@ -78,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dtype", default="f32", choices=["f32", "f64"])
     c.add_argument("--seed", type=int, default=0, help="parameter initialisation seed")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
+    c.add_argument("--outputs", default=None, metavar="A,B",
+                   help="which results the artifact computes (default: the model's outputs)")
+    c.add_argument("--with-losses", action="store_true",
+                   help="also compute the losses and metrics (and read the inputs they need)")
+    c.add_argument("--checkpoint", default=None, metavar="RUN",
+                   help="a run directory (or its checkpoint file): export its trained weights")
 
     c = sub.add_parser("gradcheck", help="symbolic gradients vs finite differences (float64)")
     _add_common(c)
@@ -85,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-entries", type=_positive, default=64,
                    help="entries checked per tensor (all of them when the tensor is smaller)")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
+    c.add_argument("--dims", default=None, metavar="B=4,T=7", help="sizes of symbolic dims")
 
     c = sub.add_parser("equiv", help="compare backends: outputs, gradients and training steps")
     _add_common(c)
@@ -92,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
+    c.add_argument("--dims", default=None, metavar="B=4,T=7", help="sizes of symbolic dims")
 
     c = sub.add_parser("train", help="train as the spec's train block says")
     _add_common(c)
@@ -109,6 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dist-timeout", type=float, default=None,
                    help="seconds a collective waits for a missing rank (default 300)")
     c.add_argument("--dtype", default="f32", choices=["f32", "f64"], help="run dtype")
+    c.add_argument("--force", action="store_true", help="overwrite the run in --out")
+
+    c = sub.add_parser("export", help="write a trained run (its spec and weights) as an artifact")
+    c.add_argument("run", help="a run directory of `dlc train` (or its checkpoint file)")
+    c.add_argument("--to", default="onnx", choices=["numpy", "torch", "onnx"])
+    c.add_argument("-o", "--output", default=None, help="output file (default RUN/model.<ext>)")
+    c.add_argument("--outputs", default=None, metavar="A,B")
+    c.add_argument("--with-losses", action="store_true")
+    c.add_argument("--dtype", default="f32", choices=["f32", "f64"])
+    c.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    c = sub.add_parser("datasets", help="the embedded data sets: fields, shapes and options")
+    c.add_argument("name", nargs="?", help="one data set (default: all)")
+    c.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return p
 
 
@@ -118,6 +141,10 @@ def main(argv=None) -> int:
     want_json = "--json" in argv
     try:
         args = parser.parse_args(argv)
+        if getattr(args, "version", False) and args.command is None:
+            from compiler.api import version
+            print(f"dlc {version()}")
+            return EXIT_OK
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
@@ -155,35 +182,80 @@ def _json_default(o):
     return str(o)
 
 
-def _load(args):
+def _load(args, train_block: bool = False):
+    """The model of `args.file`; with `train_block`, under its train block's hparams
+    (the precedence: spec defaults < train block < --set)."""
+    from pathlib import Path
+
     from compiler import api
     from compiler.commands.paths import check_spec_path
     check_spec_path(args.file)
-    return api.load(args.file, model=getattr(args, "model", None), hparams=_hparams(getattr(args, "set", None)))
+    if not Path(args.file).exists():  # bad usage (exit 2), as for any other bad argument
+        raise UsageError(f"no such file: {args.file}")
+    from compiler.commands.deploy import check_device, parse_dims
+    check_device(getattr(args, "backend", None), getattr(args, "device", "cpu"))
+    return api.load(args.file, model=getattr(args, "model", None),
+                    hparams=_hparams(getattr(args, "set", None)),
+                    dims=parse_dims(getattr(args, "dims", None)), train_block=train_block)
 
 
 # ---- commands --------------------------------------------------------------------------
 
 def cmd_check(args):
     from compiler.commands.summary import summarize, render_summary
-    m = _load(args)
+    from compiler.commands.deploy import check_train_block, render_train_check
+    m = _load(args, train_block=True)
     info = summarize(m)
+    train = check_train_block(m)  # located errors now, not at `dlc train`
+    if train is not None:
+        info["train"] = train
     if not args.json:
         print(render_summary(info))
+        if train is not None:
+            print(render_train_check(train))
     return EXIT_OK, info
 
 
 def cmd_compile(args):
-    from compiler.commands.compile import compile_to
+    from compiler.commands.compile import compile_to, trained_model
     from compiler.commands.paths import check_output_file, writing
     check_output_file(args.output, "-o")
-    m = _load(args)
+    m = _load(args, train_block=True)  # the model `dlc train` trains
+    params = meta = None
+    if args.checkpoint:
+        m, params, meta = trained_model(m, args.checkpoint, set_hparams=_hparams(args.set))
     with writing(args.output, "-o"):
         info = compile_to(m, args.to, args.output, train_step=args.train_step, dtype=args.dtype,
-                          seed=args.seed)
+                          seed=args.seed, outputs=_outputs(args.outputs),
+                          with_losses=args.with_losses, params=params,
+                          metadata=None if meta is None else {"checkpoint": str(args.checkpoint)})
     if not args.json:
-        print(f"wrote {info['path']} ({info['backend']}{', train step' if args.train_step else ''})")
+        print(f"wrote {info['path']} ({info['backend']}{', train step' if args.train_step else ''}"
+              f"{', trained weights' if params is not None else ''})"
+              + (f" and {info['weights']}" if info.get("weights") else ""))
     return EXIT_OK, info
+
+
+def _outputs(text):
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def cmd_export(args):
+    from compiler.commands.deploy import export_run
+    info = export_run(args.run, args.to, args.output, outputs=_outputs(args.outputs),
+                      with_losses=args.with_losses, dtype=args.dtype)
+    if not args.json:
+        print(f"wrote {info['path']} ({info['backend']}, trained weights)"
+              + (f" and {info['weights']}" if info.get("weights") else ""))
+    return EXIT_OK, info
+
+
+def cmd_datasets(args):
+    from compiler.commands.deploy import datasets_info, render_datasets
+    info = datasets_info(args.name)
+    if not args.json:
+        print(render_datasets(info))
+    return EXIT_OK, {"datasets": info}
 
 
 def cmd_gradcheck(args):
@@ -193,7 +265,8 @@ def cmd_gradcheck(args):
         if not args.json:
             print(f"model `{m.name}` declares no loss: no gradients to check")
         return EXIT_OK, {"model": m.name, "ok": True, "tensors": [], "note": "no loss"}
-    checks = gradcheck(m, seed=args.seed, max_entries=args.max_entries)
+    checks = gradcheck(m, seed=args.seed, max_entries=args.max_entries,
+                       feeds=_data_batch(m, args))
     ok = all(c.ok for c in checks)
     if not args.json:
         print(f"gradcheck {m.name}: float64, eps={EPS:g}, atol={ATOL:g}, rtol={RTOL:g}")
@@ -207,6 +280,14 @@ def cmd_gradcheck(args):
     payload = {"model": m.name, "ok": ok, "eps": EPS, "atol": ATOL, "rtol": RTOL,
                "tensors": [c.__dict__ for c in checks]}
     return (EXIT_OK if ok else EXIT_SPEC), payload
+
+
+def _data_batch(m, args):
+    """A batch of the train block's data set (None without one, or with --dims)."""
+    if getattr(args, "dims", None):
+        return None
+    from compiler.commands.deploy import data_batch
+    return data_batch(m)
 
 
 def cmd_equiv(args):
@@ -226,7 +307,8 @@ def cmd_train(args):
 
 
 COMMANDS = {"check": cmd_check, "compile": cmd_compile, "gradcheck": cmd_gradcheck,
-            "equiv": cmd_equiv, "train": cmd_train}
+            "equiv": cmd_equiv, "train": cmd_train, "export": cmd_export,
+            "datasets": cmd_datasets}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -78,10 +78,15 @@ def _int_bound(g: Graph, n: int, env: dict) -> int:
     return bound or 2
 
 
-def gradcheck(model, *, seed: int = 0, max_entries: int = 64, dim: int = DEFAULT_DIM) -> list[TensorCheck]:
+def gradcheck(model, *, seed: int = 0, max_entries: int = 64, dim: int = DEFAULT_DIM,
+              feeds: dict | None = None) -> list[TensorCheck]:
+    """`feeds`: real inputs (a batch of the train block's data set) instead of random."""
     g = model.graph
     rng = np.random.default_rng(seed)
     data = sample_inputs(g, rng, dim)
+    if feeds:
+        data = {k: (np.asarray(v, dtype=np.float64) if np.asarray(v).dtype.kind == "f"
+                    else np.asarray(v)) for k, v in feeds.items() if k in data}
     params = {k: v.astype(np.float64) for k, v in model.init_params(seed).items()}
     # Random, non-degenerate values: zero-initialised biases would sit on relu kinks.
     for k, v in params.items():

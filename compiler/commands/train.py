@@ -66,8 +66,11 @@ def _run_training(model, args, comm) -> tuple[int, dict]:
     cfg = parse_train(model)
     _apply_overrides(cfg, args)
     model = model_for(model, cfg)
-    seed = args.seed if getattr(args, "seed", None) else cfg.seed
-    out = Path(args.out) if getattr(args, "out", None) else Path("runs") / model.name
+    seed = args.seed if getattr(args, "seed", None) is not None else cfg.seed  # 0 too
+    resume = bool(getattr(args, "resume", False))
+    # every rank names the same directory (rank 0 alone writes in it)
+    out = run_dir(model.name, getattr(args, "out", None), resume=resume,
+                  force=bool(getattr(args, "force", False)))
     if comm.main:
         out.mkdir(parents=True, exist_ok=True)
     # ranks other than 0 train silently: rank 0 prints the summary and writes the files
@@ -76,7 +79,8 @@ def _run_training(model, args, comm) -> tuple[int, dict]:
     tr = Trainer(model, cfg, parts, backend=getattr(args, "backend", "numpy"),
                  device=getattr(args, "device", "cpu"), seed=seed, out=out,
                  progress=None if quiet else Progress(), comm=comm,
-                 dtype=getattr(args, "dtype", None) or "f32")
+                 dtype=getattr(args, "dtype", None) or "f32",
+                 horizon=_horizon(out) if resume else None)
     if getattr(args, "resume", False):
         try:
             tr.load_checkpoint()
@@ -88,6 +92,37 @@ def _run_training(model, args, comm) -> tuple[int, dict]:
     n = thread_limit() if tr.device == "cpu" and tr.backend != "onnx" else None
     with limit_cpu_threads(n, torch=tr.backend == "torch"):
         return _train_and_report(tr, model, cfg, out, args, quiet)
+
+
+def run_dir(name: str, given, *, resume: bool, force: bool) -> Path:
+    """The run directory. An earlier run there is never overwritten silently: the
+    default `runs/<model>` moves on to `runs/<model>-2`, ...; an explicit `--out`
+    holding a checkpoint needs `--resume` (continue) or `--force` (start over)."""
+    from compiler.commands.usage import UsageError
+    if given:
+        out = Path(given)
+        if (out / CHECKPOINT).exists() and not (resume or force):
+            raise UsageError(f"{out} holds an earlier run ({CHECKPOINT}); continue it with "
+                             "--resume, overwrite it with --force, or choose another --out")
+        return out
+    out = Path("runs") / name
+    if resume or force:
+        return out
+    k = 2
+    while (out / CHECKPOINT).exists():
+        out = Path("runs") / f"{name}-{k}"
+        k += 1
+    return out
+
+
+def _horizon(out: Path) -> int | None:
+    """The schedule horizon the resumed run started with (None: let load report)."""
+    try:
+        _, meta = checkpoint.load(out / CHECKPOINT)
+    except checkpoint.CheckpointError:
+        return None
+    h = meta.get("horizon", meta.get("total_rounds"))
+    return h if isinstance(h, int) and not isinstance(h, bool) and h > 0 else None
 
 
 def _train_and_report(tr: Trainer, model, cfg: TrainConfig, out: Path, args, quiet: bool):

@@ -69,29 +69,48 @@ def _(g, n, ct):
     p = g.op("softmax", z, axis=-1)
     hot = g.op("one_hot", y, depth=k, dtype=g.type(z).dtype)
     scale = g.op("div", ct, _label_count(g, y, z))
-    return [g.op("mul", g.op("sub", p, hot), scale), None]
+    # a label outside [0, K) has a zero one-hot row and a zero term: no gradient either
+    valid = g.op("sum", hot, axis=-1, keepdims=True)
+    return [g.op("mul", g.op("mul", g.op("sub", p, hot), valid), scale), None]
 
 
+# A label outside [0, K) contributes a zero term to the mean, as in the decomposition
+# (its one-hot row is zero) and the fused VJP: the native kernels would index out of
+# range (torch raises, onnxruntime is undefined), so they read a clamped label and
+# mask its term.
 def _sce_torch(cg, n, z, y):
     k = cg.dim(cg.graph.type(n.args[0]).shape[-1])
     long = "" if cg.graph.type(n.args[1]).dtype == "i64" else ".long()"
-    return f"F.cross_entropy({z}.reshape(-1, {k}), {y}.reshape(-1){long})"
+    yy, ok = cg.fresh("ce_labels"), cg.fresh("ce_valid")
+    cg.emit(f"{yy} = {y}.reshape(-1){long}")
+    cg.emit(f"{ok} = ({yy} >= 0) & ({yy} < {k})")
+    return (f"(F.cross_entropy({z}.reshape(-1, {k}), {yy}.clamp(0, {k} - 1), reduction='none')"
+            f" * {ok}).mean()")
 
 
 def _sce_onnx(o, n, z, y):
     k = o.type_of(n.args[0]).shape[-1]
     flat = o.op("Reshape", z, o.dims((-1, k)))
     labels = o.op("Reshape", o.cast(y, "i64"), o.ints([-1]))
-    return o.op("SoftmaxCrossEntropyLoss", flat, labels, reduction="mean")
+    lo, hi = o.const(np.asarray(0, np.int64)), o.op("Sub", o.op("Shape", flat, start=1, end=2),
+                                                     o.ints([1]))
+    ok = o.op("And", o.op("GreaterOrEqual", labels, lo),
+              o.op("LessOrEqual", labels, o.op("Reshape", hi, o.ints([]))))
+    safe = o.op("Where", ok, labels, lo)
+    terms = o.op("SoftmaxCrossEntropyLoss", flat, safe, reduction="none")
+    zero = o.op("Mul", o.op("ReduceMax", terms, keepdims=0), o.const(np.asarray(0.0)))
+    return o.op("ReduceMean", o.op("Where", ok, terms, zero), keepdims=0)
 
 
 def _sce_numpy(cg, n, z, y):
     # shifted logits, then the label's entry picked, not a one-hot product
-    s = cg.fresh("ce_shifted")
+    s, ok, yy = cg.fresh("ce_shifted"), cg.fresh("ce_valid"), cg.fresh("ce_labels")
     cg.emit(f"{s} = {z} - np.max({z}, axis=-1, keepdims=True)")
-    picked = f"np.take_along_axis({s}, np.expand_dims({y}, -1), axis=-1)[..., 0]"
+    cg.emit(f"{ok} = ({y} >= 0) & ({y} < {s}.shape[-1])")
+    cg.emit(f"{yy} = np.where({ok}, {y}, 0)")
+    picked = f"np.take_along_axis({s}, np.expand_dims({yy}, -1), axis=-1)[..., 0]"
     lse = f"np.log(np.sum(np.exp({s}), axis=-1))"
-    return f"np.asarray(np.mean({lse} - {picked}), dtype={cg.dtype(n.type.dtype)})"
+    return f"np.asarray(np.mean(np.where({ok}, {lse} - {picked}, 0.0)), dtype={cg.dtype(n.type.dtype)})"
 
 
 softmax_cross_entropy.numpy(_sce_numpy)

@@ -81,7 +81,7 @@ class Position:
 class Trainer:
     def __init__(self, model, cfg: TrainConfig, parts, *, backend="numpy", device="cpu",
                  seed=0, out: Path, progress=None, comm: Comm | None = None,
-                 dtype: str = "f32"):
+                 dtype: str = "f32", horizon: int | None = None):
         self.model, self.cfg, self.backend, self.device = model, cfg, backend, device
         self.seed, self.out, self.dtype = seed, out, dtype
         # data-parallel: each step is split into a gradient half and an update half,
@@ -92,7 +92,10 @@ class Trainer:
             raise SpecError("the training part of the split is empty", cfg.data_span)
         self.nb = self.train_ds.num_batches(cfg.batch)
         self.total_rounds = _rounds(cfg, self.nb)
-        self.steps = [build_step(model, cfg, grp, self.total_rounds * grp.steps,
+        # the schedules' horizon: a resumed run keeps the one it started with (past it
+        # a schedule holds its last value), so `--epochs` more does not re-stretch it
+        self.horizon = horizon or self.total_rounds
+        self.steps = [build_step(model, cfg, grp, self.horizon * grp.steps,
                                  split=self.comm.active) for grp in cfg.groups]
         self.programs = [self._lower_halves(sg) if sg.split else
                          self._lower(sg.graph, sg.results) for sg in self.steps]
@@ -323,13 +326,38 @@ class Trainer:
         return config_hash(self.cfg, self.model, self.seed)
 
     def save_checkpoint(self):
-        tensors = {k: _numpy(v) for k, v in self.values.items()}
+        # namespaces (see `checkpoint`): the weights to deploy apart from the training state
+        tensors = {checkpoint.TRAIN + k: _numpy(v) for k, v in self.values.items()}
         if self.best_values is not None:
-            tensors.update({f"best:{k}": _numpy(v) for k, v in self.best_values.items()})
+            tensors.update({checkpoint.BEST + k: _numpy(v) for k, v in self.best_values.items()})
+        tensors.update({checkpoint.PARAMS + k: _numpy(v) for k, v in self.deploy_values().items()})
         meta = {"model": self.model.name, "config_hash": self.config_hash(), "seed": self.seed,
-                "total_rounds": self.total_rounds, "batches_per_epoch": self.nb,
-                "position": self.pos.__dict__}
+                "total_rounds": self.total_rounds, "horizon": self.horizon,
+                "batches_per_epoch": self.nb,
+                "position": self.pos.__dict__, **self.describe_run()}
         checkpoint.save(self.out / CHECKPOINT, tensors, meta)
+
+    def deploy_values(self) -> dict:
+        """What the run evaluates with at the end: the best evaluation's values when
+        early stopping (restored then), averaged params when averaging."""
+        saved = self.values
+        if self.cfg.early_stop is not None and self.best_values is not None:
+            self.values = {**saved, **self.best_values}
+        try:
+            return self.eval_values()
+        finally:
+            self.values = saved
+
+    def describe_run(self) -> dict:
+        """Metadata for whoever deploys the weights: which spec (path, content hash),
+        hyperparameters, dims and data set they belong to."""
+        prog = self.model.program
+        return {"spec": {"path": str(Path(prog.path).resolve()),
+                         "hash": checkpoint.spec_hash(prog)},
+                "model_name": self.model.model_name, "hparams": dict(self.model.hparams),
+                "dims": dict(self.model.dims), "data": self.cfg.data,
+                "data_options": dict(self.cfg.data_options),
+                "params": list(self.model.params), "states": list(self.model.states)}
 
     def load_checkpoint(self):
         tensors, meta = checkpoint.load(self.out / CHECKPOINT)
@@ -338,21 +366,26 @@ class Trainer:
                 f"the checkpoint in {self.out} was written by a different training "
                 "configuration (model, data, split, batch, optimizer, seed...); "
                 "train afresh without --resume, or use another --out")
-        missing = [k for k in self.values if k not in tensors]
+        state = checkpoint.namespace(tensors, checkpoint.TRAIN)
+        missing = [k for k in self.values if k not in state]
         if missing:
             raise checkpoint.CheckpointError(f"the checkpoint in {self.out} lacks "
                                              f"{', '.join(missing[:5])}")
         for k in self.values:
-            have, want = np.asarray(tensors[k]), np.asarray(self.values[k])
-            if have.shape != want.shape or have.dtype != want.dtype:
+            have, want = np.asarray(state[k]), np.asarray(self.values[k])
+            # floats are stored in the run dtype (`--dtype f64` keeps float64 tensors)
+            need = np.dtype(np.float64) if want.dtype.kind == "f" and self.dtype == "f64" \
+                else want.dtype
+            if have.shape != want.shape or have.dtype != need:
                 raise checkpoint.CheckpointError(
                     f"the checkpoint in {self.out} holds `{k}` as {have.dtype}{list(have.shape)}, "
-                    f"but the model needs {want.dtype}{list(want.shape)}")
+                    f"but the model needs {need}{list(want.shape)}")
         self.pos = _position(meta.get("position"), self.out)
         for k in self.values:
-            self.values[k] = tensors[k]
-        best = {k[len("best:"):]: v for k, v in tensors.items() if k.startswith("best:")}
+            self.values[k] = state[k]
+        best = checkpoint.namespace(tensors, checkpoint.BEST)
         self.best_values = best or None
+        self.resumed_from = meta
 
 
 def _position(raw, out) -> "Position":

@@ -183,6 +183,14 @@ def find_train(program, model_name: str) -> A.TrainDef:
                     _file_span(program), hint=hint)
 
 
+def train_block_hparams(program, model_name: str) -> dict:
+    """The hyperparameters `model_name`'s train block gives (`{}` without a block)."""
+    for t in program.trains:
+        if _model_name(t.model) == model_name:
+            return _model_hparams(program, t)
+    return {}
+
+
 def parse_train(model, train: A.TrainDef | None = None) -> TrainConfig:
     """Validate the train block of `model` (an `api.Model`) against that model."""
     prog = model.program
@@ -364,7 +372,7 @@ def _fit_field(name, arr: np.ndarray, t, cfg) -> np.ndarray:
                                            for d, s in zip(want, per_sample))
     if not ok:
         shown = ", ".join(str(d) for d in t.shape)
-        raise SpecError(f"dataset field `{name}` is [N, {', '.join(map(str, per_sample))}] but "
+        raise SpecError(f"dataset field `{name}` is [{', '.join(['N', *map(str, per_sample)])}] but "
                         f"the model's input `{name}` is {t.dtype}[{shown}]", cfg.data_span)
     is_float = t.dtype.startswith("f")
     if not is_float and np.issubdtype(arr.dtype, np.floating):

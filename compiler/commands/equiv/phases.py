@@ -167,7 +167,8 @@ def _autograd(model, report, feeds, ref_grads, device):
             module.load_numpy({k: v for k, v in feeds.items() if k in held}, strict=False)
             module.zero_grad(set_to_none=True)
             out = module({k: v for k, v in feeds.items() if k not in held})
-            out[loss].backward()
+            if out[loss].requires_grad:  # a loss of no parameter: every gradient is 0
+                out[loss].backward()
             auto = {k: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu().numpy()
                     for k, p in held.items()}
             if loss in ref_grads:
