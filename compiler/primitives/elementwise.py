@@ -215,6 +215,22 @@ cos.torch("torch.cos({0})")
 cos.onnx(lambda o, n, x: o.op("Cos", x))
 
 
+acos = defprim("acos", "arccos x ∈ [0, π] for x ∈ [-1, 1]", 1, float_unary)
+
+
+@acos.vjp
+def _(g, n, ct):
+    # d arccos x = -1 / √(1 - x²): infinite at |x| = 1, where arccos has a vertical tangent
+    (x,) = n.args
+    root = g.op("rsqrt", g.op("sub", _k(g, 1.0, ct), g.op("mul", x, x)))
+    return [g.op("neg", g.op("mul", ct, root))]
+
+
+acos.numpy("np.arccos({0})")
+acos.torch("torch.acos({0})")
+acos.onnx(lambda o, n, x: o.op("Acos", x))
+
+
 tanh = defprim("tanh", "tanh x", 1, float_unary)
 
 
