@@ -215,6 +215,44 @@ cos.torch("torch.cos({0})")
 cos.onnx(lambda o, n, x: o.op("Cos", x))
 
 
+acos = defprim("acos", "arccos x ∈ [0, π] for x ∈ [-1, 1]", 1, float_unary)
+
+
+@acos.vjp
+def _(g, n, ct):
+    # d arccos x = -1 / √(1 - x²): infinite at |x| = 1, where arccos has a vertical tangent
+    (x,) = n.args
+    root = g.op("rsqrt", g.op("sub", _k(g, 1.0, ct), g.op("mul", x, x)))
+    return [g.op("neg", g.op("mul", ct, root))]
+
+
+acos.numpy("np.arccos({0})")
+acos.torch("torch.acos({0})")
+
+
+_ONNX_FLOAT = 1       # onnx.TensorProto.FLOAT (the primitives import no backend)
+
+
+def _onnx_acos(o, n, x):
+    # onnxruntime implements Acos for float32 only. Other float types go through it;
+    # for float64 one correction restores full precision: with θ0 = acos_f32(x) and
+    # δ = sin(θ - θ0) = √((1-x)(1+x)) cos θ0 - x sin θ0 (|δ| < 1e-3),
+    # θ = θ0 + asin δ ≈ θ0 + δ + δ³/6, with no division, so none at |x| = 1.
+    if o.run_dtype == "f32":
+        return o.op("Acos", x)
+    t0 = o.op("Cast", o.op("Acos", o.op("Cast", x, to=_ONNX_FLOAT)), to=o.elem_type(o.run_dtype))
+    if o.run_dtype != "f64":
+        return t0
+    one = o.const(np.array(1.0))
+    root = o.op("Sqrt", o.op("Mul", o.op("Sub", one, x), o.op("Add", one, x)))
+    d = o.op("Sub", o.op("Mul", root, o.op("Cos", t0)), o.op("Mul", x, o.op("Sin", t0)))
+    cube = o.op("Mul", o.op("Mul", d, o.op("Mul", d, d)), o.const(np.array(1.0 / 6.0)))
+    return o.op("Add", t0, o.op("Add", d, cube))
+
+
+acos.onnx(_onnx_acos)
+
+
 tanh = defprim("tanh", "tanh x", 1, float_unary)
 
 

@@ -26,7 +26,7 @@ against it in tests/test_optim.py):
 | ``adam`` | ``lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, amsgrad=false`` | torch ``Adam`` |
 | ``adamw`` | as adam, ``weight_decay=0.01`` | torch ``AdamW``: ``p *= 1 - lr wd`` (decoupled) then Adam |
 | ``signsgd`` | ``lr=1e-3, momentum=0`` | ``p -= lr sign(g)``; with momentum (signum) ``m = beta m + (1-beta) g; p -= lr sign(m)`` |
-| ``muon`` | ``lr=0.02, momentum=0.95, nesterov=true, ns_steps=5`` | see `Muon` |
+| ``muon`` | ``lr=0.02, momentum=0.95, nesterov=true, ns_steps=5, exact=false`` | see `Muon` |
 | ``svrg`` | ``lr=0.01`` | ``p -= lr (g - g_snap + mu)``; see `Svrg` |
 
 Every optimizer also takes ``weight_decay`` (default 0; AdamW 0.01) and ``l1``
@@ -50,7 +50,7 @@ from compiler.core.types import TensorType
 
 __all__ = ["OPTIMIZERS", "Optimizer", "make_optimizer", "decays", "apply_weight_decay",
            "apply_l1", "clip_by_global_norm", "global_norm", "polyak_update", "svrg_direction",
-           "snapshot_gradients", "newton_schulz5", "SGD", "Momentum", "Nesterov", "Adagrad",
+           "snapshot_gradients", "newton_schulz5", "orthogonalize_exact", "SGD", "Momentum", "Nesterov", "Adagrad",
            "RMSprop", "Adam", "AdamW", "SignSGD", "Muon", "Svrg"]
 
 
@@ -228,6 +228,12 @@ def newton_schulz5(g: Graph, x: int, steps: int = 5) -> int:
     if tall:
         X = g.op("transpose", X, perm=(1, 0))
     return X
+
+
+def orthogonalize_exact(g: Graph, x: int) -> int:
+    """The notes' exact Muon direction (3.4): ``U V^T`` for ``x = U S V^T`` (reduced SVD)."""
+    t = g.op("svd", x)
+    return g.op("matmul", g.op("tuple_get", t, index=0), g.op("tuple_get", t, index=2))
 
 
 # ---- the optimizers -----------------------------------------------------------------------
@@ -494,7 +500,8 @@ class SignSGD(Optimizer):
 class Muon(Optimizer):
     """Muon (Jordan et al. 2024): momentum ``b = mu b + g``; direction ``u = g + mu b``
     (nesterov) or ``b``; for a matrix parameter ``u`` is orthogonalized by `newton_schulz5`
-    and scaled by ``sqrt(max(1, rows/cols))``; ``p -= lr u``.
+    and scaled by ``sqrt(max(1, rows/cols))``; ``p -= lr u``. With ``exact=true`` the
+    direction is the exact ``U V^T`` of the SVD (`orthogonalize_exact`) instead.
 
     Parameters of rank > 2 (conv kernels ``[O, C, *K]``) are orthogonalized as the
     ``[O, C*prod(K)]`` matrix, as in Jordan's reference. Parameters of rank < 2 (biases,
@@ -504,7 +511,7 @@ class Muon(Optimizer):
     """
 
     name = "muon"
-    options = {"lr": 0.02, "momentum": 0.95, "nesterov": True, "ns_steps": 5}
+    options = {"lr": 0.02, "momentum": 0.95, "nesterov": True, "ns_steps": 5, "exact": False}
 
     def validate(self):
         _unit(self, "momentum")
@@ -530,7 +537,7 @@ class Muon(Optimizer):
             shape = tuple(t.shape)
             rows, cols = shape[0], math.prod(shape[1:])
             x = u if len(shape) == 2 else g.op("reshape", u, shape=(rows, cols))
-            x = newton_schulz5(g, x, self.ns_steps)
+            x = orthogonalize_exact(g, x) if self.exact else newton_schulz5(g, x, self.ns_steps)
             x = _scale(g, x, max(1.0, rows / cols) ** 0.5)
             u = x if len(shape) == 2 else g.op("reshape", x, shape=shape)
         return _sub_lr(g, p, lr, u), {"buf": buf}

@@ -87,6 +87,8 @@ CASES: list[Case] = [
     Case("sign", [ints(-3, 4, 5)], ref=torch.sign, name="int"),
     *unary_cases("sin", torch.sin, lambda *s: normal(*s, scale=2.0)),
     *unary_cases("cos", torch.cos, lambda *s: normal(*s, scale=2.0)),
+    # inside (-1, 1), clear of the infinite slope at ±1
+    *unary_cases("acos", torch.acos, lambda *s: uniform(-0.9, 0.9, *s)),
     *unary_cases("tanh", torch.tanh, lambda *s: normal(*s, scale=2.0)),
     *unary_cases("sigmoid", torch.sigmoid, lambda *s: normal(*s, scale=3.0)),
     Case("sigmoid", [np.array([-800.0, -40.0, -20.0, 0.0, 20.0, 40.0, 800.0])], ref=torch.sigmoid,

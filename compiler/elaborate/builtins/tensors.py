@@ -22,7 +22,7 @@ from dsl.errors import ShapeError, SpecError
 # ---- elementwise ------------------------------------------------------------------------
 
 _MATH = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "abs": abs, "sin": math.sin,
-         "cos": math.cos, "tanh": math.tanh, "floor": math.floor, "ceil": math.ceil,
+         "cos": math.cos, "acos": math.acos, "tanh": math.tanh, "floor": math.floor, "ceil": math.ceil,
          "round": round, "log1p": math.log1p, "erf": math.erf,
          "sigmoid": lambda x: 1 / (1 + math.exp(-x)), "relu": lambda x: max(x, 0),
          "rsqrt": lambda x: 1 / math.sqrt(x), "reciprocal": lambda x: 1 / x,
@@ -43,7 +43,7 @@ def _unary(op):
     return fn
 
 
-for _op in ("neg exp log log1p sqrt rsqrt abs sign sin cos tanh sigmoid relu softplus erf "
+for _op in ("neg exp log log1p sqrt rsqrt abs sign sin cos acos tanh sigmoid relu softplus erf "
             "reciprocal floor ceil round").split():
     builtin(_op)(_unary(_op))
 
