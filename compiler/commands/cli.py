@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--steps", type=int, default=None, help="override the train block's steps")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
+
+    c = sub.add_parser("summary", help="per-layer table: output shapes, parameters, MACs/FLOPs")
+    _add_common(c)
+    c.add_argument("--dims", action="append", metavar="SYM=N", help="a symbolic dim's value, e.g. B=64")
+    c.add_argument("--dtype", default="f32", choices=["f16", "f32", "f64"],
+                   help="dtype of the parameter memory")
+    c.add_argument("--no-color", action="store_true", help="no colour even on a terminal")
+    c.add_argument("--set", action="append", metavar="NAME=VALUE")
     return p
 
 
@@ -140,6 +148,31 @@ def cmd_check(args):
     info = summarize(m)
     if not args.json:
         print(render_summary(info))
+        from compiler.commands.layers import layer_table, render_table
+        print(render_table(layer_table(m), color=_color(args)))
+    return EXIT_OK, info
+
+
+def _color(args) -> bool:
+    """Colour only on a terminal, and never with NO_COLOR or --no-color."""
+    import os
+    return (sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+            and not getattr(args, "no_color", False))
+
+
+def cmd_summary(args):
+    from compiler.commands.layers import layer_table, render_table
+    m = _load(args)
+    dims = {}
+    for item in args.dims or []:
+        k, sep, v = item.partition("=")
+        if not sep or not v.strip().isdigit():
+            raise UsageError(f"--dims expects SYM=N, got {item!r}")
+        dims[k.strip()] = int(v)
+    info = layer_table(m, dims, dtype=args.dtype)
+    info["model"] = m.name
+    if not args.json:
+        print(render_table(info, title=f"model {m.name}", color=_color(args)))
     return EXIT_OK, info
 
 
@@ -190,6 +223,7 @@ def cmd_train(args):
 
 COMMANDS = {"check": cmd_check, "compile": cmd_compile, "gradcheck": cmd_gradcheck,
             "equiv": cmd_equiv, "train": cmd_train}
+COMMANDS["summary"] = cmd_summary
 
 
 if __name__ == "__main__":  # pragma: no cover
