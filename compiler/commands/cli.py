@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dtype of the parameter memory")
     c.add_argument("--no-color", action="store_true", help="no colour even on a terminal")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
+
+    c = sub.add_parser("graph", help="draw the typed graph (Graphviz): layers as clusters")
+    _add_common(c)
+    c.add_argument("-o", "--output", default=None, help="out.svg, out.png or out.dot")
+    c.add_argument("--grad", action="store_true", help="add the gradient graph")
+    c.add_argument("--train-step", action="store_true", help="the whole step: forward + gradients")
+    c.add_argument("--set", action="append", metavar="NAME=VALUE")
     return p
 
 
@@ -224,6 +231,20 @@ def cmd_train(args):
 COMMANDS = {"check": cmd_check, "compile": cmd_compile, "gradcheck": cmd_gradcheck,
             "equiv": cmd_equiv, "train": cmd_train}
 COMMANDS["summary"] = cmd_summary
+
+
+def cmd_graph(args):
+    from compiler.commands.graph_picture import write_graph
+    m = _load(args)
+    info = write_graph(m, args.output or f"{m.name}.svg", with_grad=args.grad or args.train_step)
+    if not args.json:
+        if "message" in info:
+            print(info["message"], file=sys.stderr)
+        print(f"wrote {info['path']} ({len(info['layers'])} layer clusters)")
+    return EXIT_OK, info
+
+
+COMMANDS["graph"] = cmd_graph
 
 
 if __name__ == "__main__":  # pragma: no cover
