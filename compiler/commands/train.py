@@ -18,7 +18,7 @@ from compiler.training.loop import (
     Diverged,
     Trainer,
 )
-from compiler.training.reporting import Progress, plot_curves, write_metrics_csv
+from compiler.training.reporting import TensorBoard, make_progress, plot_curves, write_metrics_csv
 from compiler.training.spec import TrainConfig, model_for, parse_train
 from compiler.training.step import _numpy, _split
 from dsl.errors import SpecError
@@ -37,7 +37,7 @@ def run_training(model, args) -> tuple[int, dict]:
     parts = _split(cfg, model)
     tr = Trainer(model, cfg, parts, backend=getattr(args, "backend", "numpy"),
                  device=getattr(args, "device", "cpu"), seed=seed, out=out,
-                 progress=None if quiet else Progress())
+                 progress=_progress(model, args, quiet, out))
     if getattr(args, "resume", False):
         try:
             tr.load_checkpoint()
@@ -51,9 +51,21 @@ def run_training(model, args) -> tuple[int, dict]:
         return _train_and_report(tr, model, cfg, out, args, quiet)
 
 
+def _progress(model, args, quiet, out):
+    prog = None if quiet else make_progress(color=False if getattr(args, "no_color", False) else None)
+    if getattr(args, "tensorboard", False):
+        from compiler.commands.layers import layer_table, render_table
+        prog = TensorBoard(out / "tensorboard", prog, render_table(layer_table(model)))
+    return prog
+
+
 def _train_and_report(tr: Trainer, model, cfg: TrainConfig, out: Path, args, quiet: bool):
     try:
-        tr.run()
+        try:
+            tr.run()
+        finally:
+            if tr.progress is not None and hasattr(tr.progress, "close"):
+                tr.progress.close()
     except Diverged as e:  # the last checkpoint (of finite values) stays as it was
         if not getattr(args, "json", False):
             print(("\n" if not quiet else "") + e.rendered, file=sys.stderr)
@@ -93,7 +105,10 @@ def _finish(tr: Trainer, model, cfg: TrainConfig, out: Path) -> dict:
              "test": tr.evaluate(tr.test_ds, values)}
     files = {"checkpoint": str(out / CHECKPOINT)}
     if tr.pos.history:
-        write_metrics_csv(out / METRICS, tr.pos.history)
+        # the last row is the final test evaluation (epoch "test", columns test_*)
+        test_row = {"epoch": "test", "step": tr.pos.round, "time": round(tr.pos.elapsed, 3),
+                    **{f"test_{k}": v for k, v in final["test"].items()}}
+        write_metrics_csv(out / METRICS, tr.pos.history + ([test_row] if final["test"] else []))
         files["metrics"] = str(out / METRICS)
         if plot_curves(out / CURVES, tr.pos.history, f"{model.name} on {cfg.data}",
                        model.losses):
