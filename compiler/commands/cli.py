@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--steps", type=int, default=3)
     c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--verbose", "-v", action="store_true", help="one row per tensor")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
 
     c = sub.add_parser("train", help="train as the spec's train block says")
