@@ -104,11 +104,16 @@ def test_cli_equiv_json_exit_0(capsys):
 
 
 def test_cli_equiv_table(capsys):
-    code = main(["equiv", str(ROOT / "specs" / "linear_regression.dl"), "--steps", "1"])
+    code = main(["equiv", str(ROOT / "specs" / "linear_regression.dl"), "--steps", "1",
+                 "--verbose"])
     out = capsys.readouterr().out
     assert code == 0
     assert "backend pair" in out and "torch-f64 vs numpy-f64" in out
     assert "all backends agree" in out
+    code = main(["equiv", str(ROOT / "specs" / "linear_regression.dl"), "--steps", "1"])
+    short = capsys.readouterr().out
+    assert code == 0 and "out of tol" in short and "all backends agree" in short
+    assert len(short.splitlines()) < len(out.splitlines())  # one row per phase and pair
 
 
 def test_cli_cuda_unavailable_is_a_usage_error(capsys):

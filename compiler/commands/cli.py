@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--steps", type=_non_negative, default=3, help="training steps compared (0: none)")
     c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--verbose", "-v", action="store_true", help="one row per tensor")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
     c.add_argument("--dims", default=None, metavar="B=4,T=7", help="sizes of symbolic dims")
 
@@ -112,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--epochs", type=_positive, default=None, help="override the train block's epochs")
     c.add_argument("--steps", type=_positive, default=None, help="override the train block's steps")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument("--tensorboard", action="store_true",
+                   help="write TensorBoard scalars to <run dir>/tensorboard")
+    c.add_argument("--no-color", action="store_true", help="no colour even on a terminal")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
     c.add_argument("--nproc", type=int, default=None,
                    help="data-parallel: launch N local processes (torch.distributed.run)")
@@ -119,6 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a collective waits for a missing rank (default 300)")
     c.add_argument("--dtype", default="f32", choices=["f32", "f64"], help="run dtype")
     c.add_argument("--force", action="store_true", help="overwrite the run in --out")
+
+    c = sub.add_parser("summary", help="per-layer table: output shapes, parameters, MACs/FLOPs")
+    _add_common(c)
+    c.add_argument("--dims", action="append", metavar="SYM=N", help="a symbolic dim's value, e.g. B=64")
+    c.add_argument("--dtype", default="f32", choices=["f16", "f32", "f64"],
+                   help="dtype of the parameter memory")
+    c.add_argument("--no-color", action="store_true", help="no colour even on a terminal")
+    c.add_argument("--set", action="append", metavar="NAME=VALUE")
+
+    c = sub.add_parser("graph", help="draw the typed graph (Graphviz): layers as clusters")
+    _add_common(c)
+    c.add_argument("-o", "--output", default=None, help="out.svg, out.png or out.dot")
+    c.add_argument("--grad", action="store_true", help="add the gradient graph")
+    c.add_argument("--train-step", action="store_true", help="the whole step: forward + gradients")
+    c.add_argument("--set", action="append", metavar="NAME=VALUE")
 
     c = sub.add_parser("export", help="write a trained run (its spec and weights) as an artifact")
     c.add_argument("run", help="a run directory of `dlc train` (or its checkpoint file)")
@@ -182,7 +201,7 @@ def _json_default(o):
     return str(o)
 
 
-def _load(args, train_block: bool = False):
+def _load(args, train_block: bool = False, fix_dims: bool = True):
     """The model of `args.file`; with `train_block`, under its train block's hparams
     (the precedence: spec defaults < train block < --set)."""
     from pathlib import Path
@@ -196,7 +215,8 @@ def _load(args, train_block: bool = False):
     check_device(getattr(args, "backend", None), getattr(args, "device", "cpu"))
     return api.load(args.file, model=getattr(args, "model", None),
                     hparams=_hparams(getattr(args, "set", None)),
-                    dims=parse_dims(getattr(args, "dims", None)), train_block=train_block)
+                    dims=parse_dims(getattr(args, "dims", None)) if fix_dims else {},
+                    train_block=train_block)
 
 
 # ---- commands --------------------------------------------------------------------------
@@ -213,6 +233,31 @@ def cmd_check(args):
         print(render_summary(info))
         if train is not None:
             print(render_train_check(train))
+        from compiler.commands.layers import layer_table, render_table
+        print(render_table(layer_table(m), color=_color(args)))
+    return EXIT_OK, info
+
+
+def _color(args) -> bool:
+    """Colour only on a terminal, and never with NO_COLOR or --no-color."""
+    import os
+    return (sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+            and not getattr(args, "no_color", False))
+
+
+def cmd_summary(args):
+    from compiler.commands.layers import layer_table, render_table
+    m = _load(args, fix_dims=False)  # the dims are for counting: shapes stay symbolic
+    dims = {}
+    for item in args.dims or []:
+        k, sep, v = item.partition("=")
+        if not sep or not v.strip().isdigit():
+            raise UsageError(f"--dims expects SYM=N, got {item!r}")
+        dims[k.strip()] = int(v)
+    info = layer_table(m, dims, dtype=args.dtype)
+    info["model"] = m.name
+    if not args.json:
+        print(render_table(info, title=f"model {m.name}", color=_color(args)))
     return EXIT_OK, info
 
 
@@ -309,6 +354,21 @@ def cmd_train(args):
 COMMANDS = {"check": cmd_check, "compile": cmd_compile, "gradcheck": cmd_gradcheck,
             "equiv": cmd_equiv, "train": cmd_train, "export": cmd_export,
             "datasets": cmd_datasets}
+COMMANDS["summary"] = cmd_summary
+
+
+def cmd_graph(args):
+    from compiler.commands.graph_picture import write_graph
+    m = _load(args)
+    info = write_graph(m, args.output or f"{m.name}.svg", with_grad=args.grad or args.train_step)
+    if not args.json:
+        if "message" in info:
+            print(info["message"], file=sys.stderr)
+        print(f"wrote {info['path']} ({len(info['layers'])} layer clusters)")
+    return EXIT_OK, info
+
+
+COMMANDS["graph"] = cmd_graph
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,8 +30,10 @@ def check_device(backend: str | None, device: str | None) -> None:
                          "(use --device cpu)")
 
 
-def parse_dims(text: str | None) -> dict:
-    """`B=4,T=7` -> {"B": 4, "T": 7}."""
+def parse_dims(text) -> dict:
+    """`B=4,T=7` (or a repeated flag's list of them) -> {"B": 4, "T": 7}."""
+    if isinstance(text, (list, tuple)):
+        text = ",".join(text)
     out = {}
     for item in (text or "").split(","):
         if not item.strip():

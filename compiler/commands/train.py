@@ -18,7 +18,7 @@ from compiler.training.loop import (
     Diverged,
     Trainer,
 )
-from compiler.training.reporting import Progress, plot_curves, write_metrics_csv
+from compiler.training.reporting import TensorBoard, make_progress, plot_curves, write_metrics_csv
 from compiler.training.spec import TrainConfig, model_for, parse_train
 from compiler.training.step import _numpy, _split
 from dsl.errors import SpecError
@@ -78,7 +78,7 @@ def _run_training(model, args, comm) -> tuple[int, dict]:
     parts = _split(cfg, model)
     tr = Trainer(model, cfg, parts, backend=getattr(args, "backend", "numpy"),
                  device=getattr(args, "device", "cpu"), seed=seed, out=out,
-                 progress=None if quiet else Progress(), comm=comm,
+                 progress=_progress(model, args, quiet, out), comm=comm,
                  dtype=getattr(args, "dtype", None) or "f32",
                  horizon=_horizon(out) if resume else None)
     if getattr(args, "resume", False):
@@ -125,9 +125,21 @@ def _horizon(out: Path) -> int | None:
     return h if isinstance(h, int) and not isinstance(h, bool) and h > 0 else None
 
 
+def _progress(model, args, quiet, out):
+    prog = None if quiet else make_progress(color=False if getattr(args, "no_color", False) else None)
+    if getattr(args, "tensorboard", False):
+        from compiler.commands.layers import layer_table, render_table
+        prog = TensorBoard(out / "tensorboard", prog, render_table(layer_table(model)))
+    return prog
+
+
 def _train_and_report(tr: Trainer, model, cfg: TrainConfig, out: Path, args, quiet: bool):
     try:
-        tr.run()
+        try:
+            tr.run()
+        finally:
+            if tr.progress is not None and hasattr(tr.progress, "close"):
+                tr.progress.close()
     except Diverged as e:  # the last checkpoint (of finite values) stays as it was
         if not getattr(args, "json", False) and tr.comm.main:  # (every rank stops)
             print(("\n" if not quiet else "") + e.rendered, file=sys.stderr)
@@ -173,7 +185,10 @@ def _finish(tr: Trainer, model, cfg: TrainConfig, out: Path) -> dict:
     if not tr.comm.main:  # the evaluations above are collective; the files are rank 0's
         return {}
     if tr.pos.history:
-        write_metrics_csv(out / METRICS, tr.pos.history)
+        # the last row is the final test evaluation (epoch "test", columns test_*)
+        test_row = {"epoch": "test", "step": tr.pos.round, "time": round(tr.pos.elapsed, 3),
+                    **{f"test_{k}": v for k, v in final["test"].items()}}
+        write_metrics_csv(out / METRICS, tr.pos.history + ([test_row] if final["test"] else []))
         files["metrics"] = str(out / METRICS)
         if plot_curves(out / CURVES, tr.pos.history, f"{model.name} on {cfg.data}",
                        model.losses):

@@ -7,7 +7,9 @@ from compiler.commands.equiv.compare import FACTOR, MAX_SCALE, REFERENCE, Compar
 
 # ---- the table -------------------------------------------------------------------------------
 
-def render(report: EquivReport) -> str:
+def render(report: EquivReport, verbose: bool = True) -> str:
+    if not verbose:
+        return render_short(report)
     lines = [f"equiv {report.model}: reference {REFERENCE}, seed {report.seed}, dims={report.dim}, "
              f"{report.steps} train step(s); backends: {', '.join(report.backends[1:])}"]
     rows = []
@@ -58,6 +60,30 @@ def render(report: EquivReport) -> str:
     n_bad = len(report.failures())
     lines.append("all backends agree" if report.ok else
                  f"{n_bad} of {len(report.comparisons)} comparisons out of tolerance")
+    return "\n".join(lines)
+
+
+def render_short(report: EquivReport) -> str:
+    """`dlc equiv` without --verbose: one row per phase and backend pair (how many
+    tensors, the worst errors, how many out of tolerance), then the failures in full."""
+    groups: dict = {}
+    for c in report.comparisons:
+        g = groups.setdefault((c.phase, c.pair), {"n": 0, "bad": 0, "abs": 0.0, "rel": 0.0})
+        g["n"] += 1
+        g["bad"] += 0 if (c.ok or c.ill_conditioned) and not c.error else 1
+        if not c.error:
+            g["abs"], g["rel"] = max(g["abs"], c.max_abs), max(g["rel"], c.max_rel)
+    lines = [f"equiv {report.model}: reference {REFERENCE}, seed {report.seed}, "
+             f"{report.steps} train step(s) (--verbose for every tensor)"]
+    head = ("phase", "backend pair", "tensors", "max abs err", "max rel err", "out of tol")
+    rows = [(ph, pair, str(g["n"]), f"{g['abs']:.2e}", f"{g['rel']:.2e}", str(g["bad"]))
+            for (ph, pair), g in groups.items()]
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    fmt = "  " + "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    lines += [fmt.format(*head).rstrip()] + [fmt.format(*r).rstrip() for r in rows]
+    full = render(report).splitlines()
+    lines += [ln for ln in full[1:] if ln.startswith(("error:", "skipped", "divergence"))]
+    lines.append(full[-1])
     return "\n".join(lines)
 
 

@@ -55,7 +55,7 @@ def run_equiv(model, args) -> tuple[int, dict]:
     report = equiv(model, steps=steps, device=device, seed=getattr(args, "seed", 0) or 0,
                    dim=getattr(args, "dim", None) or DEFAULT_DIM)
     if not getattr(args, "json", False):
-        print(render(report))
+        print(render(report, verbose=getattr(args, "verbose", False)))
     return (0 if report.ok else 1), report.to_json()
 
 
