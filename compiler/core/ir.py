@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from dsl.errors import ShapeError
+from dsl.errors import ShapeError, SpecError
 
+from compiler.core.limits import describe, limit
 from compiler.core.types import TensorType, TypeMismatch
 from compiler.primitives import get_primitive
 
@@ -257,10 +258,8 @@ def _op_label(op: str) -> str:
 
 def _check_limits(g: "Graph", op: str, t, span) -> None:
     """Static resource limits (compiler.core.limits): located errors, never a MemoryError."""
-    from compiler.core.limits import describe, limit
-    from dsl.errors import SpecError
-
-    if len(g.nx) >= limit("DLC_MAX_GRAPH_NODES"):
+    # len(g), not len(g.nx): the NetworkX view is built on first use and costs an import
+    if len(g) >= limit("DLC_MAX_GRAPH_NODES"):
         raise SpecError(f"the graph has more than {describe('DLC_MAX_GRAPH_NODES')} nodes", span)
     for tt in (t if isinstance(t, tuple) else (t,)):
         n = 1

@@ -1,14 +1,8 @@
 """The evaluator: expressions, statements and calls, evaluated against scopes while
 the graph is built.
 
-Layers are expanded at compile time: hyperparameters are evaluated, parameters
-created on an instance's first call (their shapes may come from the input's) and
-named by the instance path (``encoder.block.0.W``); sharing an instance shares its
-parameters; ``repeat(N, L(...))`` makes N instances. ``scan`` bodies elaborate into
-nested graphs (frames); outer tensors a body uses are captured as scan inputs.
-``grad`` differentiates the graph built so far, so it composes to any order.
-
-Every mistake is reported as a located `DslError`.
+The rooms it is made of: `expressions`, `statements`, `calls` (see the package's
+docstring for what elaboration does).
 """
 from __future__ import annotations
 

@@ -39,15 +39,8 @@ def equiv(model, *, steps: int = DEFAULT_STEPS, device: str = "cpu", seed: int =
 def run_equiv(model, args) -> tuple[int, dict]:
     """`dlc equiv`: (exit code, JSON payload); prints the table unless ``--json``."""
     device = getattr(args, "device", "cpu") or "cpu"
-    if device == "cuda":
-        try:
-            import torch
-            available = torch.cuda.is_available()
-        except ImportError:
-            available = False
-        if not available:
-            raise UsageError("dlc equiv: --device cuda asked for, but PyTorch sees no CUDA "
-                             "device on this machine (use --device cpu)")
+    from compiler.commands.deploy import check_device
+    check_device("torch", device)  # equiv's CUDA leg runs the torch backend
     steps = getattr(args, "steps", None)
     steps = DEFAULT_STEPS if steps is None else steps
     if steps < 0:
