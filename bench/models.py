@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import HORIZON, ort_session, timeit  # noqa: E402
+from run import HORIZON, ort_session, ort_train_step, timeit  # noqa: E402
 
 B = 32
 
@@ -78,27 +78,9 @@ def dlc_torch_step(g, res, values, batch):
 
 
 def dlc_ort_train(m2, g, res, values, batch, threads=1):
-    import numpy as np
     from backends import onnx as ob
     model = ob.lower(g, res, dtype="f32", params_as="inputs", name=m2.name)
-    sess = ort_session(model, threads)
-    outs = [o.name for o in sess.get_outputs()]
-    dtypes = {i.name: i.type for i in sess.get_inputs()}
-    init = {**values, **batch}
-    feeds = {k: np.asarray(init[k], np.int64 if "int64" in dtypes[k] else
-                           bool if "bool" in dtypes[k] else np.float32)
-             for k in dtypes if k in init}
-    carried = [(i, o[4:]) for i, o in enumerate(outs) if o.startswith("new:") and o[4:] in feeds]
-    state = {"t": 0}
-
-    def step():
-        feeds["step"] = np.asarray(float(state["t"]), np.float32)
-        r = sess.run(outs, feeds)
-        for i, name in carried:
-            feeds[name] = r[i]
-        state["t"] += 1
-
-    return step
+    return ort_train_step(model, {**values, **batch}, threads)
 
 
 def dlc_ort_infer(m2, values, batch, threads=1):

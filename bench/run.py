@@ -411,17 +411,15 @@ def bench_ort_inference(paths: dict, threads: int, repeat: int) -> dict:
 
 # ---- (d) the ONNX train step in onnxruntime ----------------------------------------------------
 
-def bench_ort_train(ts, threads: int, repeat: int) -> dict:
+def ort_train_step(model, init: dict, threads: int):
+    """A plain onnxruntime loop over an exported train step: feeds `init` (values and a
+    batch), then feeds each ``new:X`` back as ``X``. Returns the one-step callable."""
     import numpy as np
-
-    from backends import onnx as ob
-    model = ob.lower(ts.graph, ts.results, dtype="f32", params_as="inputs", name=ts.model.name)
     sess = ort_session(model, threads)
     outs = [o.name for o in sess.get_outputs()]
     dtypes = {i.name: i.type for i in sess.get_inputs()}
-    x, y = batch_for(ts.layers)
-    init = {**ts.values, "x": x, "y": y}
-    feeds = {k: np.asarray(init[k], np.int64 if "int64" in dtypes[k] else np.float32)
+    feeds = {k: np.asarray(init[k], np.int64 if "int64" in dtypes[k] else
+                           bool if "bool" in dtypes[k] else np.float32)
              for k in dtypes if k in init}
     carried = [(i, o[4:]) for i, o in enumerate(outs) if o.startswith("new:") and o[4:] in feeds]
     state = {"t": 0}
@@ -433,6 +431,14 @@ def bench_ort_train(ts, threads: int, repeat: int) -> dict:
             feeds[name] = r[i]
         state["t"] += 1
 
+    return step
+
+
+def bench_ort_train(ts, threads: int, repeat: int) -> dict:
+    from backends import onnx as ob
+    model = ob.lower(ts.graph, ts.results, dtype="f32", params_as="inputs", name=ts.model.name)
+    x, y = batch_for(ts.layers)
+    step = ort_train_step(model, {**ts.values, "x": x, "y": y}, threads)
     return {"dlc_onnx_train_step": timeit(step, repeat=repeat)}
 
 

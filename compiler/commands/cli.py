@@ -40,26 +40,21 @@ def _hparams(items):
     return out
 
 
-def _positive(text: str) -> int:
-    """argparse type: an integer >= 1 (a count of steps, epochs, entries)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _count(minimum: int, what: str):
+    """argparse type: an integer >= `minimum` (a count of steps, epochs, entries)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {value}")
+        return value
+    return parse
 
 
-def _non_negative(text: str) -> int:
-    """argparse type: an integer >= 0 (equiv --steps 0 compares no training step)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
+_positive = _count(1, "positive")
+_non_negative = _count(0, "non-negative")  # equiv --steps 0 compares no training step
 
 
 def build_parser() -> argparse.ArgumentParser:
