@@ -11,8 +11,8 @@ import pytest
 
 from compiler import api
 from dsl.errors import DslError
-from tests.test_family_sequence import (_check, _copy, _copy_encoder_layer, _dlc,
-                                        _encoder_layer_grad_errors, _maxerr, _padding, _params, _t)
+from tests.test_family_sequence import (_check, _copy, _dlc, _maxerr, _padding, _params, _t,
+                                        check_encoder_layer_against_torch)
 
 torch = pytest.importorskip("torch")
 
@@ -69,24 +69,9 @@ model Probe(d = 8, heads = 2, ff = 16, norm_first = false) {
 
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_causal_encoder_layer_matches_torch(norm_first):
-    B, T, D = 3, 6, 8
-    m = api.load(text=CAUSAL, hparams={"norm_first": norm_first}, dims={"T": T})
-    rng = np.random.default_rng(3)
-    p = _params(m)
-    keep = _padding(B, T)
-    feeds = {"x": rng.standard_normal((B, T, D)), "w": rng.standard_normal((B, T, D)), "keep": keep}
-    out, g = _dlc(m, feeds, p)
-    ref = torch.nn.TransformerEncoderLayer(D, 2, 16, dropout=0.0, batch_first=True,
-                                           norm_first=norm_first).double()
-    pre = "transformerencoderlayer0."
-    _copy_encoder_layer(ref, p, pre)
-    x = _t(feeds["x"]).requires_grad_()
-    causal_drop = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)   # torch: true = drop
-    y = ref(x, src_mask=causal_drop, src_key_padding_mask=torch.tensor(~keep))
-    (y * _t(feeds["w"])).sum().backward()
-    errs = {"y": _maxerr(y, out["y"]), "dx": _maxerr(x.grad, g["x"])}
-    errs.update(_encoder_layer_grad_errors(ref, g, pre))
-    _check(errs)
+    T = 6
+    causal_drop = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)  # torch: true = drop
+    check_encoder_layer_against_torch(CAUSAL, norm_first, seed=3, src_mask=causal_drop)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch", "onnx"])

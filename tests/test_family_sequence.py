@@ -370,11 +370,13 @@ def _padding(B, T):
     return keep
 
 
-@pytest.mark.parametrize("norm_first", [False, True])
-def test_transformer_encoder_layer_matches_torch(norm_first):
+def check_encoder_layer_against_torch(spec, norm_first, seed, src_mask=None):
+    """`spec`'s TransformerEncoderLayer (inputs x, keep, w; loss sum(y * w)) equals
+    torch's with copied weights, values and every gradient, under padding (and
+    `src_mask`, torch's drop mask, when given)."""
     B, T, D = 3, 6, 8
-    m = api.load(text=ENC_PROBE, hparams={"norm_first": norm_first}, dims={"T": T})
-    rng = np.random.default_rng(8)
+    m = api.load(text=spec, hparams={"norm_first": norm_first}, dims={"T": T})
+    rng = np.random.default_rng(seed)
     p = _params(m)
     keep = _padding(B, T)
     feeds = {"x": rng.standard_normal((B, T, D)), "w": rng.standard_normal((B, T, D)), "keep": keep}
@@ -384,11 +386,16 @@ def test_transformer_encoder_layer_matches_torch(norm_first):
     pre = "transformerencoderlayer0."
     _copy_encoder_layer(ref, p, pre)
     x = _t(feeds["x"]).requires_grad_()
-    y = ref(x, src_key_padding_mask=torch.tensor(~keep))  # torch: true = padding
+    y = ref(x, src_mask=src_mask, src_key_padding_mask=torch.tensor(~keep))  # torch: true = drop
     (y * _t(feeds["w"])).sum().backward()
     errs = {"y": _maxerr(y, out["y"]), "dx": _maxerr(x.grad, g["x"])}
     errs.update(_encoder_layer_grad_errors(ref, g, pre))
     _check(errs)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_transformer_encoder_layer_matches_torch(norm_first):
+    check_encoder_layer_against_torch(ENC_PROBE, norm_first, seed=8)
 
 
 def _pe(T, D):
