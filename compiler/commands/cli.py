@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-entries", type=_positive, default=64,
                    help="entries checked per tensor (all of them when the tensor is smaller)")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
-    c.add_argument("--dims", default=None, metavar="B=4,T=7", help="sizes of symbolic dims")
+    c.add_argument("--dims", action="append", metavar="B=4,T=7", help="sizes of symbolic dims")
 
     c = sub.add_parser("equiv", help="compare backends: outputs, gradients and training steps")
     _add_common(c)
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--verbose", "-v", action="store_true", help="one row per tensor")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
-    c.add_argument("--dims", default=None, metavar="B=4,T=7", help="sizes of symbolic dims")
+    c.add_argument("--dims", action="append", metavar="B=4,T=7", help="sizes of symbolic dims")
 
     c = sub.add_parser("train", help="train as the spec's train block says")
     _add_common(c)
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("summary", help="per-layer table: output shapes, parameters, MACs/FLOPs")
     _add_common(c)
-    c.add_argument("--dims", action="append", metavar="SYM=N", help="a symbolic dim's value, e.g. B=64")
+    c.add_argument("--dims", action="append", metavar="B=64,T=10", help="sizes of symbolic dims")
     c.add_argument("--dtype", default="f32", choices=["f16", "f32", "f64"],
                    help="dtype of the parameter memory")
     c.add_argument("--no-color", action="store_true", help="no colour even on a terminal")
@@ -243,13 +243,8 @@ def _color(args) -> bool:
 def cmd_summary(args):
     from compiler.commands.layers import layer_table, render_table
     m = _load(args, fix_dims=False)  # the dims are for counting: shapes stay symbolic
-    dims = {}
-    for item in args.dims or []:
-        k, sep, v = item.partition("=")
-        if not sep or not v.strip().isdigit():
-            raise UsageError(f"--dims expects SYM=N, got {item!r}")
-        dims[k.strip()] = int(v)
-    info = layer_table(m, dims, dtype=args.dtype)
+    from compiler.commands.deploy import parse_dims
+    info = layer_table(m, parse_dims(args.dims), dtype=args.dtype)
     info["model"] = m.name
     if not args.json:
         print(render_table(info, title=f"model {m.name}", color=_color(args)))

@@ -31,7 +31,7 @@ def check_device(backend: str | None, device: str | None) -> None:
 
 
 def parse_dims(text) -> dict:
-    """`B=4,T=7` (or a repeated flag's list of them) -> {"B": 4, "T": 7}."""
+    """`--dims B=4,T=7` (the flag may repeat: a list of such texts) -> {"B": 4, "T": 7}."""
     if isinstance(text, (list, tuple)):
         text = ",".join(text)
     out = {}
