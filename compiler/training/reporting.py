@@ -1,41 +1,10 @@
-"""What a run shows and leaves behind: the progress line, metrics.csv and the loss curves."""
+"""What a run shows and leaves behind: progress (rich bars or plain lines), TensorBoard
+scalars, metrics.csv and the loss curves."""
 from __future__ import annotations
 
 import csv
 import sys
-import time
 from pathlib import Path
-
-
-class Progress:
-    """A one-line progress bar on stderr (plain text and \\r), plus a line per evaluation."""
-
-    WIDTH = 24
-
-    def __init__(self, stream=None, every: float = 0.25):
-        self.stream = stream or sys.stderr
-        self.every = every
-        self.last = 0.0
-
-    def update(self, tr):
-        now = time.perf_counter()
-        if now - self.last < self.every and tr.pos.round < tr.total_rounds:
-            return
-        self.last = now
-        frac = tr.pos.round / max(tr.total_rounds, 1)
-        bar = "#" * int(frac * self.WIDTH)
-        live = "  ".join(f"{k} {v:.4g}" for k, v in tr.pos.last.items())
-        self.stream.write(f"\repoch {tr.pos.epoch + 1}  [{bar:<{self.WIDTH}}] "
-                          f"{tr.pos.round}/{tr.total_rounds}  {live}  {tr.pos.elapsed:.1f}s\x1b[K")
-        self.stream.flush()
-
-    def row(self, tr, row: dict):
-        train = "  ".join(f"{k[6:]} {v:.4f}" for k, v in row.items() if k.startswith("train_"))
-        val = "  ".join(f"{k[4:]} {v:.4f}" for k, v in row.items() if k.startswith("val_"))
-        star = " *" if tr.pos.best_round == tr.pos.round and tr.cfg.early_stop else ""
-        self.stream.write(f"\repoch {row['epoch']:g}: train {train}"
-                          f"{'  | val ' + val if val else ''}{star}\x1b[K\n")
-        self.stream.flush()
 
 
 def write_metrics_csv(path: Path, history: list):
