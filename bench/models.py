@@ -15,7 +15,7 @@ sides draw nothing), with the same starting weights on both sides:
 * ort_infer: onnxruntime inference of dlc's ONNX vs of torch.onnx.export of the eager
   model (the same outputs);
 * faults: minor page faults per dlc torch step (resource.getrusage), with glibc's
-  allocator left as it is and with `compiler.memory.tune_allocator()`.
+  allocator left as it is and with `compiler.training.memory.tune_allocator()`.
 
 Medians over repeats after warm-up; the eager and dlc torch steps' samples are
 interleaved (`paired`), the other contenders timed right after (bench/run.py's `timeit`).
@@ -389,7 +389,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default=None, help="comma-separated labels")
     ap.add_argument("--tune-allocator", action="store_true",
-                    help="apply compiler.memory.tune_allocator() first (as `dlc train` does)")
+                    help="apply compiler.training.memory.tune_allocator() first (as `dlc train` does)")
     ap.add_argument("--faults-only", action="store_true")
     ap.add_argument("--json", default=None, help="write the list of results here")
     a = ap.parse_args(argv)

@@ -589,7 +589,7 @@ def render_models(res: dict) -> list[str]:
          "block, same starting weights, batch 64 (mlp) or 32, 1 thread, in one run. ORT "
          "inference compares dlc's ONNX with `torch.onnx.export` of the eager model "
          "(TorchScript exporter), same outputs. Page faults are minor faults per dlc step "
-         "(`resource.getrusage`) with glibc's defaults and with `compiler.memory."
+         "(`resource.getrusage`) with glibc's defaults and with `compiler.training.memory."
          "tune_allocator()` (what `dlc train` applies; `DLC_MALLOC=off` opts out).", "",
          "| model | eager step | dlc torch step | ratio | dlc ONNX train step (ORT) | ratio | "
          "ORT inference dlc / torch-exported | faults/step default → tuned (eager) | "
@@ -678,7 +678,7 @@ def notes(res: dict) -> list[str]:
                    "(`Lark(..., cache=True)` or a generated standalone parser) instead of "
                    "computing the LALR tables at every start; cache the parsed standard "
                    "library (`specs/std/*.dl`, re-parsed by every process) keyed by file hash; "
-                   "import networkx lazily or replace it in `compiler/ir.py` (a topological "
+                   "import networkx lazily or replace it in `compiler/core/ir.py` (a topological "
                    "sort and ancestors are all it is used for; its import is a large part of "
                    "the import time). The ONNX lowering itself is not the cost.")
     if "b" in missed:

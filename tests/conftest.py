@@ -2,7 +2,7 @@
 
 One BLAS/OpenMP thread per test process: CI runs `pytest -n 2` on 2 cores, and
 multi-threaded BLAS under that load slows small matrix work ~20x (measured by the
-training engine, see compiler/training.py `cpu_threads`)."""
+training engine, see compiler/core/threads.py)."""
 from __future__ import annotations
 
 import os

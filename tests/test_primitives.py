@@ -44,7 +44,7 @@ EPS, GRAD_ATOL, GRAD_RTOL = 1e-6, 1e-5, 1e-3
 NOT_FD_CHECKED = {
     "stop_gradient": "its derivative is zero by definition; finite differences see the identity",
     "tuple_get": "autodiff gathers the cotangents of projections itself (no VJP rule)",
-    "scan": "its VJP (a reverse scan) lives in compiler/autodiff.py, not in a VJP rule",
+    "scan": "its VJP (a reverse scan) lives in compiler/transform/autodiff.py, not in a VJP rule",
 }
 
 

@@ -1,4 +1,4 @@
-"""compiler/step_check.py (one host read per step) and compiler/memory.py (allocator)."""
+"""compiler/training/step_check.py (one host read per step) and compiler/training/memory.py (allocator)."""
 from __future__ import annotations
 
 import math

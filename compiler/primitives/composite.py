@@ -297,7 +297,7 @@ attention.torch(_attn_torch)
 
 
 # ============================================================================
-# optimizer updates (compiler/optim.py): one fused kernel chain per parameter
+# optimizer updates (compiler/training/optim.py): one fused kernel chain per parameter
 # ============================================================================
 
 

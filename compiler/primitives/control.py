@@ -54,6 +54,6 @@ def _scan_type(ts, attrs):
 
 
 # scan: a loop over `axis` threading carries; lowered per backend (it nests a graph:
-# Python loop over a generated body function; ONNX Loop), VJP in compiler/autodiff.py
+# Python loop over a generated body function; ONNX Loop), VJP in compiler/transform/autodiff.py
 # (reverse scan over the stored carries). See docs/internals.md "scan".
 scan = defprim("scan", "(c, x_t) -> (c', y_t) folded over t, ys stacked", None, _scan_type)
