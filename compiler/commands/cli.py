@@ -149,8 +149,65 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Interrupts:
+    """SIGINT as a flag as well as a KeyboardInterrupt.
+
+    Python turns SIGINT into a KeyboardInterrupt wherever the main thread happens to
+    be; inside a finaliser (`__del__`, a weakref callback) or a C callback it is
+    printed as "Exception ignored" and swallowed, and the command would go on to exit
+    0. The flag makes such a run exit 130 all the same. When `main` runs as the
+    process's own command (argv None), SIGINT is ignored after it returns, so an
+    interrupt during interpreter shut-down cannot turn the exit code into -2.
+    """
+
+    def __init__(self):
+        self.seen = False
+        self.previous = None
+
+    def _handler(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def _unraisable(self, info):
+        # an interrupt swallowed in a finaliser: record it instead of printing a
+        # traceback; anything else goes to the hook that was there before
+        if isinstance(info.exc_value, KeyboardInterrupt):
+            self.seen = True
+        else:
+            self.previous_hook(info)
+
+    def __enter__(self):
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+            self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+        return self
+
+    def restore(self, process_exits: bool):
+        import signal
+        if self.previous is not None:
+            sys.unraisablehook = self.previous_hook
+            signal.signal(signal.SIGINT, signal.SIG_IGN if process_exits else self.previous)
+
+
 def main(argv=None) -> int:
+    own_process = argv is None
     argv = sys.argv[1:] if argv is None else argv
+    with_interrupts = _Interrupts().__enter__()
+    try:
+        code = _main(argv)
+    finally:
+        with_interrupts.restore(own_process)
+    if with_interrupts.seen and code != 130:
+        # the interrupt was swallowed somewhere (see _Interrupts); the checkpoint the
+        # run wrote before its final evaluation is intact, so say so and exit 130
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+def _main(argv) -> int:
     parser = build_parser()
     want_json = "--json" in argv
     try:
