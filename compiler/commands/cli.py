@@ -12,6 +12,8 @@ import sys
 
 from dsl.errors import DslError
 
+from compiler.core.types import RunDtypeError
+
 from compiler.commands.usage import EXIT_OK, EXIT_SPEC, EXIT_USAGE, UsageError
 
 
@@ -71,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--to", required=True, choices=["numpy", "torch", "onnx"])
     c.add_argument("-o", "--output", required=True, help="output file")
     c.add_argument("--train-step", action="store_true", help="ONNX: the whole training step")
-    c.add_argument("--dtype", default="f32", choices=["f32", "f64"])
+    c.add_argument("--dtype", default="f32", choices=["f32", "f64", "f16", "bf16"],
+                   help="run dtype (bf16: torch backend only)")
     c.add_argument("--seed", type=int, default=0, help="parameter initialisation seed")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
     c.add_argument("--outputs", default=None, metavar="A,B",
@@ -122,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("summary", help="per-layer table: output shapes, parameters, MACs/FLOPs")
     _add_common(c)
     c.add_argument("--dims", action="append", metavar="B=64,T=10", help="sizes of symbolic dims")
-    c.add_argument("--dtype", default="f32", choices=["f16", "f32", "f64"],
+    c.add_argument("--dtype", default="f32", choices=["f16", "bf16", "f32", "f64"],
                    help="dtype of the parameter memory")
     c.add_argument("--no-color", action="store_true", help="no colour even on a terminal")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
@@ -140,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", default=None, help="output file (default RUN/model.<ext>)")
     c.add_argument("--outputs", default=None, metavar="A,B")
     c.add_argument("--with-losses", action="store_true")
-    c.add_argument("--dtype", default="f32", choices=["f32", "f64"])
+    c.add_argument("--dtype", default="f32", choices=["f32", "f64", "f16", "bf16"],
+                   help="run dtype (bf16: torch backend only)")
     c.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     c = sub.add_parser("datasets", help="the embedded data sets: fields, shapes and options")
@@ -227,6 +231,8 @@ def _main(argv) -> int:
         return code
     except UsageError as e:
         return _fail(want_json, {"error": "UsageError", "message": str(e)}, str(e), EXIT_USAGE)
+    except RunDtypeError as e:  # e.g. --dtype bf16 --to numpy
+        return _fail(want_json, {"error": "UsageError", "message": str(e)}, f"error: {e}", EXIT_USAGE)
     except DslError as e:
         return _fail(want_json, e.to_json(), e.render(), EXIT_SPEC)
     except KeyboardInterrupt:
