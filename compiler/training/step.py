@@ -51,6 +51,9 @@ class StepGraph:
     split: bool = False
     reduced: list = field(default_factory=list)    # the gradient results to all-reduce
     update_results: set = field(default_factory=set)  # results of the update half
+    # the model's other losses and metrics: reported, but no update reads them, so an
+    # exported step leaves them to a separate metrics model (`update_only`)
+    metric_keys: set = field(default_factory=set)
 
     def halves(self) -> tuple[dict, dict]:
         """(gradient results, update results) of a split step: the gradient half is the
@@ -58,6 +61,15 @@ class StepGraph:
         reads ``grad:P`` (and params, slots, ``step``) and computes ``new:P``, slots, lr."""
         upd = {k: n for k, n in self.results.items() if k in self.update_results}
         return {k: n for k, n in self.results.items() if k not in upd}, upd
+
+    def update_only(self) -> dict:
+        """The results a training step needs: the minimised loss, lr and every ``new:X``
+        (and ``grad:P`` of a split step); not the metrics."""
+        return {k: n for k, n in self.results.items() if k not in self.metric_keys}
+
+    def metric_results(self) -> dict:
+        """The other losses and metrics this step reports, at the step's inputs."""
+        return {k: self.results[k] for k in self.results if k in self.metric_keys}
 
     @property
     def noise_names(self) -> frozenset:
@@ -149,6 +161,7 @@ def _loss_and_metrics(sg: StepGraph, cfg: TrainConfig):
     for k, n in g.outputs.items():
         if g.output_kinds[k] in ("loss", "metric") and k not in ("loss", loss):
             res[k] = n
+            sg.metric_keys.add(k)
             if _is_scalar(g, n):
                 sg.logged[k] = k
 
