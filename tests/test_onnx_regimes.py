@@ -39,7 +39,11 @@ ROUNDS = 3           # per zoo spec: the file's budget as the zoo grows
 LONGER = {"svrg_linreg": 6, "polyak_mlp": 5}  # across epoch boundaries (snapshots)
 # several rounds on a sign-dependent rule: a decision can flip only if two libraries'
 # rounding straddles a margin; float64 keeps that ~1e-12 away
-RTOL = ATOL = 1e-7
+TOL = 1e-7
+# onnxruntime's CPU provider has no float64 kernel for some ops (Conv): such specs run
+# in float32 on both sides, where two libraries' summation orders differ by ~1e-7
+# relative per op and a few rounds of Adam amplify that to ~1e-5
+F32_TOL = 2e-4
 
 
 def _driver():
@@ -52,37 +56,43 @@ def _driver():
 DRIVER = _driver()
 
 
-def _run_both(path: Path, tmp_path: Path, rounds: int):
+def _run_both(path: Path, tmp_path: Path, rounds: int, dtype: str = "f64"):
     m = api.load(path)
     cfg = parse_train(m)
     model = model_for(m, cfg)
     parts = _split(cfg, model)
     horizon = _rounds(cfg, parts[0].num_batches(cfg.batch))
     rounds = min(rounds, horizon)
-    out = tmp_path / "regime"
-    assert main(["compile", str(path), "--to", "onnx", "--train-step", "--dtype", "f64",
+    out = tmp_path / f"regime-{dtype}"
+    assert main(["compile", str(path), "--to", "onnx", "--train-step", "--dtype", dtype,
                  "-o", str(out), "--json"]) == 0
-    reg = DRIVER.Regime(out)
+    try:
+        reg = DRIVER.Regime(out)
+    except Exception as e:  # onnxruntime: "Could not find an implementation" (f64)
+        if dtype == "f64" and "NOT_IMPLEMENTED" in str(e):
+            return _run_both(path, tmp_path, rounds, "f32")
+        raise
     reg.train(rounds, metrics_every=1)
 
     # the runner `dlc train` uses, stopped after `rounds` rounds of the same run (the
     # schedules keep the full run's horizon, as the export does)
     short = dataclasses.replace(cfg, steps=rounds, epochs=None, early_stop=None, eval_every=None)
-    tr = Trainer(model, short, parts, backend="numpy", seed=cfg.seed, out=tmp_path / "run",
-                 dtype="f64", horizon=horizon)
-    (tmp_path / "run").mkdir()
+    run = tmp_path / f"run-{dtype}"
+    run.mkdir()
+    tr = Trainer(model, short, parts, backend="numpy", seed=cfg.seed, out=run,
+                 dtype=dtype, horizon=horizon)
     tr.run()
-    return reg, tr, rounds
+    return reg, tr, rounds, (TOL if dtype == "f64" else F32_TOL)
 
 
 @pytest.mark.parametrize("path", ZOO + EXTRA, ids=lambda p: p.stem)
 def test_exported_regime_equals_dlc_train(path, tmp_path):
-    reg, tr, rounds = _run_both(path, tmp_path, LONGER.get(path.stem, ROUNDS))
+    reg, tr, rounds, tol = _run_both(path, tmp_path, LONGER.get(path.stem, ROUNDS))
     assert reg.round == tr.pos.round == rounds
     assert set(reg.state) == set(tr.values), set(reg.state) ^ set(tr.values)
     for k, v in tr.values.items():
         np.testing.assert_allclose(np.asarray(reg.state[k], np.float64), np.asarray(v, np.float64),
-                                   rtol=RTOL, atol=ATOL, err_msg=f"{path.stem}: {k}")
+                                   rtol=tol, atol=tol, err_msg=f"{path.stem}: {k}")
     # each metrics row: train_K is the row-weighted mean of K over the rounds since the
     # row before (lr: its last value)
     rows, start = _batch_rows(reg), 0
@@ -97,7 +107,7 @@ def test_exported_regime_equals_dlc_train(path, tmp_path):
                 got = reg.log[end - 1][name]
             else:
                 continue
-            assert got == pytest.approx(want, rel=RTOL, abs=ATOL), (path.stem, key, row["step"])
+            assert got == pytest.approx(want, rel=tol, abs=tol), (path.stem, key, row["step"])
         start = end
 
 
