@@ -87,12 +87,16 @@ def export_regime(m, out, *, dtype: str = "f32", cfg: TrainConfig | None = None,
         role = sg.group.name
         entry = _step_entry(sg, cfg)
         entry["model"] = write(sg.graph, sg.update_only(), role, first=i == 0)
+        # the logged metrics; `dlc train` averages them over every step, except the
+        # costly ones (`metrics_at_log`), which it reads at a row's last step only
         metrics = {k: n for k, n in sg.metric_results().items() if k in sg.logged}
+        metrics.update(sg.deferred)
         if metrics:
             mg = copy.copy(sg.graph)
             mg.updates = {}  # the state updates belong to the step model
             entry["metrics_model"] = write(mg, metrics, role + ".metrics")
             entry["metrics"] = sorted(metrics)
+            entry["metrics_at_log"] = sorted(sg.deferred)
         entries.append(entry)
         if sg.snapshots:
             g, res = _gradient_graph(model, cfg, sg.group)
