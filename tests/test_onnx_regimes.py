@@ -149,3 +149,26 @@ def test_the_step_model_computes_no_metrics(tmp_path):
     assert names - {"loss", "lr"} and all(n.startswith("new:") for n in names - {"loss", "lr"})
     metrics = ort.InferenceSession(str(out / man["steps"][0]["metrics_model"]))
     assert {o.name for o in metrics.get_outputs()} == set(man["steps"][0]["metrics"]) >= {"acc"}
+
+
+def test_costly_metrics_are_no_part_of_the_step():
+    """specs/adversarial.dl's attack accuracies need extra passes (FGSM's gradient, PGD's
+    scan): they are read at each metrics row, not computed by every step; the clean
+    accuracy, which reuses the loss's logits, stays in the step."""
+    from compiler.training.step import build_step
+    m = api.load(ROOT / "specs" / "adversarial.dl")
+    cfg = parse_train(m)
+    sg = build_step(model_for(m, cfg), cfg, cfg.groups[0], 10)
+    assert set(sg.deferred) == {"fgsm_acc", "pgd_acc"}
+    assert "acc" in sg.results and not set(sg.deferred) & set(sg.results)
+
+
+def test_train_step_without_a_train_block_is_a_located_error(tmp_path, capsys):
+    spec = tmp_path / "bare.dl"
+    spec.write_text("model M() {\n  input x: f32[B, 2]\n  param w: [2] ~ zeros\n"
+                    "  loss l = mean(x @ w)\n}\n")
+    assert main(["compile", str(spec), "--to", "onnx", "--train-step", "-o",
+                 str(tmp_path / "s.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "no train block for model `M`" in err and "bare.dl:1:1" in err and "^" in err
+    assert not (tmp_path / "s.onnx").exists()
