@@ -172,3 +172,27 @@ def test_train_step_without_a_train_block_is_a_located_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no train block for model `M`" in err and "bare.dl:1:1" in err and "^" in err
     assert not (tmp_path / "s.onnx").exists()
+
+
+def test_the_documented_manifest_is_the_written_one(tmp_path):
+    """docs/train_step_onnx.md's (abridged) manifest names only fields a real export has."""
+    text = (ROOT / "docs" / "train_step_onnx.md").read_text()
+    doc = json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])
+    assert main(["compile", str(ROOT / "specs" / "wgan_gp.dl"), "--to", "onnx",
+                 "--train-step", "-o", str(tmp_path / "w")]) == 0
+    real = json.loads((tmp_path / "w" / "manifest.json").read_text())
+
+    def check(d, r, where):
+        for k, v in d.items():
+            if k == "...":
+                continue
+            assert k in r, f"{where}.{k} is documented but not written"
+            if isinstance(v, dict) and isinstance(r[k], dict) and "..." not in v:
+                check(v, r[k], f"{where}.{k}")
+    check(doc, real, "manifest")
+    for d, r in zip(doc["steps"], real["steps"]):
+        check({k: v for k, v in d.items() if k != "updates"}, r, "steps[]")
+        for n in d.get("noise", []):
+            assert set(n) <= set(r["noise"][0]), n
+    assert [(s["player"], s["repeats"]) for s in doc["steps"]] == \
+        [(s["player"], s["repeats"]) for s in real["steps"]]
