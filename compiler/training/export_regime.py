@@ -145,6 +145,12 @@ def export_regime(m, out, *, dtype: str = "f32", cfg: TrainConfig | None = None,
         "steps": entries, "svrg": svrg,
         "average": _average(cfg, steps),
         "evaluate_with": {p: a for sg in steps for a, p in sg.averages.items()},
+        # evaluation is not exported: the validation part and the eval model stay with dlc
+        "early_stop": None if cfg.early_stop is None else {
+            "metric": cfg.early_stop.metric, "patience": cfg.early_stop.patience,
+            "mode": cfg.early_stop.mode,
+            "note": "dlc train evaluates on the validation part (not exported) and may "
+                    "stop before `rounds`, restoring the best evaluation's values"},
     }
     lay.manifest.write_text(json.dumps(manifest, indent=1, default=_jsonable) + "\n")
     return {**manifest, "path": str(lay.manifest)}
