@@ -282,8 +282,7 @@ def cmd_export(args):
                       with_losses=args.with_losses, dtype=args.dtype)
     if not args.json:
         print(f"wrote {info['path']} ({info['backend']}, trained weights)"
-              + (f" and {info['weights']}" if info.get("weights") else "")
-              + (f", manifest {info['manifest']}" if info.get("manifest") else ""))
+              + (f" and {info['weights']}" if info.get("weights") else ""))
     return EXIT_OK, info
 
 
