@@ -330,7 +330,8 @@ def cmd_compile(args):
     if not args.json:
         print(f"wrote {info['path']} ({info['backend']}{', train step' if args.train_step else ''}"
               f"{', trained weights' if params is not None else ''})"
-              + (f" and {info['weights']}" if info.get("weights") else ""))
+              + (f" and {info['weights']}" if info.get("weights") else "")
+              + (f", manifest {info['manifest']}" if info.get("manifest") else ""))
     return EXIT_OK, info
 
 
