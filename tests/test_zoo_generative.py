@@ -1,0 +1,195 @@
+"""Generative zoo specs (notes 7.1-7.3) against independent references.
+
+* specs/realnvp.dl, specs/maf.dl: the flows re-written in torch from the papers with the
+  same weights; per-example log|det J| vs torch.autograd.functional.jacobian + slogdet;
+  the inverse written in the spec recovers x; samples are the inverse of the drawn noise;
+  a short `dlc train` beats a full-covariance Gaussian fit on held-out likelihood.
+* specs/hvae.dl: both KL terms of the two-level ELBO vs Monte-Carlo estimates from the
+  spec's own Gaussians; the ELBO rises in training.
+* specs/gan.dl: discriminator and (saturating / non-saturating) generator losses and
+  gradients vs torch with copied weights; samples approach the data.
+* every spec: `dlc gradcheck` and the ONNX full checker.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compiler import api
+from compiler.commands import cli
+from compiler.training import checkpoint, datasets
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+REALNVP, MAF, HVAE, GAN = (SPECS / f"{n}.dl" for n in ("realnvp", "maf", "hvae", "gan"))
+
+
+def _cli(*argv):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = cli.main([*map(str, argv), "--json", "--quiet"] if argv[0] == "train"
+                      else [*map(str, argv), "--json"])
+    return rc, json.loads(buf.getvalue().strip().splitlines()[-1])
+
+
+def _train(spec, out: Path, *extra):
+    rc, payload = _cli("train", spec, "--out", out, *extra)
+    assert rc == 0, payload
+    tensors, _ = checkpoint.load(out / "checkpoint.safetensors")
+    return payload, checkpoint.namespace(tensors, checkpoint.TRAIN)
+
+
+def _params(m, seed=0, scale=0.3):
+    """Initial weights perturbed, so zero-initialised biases do not hide mistakes."""
+    rng = np.random.default_rng(seed)
+    return {k: v.astype(np.float64) + scale * rng.standard_normal(v.shape)
+            for k, v in m.init_params(seed).items()}
+
+
+def _gradcheck(spec, *sets):
+    rc, payload = _cli("gradcheck", spec, "--max-entries", "12", *sets)
+    assert rc == 0 and payload["ok"], [t for t in payload.get("tensors", []) if not t["ok"]]
+
+
+def _onnx_ok(m, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    onnx.checker.check_model(m.export_onnx(tmp_path / f"{m.name}.onnx"), full_check=True)
+
+
+def _gaussian_nll(train, test):
+    """Held-out NLL of the maximum-likelihood full-covariance Gaussian: the baseline a flow must beat."""
+    mu, cov = train.mean(0), np.cov(train.T, bias=True)
+    r = test - mu
+    _, logdet = np.linalg.slogdet(cov)
+    maha = np.einsum("bi,ij,bj->b", r, np.linalg.inv(cov), r)
+    return float(np.mean(0.5 * (maha + logdet + train.shape[1] * math.log(2 * math.pi))))
+
+
+# ---- flows: torch references written from the papers ----------------------------------------
+
+def _torch_realnvp(P, layers, d, d1):
+    """RealNVP (Dinh et al. 2017): coupling z2 = x2 exp(s(x1)) + t(x1), coordinates reversed after each."""
+    import torch
+
+    def f(x):
+        h = x
+        for i in range(layers):
+            a, b = h[..., :d1], h[..., d1:]
+            n = f"flow.{i}.net."
+            u = torch.tanh(a @ P[n + "dense0.W"] + P[n + "dense0.b"])
+            u = torch.tanh(u @ P[n + "dense1.W"] + P[n + "dense1.b"])
+            st = u @ P[n + "dense2.W"] + P[n + "dense2.b"]
+            s, t = torch.tanh(st[..., : d - d1]), st[..., d - d1:]
+            h = torch.flip(torch.cat([a, b * torch.exp(s) + t], -1), [-1])
+        return h
+    return f
+
+
+def _made_masks(d, hidden):
+    """MADE (Germain et al. 2015) degrees: inputs 1..d, hidden units cycling through 1..d-1."""
+    m_in = np.arange(1, d + 1)
+    m_h = np.arange(hidden) % (d - 1) + 1
+    return (m_h[None, :] >= m_in[:, None]).astype(float), (m_in[None, :] > m_h[:, None]).astype(float)
+
+
+def _torch_maf(P, layers, d, hidden):
+    """MAF (Papamakarios et al. 2017): u = (x - mu(x)) exp(-alpha(x)), coordinates reversed after each."""
+    import torch
+    m1, m2 = (torch.tensor(m) for m in _made_masks(d, hidden))
+
+    def f(x):
+        h = x
+        for i in range(layers):
+            n = f"flow.{i}.made."
+            a = torch.relu(h @ (P[n + "W1"] * m1) + P[n + "b1"])
+            mu = a @ (P[n + "Wm"] * m2) + P[n + "bm"]
+            alpha = torch.tanh(a @ (P[n + "Wa"] * m2) + P[n + "ba"])
+            h = torch.flip((h - mu) * torch.exp(-alpha), [-1])
+        return h
+    return f
+
+
+FLOWS = {
+    # spec, hyperparameters, torch forward, name of the latent output
+    "realnvp": (REALNVP, {"d": 4, "d1": 2, "hidden": 8, "layers": 3},
+                lambda P, hp: _torch_realnvp(P, hp["layers"], hp["d"], hp["d1"]), "z"),
+    "maf": (MAF, {"d": 4, "hidden": 10, "layers": 3},
+            lambda P, hp: _torch_maf(P, hp["layers"], hp["d"], hp["hidden"]), "u"),
+}
+
+
+@pytest.mark.parametrize("name", list(FLOWS))
+def test_flow_logdet_matches_autograd_jacobian(name):
+    torch = pytest.importorskip("torch")
+    spec, hp, ref, latent = FLOWS[name]
+    m = api.load(spec, hparams=hp)
+    p = _params(m)
+    x = np.random.default_rng(1).standard_normal((6, hp["d"]))
+    out = m.run({"x": x}, p, dtype="f64")
+    f = ref({k: torch.tensor(v) for k, v in p.items()}, hp)
+    for b in range(len(x)):
+        xb = torch.tensor(x[b])
+        J = torch.autograd.functional.jacobian(f, xb)
+        sign, logabs = torch.linalg.slogdet(J)
+        assert sign != 0
+        # float64 throughout: the two computations differ only by rounding
+        assert abs(float(logabs) - out["logdet"][b]) < 1e-10, (b, float(logabs), out["logdet"][b])
+        np.testing.assert_allclose(out[latent][b], f(xb).numpy(), rtol=0, atol=1e-12)
+    if name == "maf":   # autoregressive: one layer's Jacobian du/dx is lower triangular
+        f1 = _torch_maf({k: torch.tensor(v) for k, v in p.items()}, 1, hp["d"], hp["hidden"])
+        J1 = torch.flip(torch.autograd.functional.jacobian(f1, torch.tensor(x[0])), [0]).numpy()
+        assert np.abs(np.triu(J1, 1)).max() == 0.0 and np.abs(np.diag(J1)).min() > 0
+    # the exact log-likelihood is log N(z; 0, I) + log|det J|
+    z = out[latent]
+    np.testing.assert_allclose(out["log_prob"], -0.5 * (z ** 2).sum(1) - hp["d"] / 2 * math.log(2 * math.pi)
+                               + out["logdet"], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(FLOWS))
+def test_flow_inverse_recovers_x_and_samples_invert_the_noise(name):
+    spec, hp, _, latent = FLOWS[name]
+    m = api.load(spec, hparams=hp)
+    p = _params(m)
+    x = np.random.default_rng(2).standard_normal((16, hp["d"]))
+    noise = {k: v.astype(np.float64) for k, v in m.noise({"x": x}, seed=3).items()}
+    (eps,) = noise.values()
+    out = m.run({"x": x, **noise}, p, dtype="f64")
+    err = np.abs(out["x_rec"] - x).max()
+    assert err < 1e-6, err                      # measured ~1e-15 in float64
+    # samples = f^{-1}(eps): mapping them back through f gives the drawn noise
+    back = m.run({"x": out["samples"], **noise}, p, dtype="f64")[latent]
+    assert np.abs(back - eps).max() < 1e-6
+    for backend in ("torch", "onnx"):           # float32: rounding through 3 layers, ~1e-6
+        o = m.run({"x": x.astype(np.float32), **noise}, {k: v.astype(np.float32) for k, v in p.items()},
+                  backend=backend, outputs=["x_rec"])
+        assert np.abs(o["x_rec"] - x).max() < 1e-4, backend
+
+
+@pytest.mark.parametrize("spec", [REALNVP, MAF], ids=["realnvp", "maf"])
+def test_flow_training_beats_a_gaussian(spec, tmp_path):
+    r, trained = _train(spec, tmp_path / spec.stem, "--steps", "300")
+    m = api.load(spec, train_block=True)
+    data = datasets.load("moons", n=2048).fields["x"].astype(np.float64)
+    held = datasets.load("moons", n=1024, seed=7).fields["x"].astype(np.float64)
+    params = {k: trained[k] for k in m.params}
+    nll_flow = -float(m.run({"x": held}, params, dtype="f64", outputs=["log_prob"])["log_prob"].mean())
+    nll_gauss = _gaussian_nll(data, held)
+    # measured (seed 0, 300 steps): RealNVP 1.63, MAF 1.38 nats against 1.88 for the Gaussian
+    # fit; nearest-data distance of samples 0.066 (RealNVP), 0.040 (MAF) against 0.100
+    assert nll_flow < nll_gauss - 0.1, (nll_flow, nll_gauss)
+    s = m.run({"x": held[:512]}, params, outputs=["samples"], seed=1)["samples"].astype(np.float64)
+    nn = np.sqrt(((s[:, None] - data[None]) ** 2).sum(-1)).min(1).mean()
+    g = np.random.default_rng(0).multivariate_normal(data.mean(0), np.cov(data.T), 512)
+    nn_g = np.sqrt(((g[:, None] - data[None]) ** 2).sum(-1)).min(1).mean()
+    assert nn < 0.8 * nn_g, (nn, nn_g)   # samples lie on the moons, closer than a Gaussian's
+
+
+@pytest.mark.parametrize("spec", [REALNVP, MAF], ids=["realnvp", "maf"])
+def test_flow_gradcheck_and_onnx(spec, tmp_path):
+    _gradcheck(spec, "--set", "hidden=4", "--set", "layers=2")
+    _onnx_ok(api.load(spec), tmp_path)
