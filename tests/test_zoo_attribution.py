@@ -152,7 +152,7 @@ def test_targeted_pgd_matches_torch_autograd():
 
 
 def test_linear_l2_optimal_perturbation_is_the_minimum_norm_boundary_point():
-    m = api.load(TGT, hparams={"linear": True, "eps": 0.3, "alpha": 0.03, "steps": 20})
+    m = api.load(TGT, model="LinearTargeted")
     p = _params(m, scale=0.2)
     x, y = _digits(16)
     out = m.run({"x": x, "y": y}, p, dtype="f64")
@@ -192,7 +192,7 @@ def test_targeted_pgd_reaches_the_target_on_a_trained_classifier(tmp_path):
 
 
 def test_targeted_attack_gradcheck_and_onnx(tmp_path):
-    for linear in ("false", "true"):
-        _gradcheck(TGT, "--set", "hidden=8", "--set", "steps=3", "--set", f"linear={linear}")
+    _gradcheck(TGT, "--set", "hidden=8", "--set", "steps=3")
+    _gradcheck(TGT, "--model", "LinearTargeted", "--set", "steps=3")
     _onnx_ok(api.load(TGT), tmp_path)
-    _onnx_ok(api.load(TGT, hparams={"linear": True}), tmp_path)
+    _onnx_ok(api.load(TGT, model="LinearTargeted"), tmp_path)
