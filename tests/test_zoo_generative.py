@@ -323,3 +323,20 @@ def test_gan_gradcheck_and_onnx(tmp_path):
     for kind in ("saturating", "non_saturating"):
         _gradcheck(GAN, "--set", "hidden=8", "--set", f"generator_loss={kind}")
     _onnx_ok(api.load(GAN), tmp_path)
+
+
+def test_repeat_stacks_index_and_len_with_located_errors():
+    """`stack[i]` / `len(stack)` (what flow_forward recurses on); a bad index is a located error."""
+    from dsl.errors import SpecError
+    m = api.load(text="model M() {\n  input x: f32[B, 4]\n  s = repeat(3, Dense(4))\n"
+                      "  output y = s[-1](s[0](x))\n  output n = x * len(s)\n}")
+    p = m.init_params(0)
+    x = np.random.default_rng(0).standard_normal((2, 4))
+    out = m.run({"x": x}, p, dtype="f64")
+    h = x @ p["s.0.W"] + p["s.0.b"]
+    np.testing.assert_allclose(out["y"], h @ p["s.2.W"] + p["s.2.b"], atol=1e-12)
+    np.testing.assert_allclose(out["n"], 3 * x)
+    for bad in ("s[3](x)", "s[0, 1](x)"):
+        with pytest.raises(SpecError, match="stack of 3 layers is indexed") as e:
+            api.load(text=f"model M() {{\n  input x: f32[B, 4]\n  s = repeat(3, Dense(4))\n  output y = {bad}\n}}")
+        assert e.value.span is not None and e.value.span.line == 4
