@@ -319,6 +319,13 @@ def test_gan_samples_approach_the_data(tmp_path):
     assert e1 < 0.3 * e0, (e0, e1)
 
 
+def test_gan_unknown_generator_loss_is_a_located_error():
+    from dsl.errors import SpecError
+    with pytest.raises(SpecError, match="generator_loss must be") as e:
+        api.load(GAN, hparams={"generator_loss": "nonsaturating"})
+    assert e.value.span is not None and e.value.span.path.endswith("gan.dl")
+
+
 def test_gan_gradcheck_and_onnx(tmp_path):
     for kind in ("saturating", "non_saturating"):
         _gradcheck(GAN, "--set", "hidden=8", "--set", f"generator_loss={kind}")
