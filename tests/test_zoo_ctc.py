@@ -175,3 +175,26 @@ def test_spec_loss_is_torch_ctc_on_its_own_outputs():
     ref = torch.nn.functional.ctc_loss(lp, *args, zero_infinity=True).item()
     assert abs(float(out["ctc"]) - ref) < TOL
     assert 0.0 <= float(out["seq_acc"]) <= 1.0
+
+
+def test_gradcheck_is_meaningful_with_random_and_infeasible_labels():
+    """Issue 15: finite differences on CTC with random labels used to give huge relative
+    errors from unalignable samples (their loss sat at a huge finite value whose
+    derivative was not zero). Now an infeasible sample contributes exactly 0 under
+    zero_infinity, so finite differences and the symbolic gradient agree, on random
+    labels (as the globbed gradcheck draws them) and on a batch with repeats, an empty
+    label and an infeasible sample."""
+    from compiler.commands.gradcheck import gradcheck
+    m = api.load(text=PROBE, hparams={"zi": True})
+    for feeds in (None, _batch()):
+        checks = gradcheck(m, seed=0, max_entries=48, feeds=feeds)
+        assert checks and all(c.ok for c in checks), [
+            (c.tensor, c.max_abs, c.max_rel) for c in checks if not c.ok]
+        assert max(c.max_abs for c in checks) < 1e-6
+    # the random draw really holds infeasible samples (inputs shorter than labels):
+    # +inf without zero_infinity, exactly 0 with it
+    from compiler.commands.gradcheck import sample_inputs
+    f = sample_inputs(m.graph, np.random.default_rng(0))
+    raw = api.load(text=PROBE).run(f, {}, dtype="f64")["nll"]
+    zeroed = m.run(f, {}, dtype="f64")["nll"]
+    assert np.isinf(raw).any() and np.all(zeroed[np.isinf(raw)] == 0.0)
