@@ -290,36 +290,42 @@ ENCODER = [("encoder.cell.", "l0")]   # a plain GRU: dlc names, torch suffix
 
 
 class _TorchReverser(torch.nn.Module):
-    """specs/seq2seq.dl in torch.nn: Embedding + GRU encoder, GRUCell decoder, Linear."""
+    """specs/seq2seq.dl in torch.nn: Embedding + GRU (LSTM) encoder, GRUCell (LSTMCell)
+    decoder started from the encoder's final state, Linear."""
 
-    def __init__(self, p, V=7, E=16, H=64):
+    def __init__(self, p, kind, V=7, E=16, H=64):
         super().__init__()
+        self.kind = kind
         self.src, self.tgt = torch.nn.Embedding(V, E).double(), torch.nn.Embedding(V, E).double()
-        self.enc = torch.nn.GRU(E, H, batch_first=True).double()
-        self.dec = torch.nn.GRUCell(E, H).double()
+        self.enc = getattr(torch.nn, kind)(E, H, batch_first=True).double()
+        self.dec = getattr(torch.nn, kind + "Cell")(E, H).double()
         self.out = torch.nn.Linear(H, V).double()
         _copy(self.src.weight, _one(p, "src_embed."))
         _copy(self.tgt.weight, _one(p, "tgt_embed."))
-        _copy_rnn(self.enc, p, ENCODER, "GRU")
+        _copy_rnn(self.enc, p, ENCODER, kind)
         _copy(self.dec.weight_ih, p["decoder.W"].T)
         _copy(self.dec.weight_hh, p["decoder.U"].T)
-        _copy(self.dec.bias_ih, p["decoder.bx"])
-        _copy(self.dec.bias_hh, p["decoder.bh"])
+        _copy(self.dec.bias_ih, p["decoder.bx" if kind == "GRU" else "decoder.b"])
+        _copy(self.dec.bias_hh, p["decoder.bh"] if kind == "GRU" else np.zeros(4 * H))
         _copy(self.out.weight, p["readout.W"].T)
         _copy(self.out.bias, p["readout.b"])
 
+    def _step(self, tok, state):
+        state = self.dec(self.tgt(tok), state)
+        return state, (state if self.kind == "GRU" else state[0])
+
     def forward(self, x, y):
-        _, h = self.enc(self.src(x))
-        h0 = h[0]
+        _, s = self.enc(self.src(x))
+        s0 = s[0] if self.kind == "GRU" else (s[0][0], s[1][0])
         prev = torch.cat([torch.zeros_like(y[:, :1]), y[:, :-1]], 1)    # teacher forcing
-        h, logits = h0, []
+        s, logits = s0, []
         for t in range(y.shape[1]):
-            h = self.dec(self.tgt(prev[:, t]), h)
+            s, h = self._step(prev[:, t], s)
             logits.append(self.out(h))
-        h, tok, greedy = h0, torch.zeros_like(y[:, 0]), []
+        s, tok, greedy = s0, torch.zeros_like(y[:, 0]), []
         with torch.no_grad():
             for t in range(y.shape[1]):
-                h = self.dec(self.tgt(tok), h)
+                s, h = self._step(tok, s)
                 tok = self.out(h).argmax(-1)
                 greedy.append(tok)
         return torch.stack(logits, 1), torch.stack(greedy, 1)
@@ -330,15 +336,16 @@ def _one(p, prefix):
     return p[k]
 
 
-def test_seq2seq_teacher_forcing_and_greedy_decoding_match_torch():
+@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
+def test_seq2seq_teacher_forcing_and_greedy_decoding_match_torch(kind):
     from compiler.training.datasets import load as load_dataset
-    m = api.load(SPECS / "seq2seq.dl")
+    m = api.load(SPECS / "seq2seq.dl", hparams={"cell": kind.lower()})
     ds = load_dataset("reverse", n=16, length=6, symbols=6)
     f = {"x": ds.fields["x"], "y": ds.fields["y"]}
     p = _params(m, scale=0.3)
     out = m.run(f, p, dtype="f64")
     g = m.gradients("ce", f, p, wrt=list(p), dtype="f64")
-    ref = _TorchReverser(p)
+    ref = _TorchReverser(p, kind)
     logits, greedy = ref(torch.tensor(f["x"]), torch.tensor(f["y"]))
     ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 7), torch.tensor(f["y"]).reshape(-1))
     ce.backward()
@@ -351,9 +358,9 @@ def test_seq2seq_teacher_forcing_and_greedy_decoding_match_torch():
             "d tgt": _err(ref.tgt.weight.grad, _one(g, "tgt_embed.")),
             "dW dec": _err(ref.dec.weight_ih.grad.T, g["decoder.W"]),
             "dU dec": _err(ref.dec.weight_hh.grad.T, g["decoder.U"]),
-            "dbh dec": _err(ref.dec.bias_hh.grad, g["decoder.bh"]),
+            "db dec": _err(ref.dec.bias_ih.grad, g["decoder.bx" if kind == "GRU" else "decoder.b"]),
             "dW out": _err(ref.out.weight.grad.T, g["readout.W"])}
-    errs.update(_grad_errors(ref.enc, g, ENCODER, "GRU"))
+    errs.update(_grad_errors(ref.enc, g, ENCODER, kind))
     _check(errs)
     # greedy decoding feeds back its own tokens: it is not the teacher-forced argmax
     # once a step goes wrong, which untrained weights make likely
