@@ -77,6 +77,13 @@ copy     Copy-memory task: x, y int64 tokens [n, 2*length+delay].  Input: ``leng
          symbols 1..symbols, delay-1 blanks (0), the delimiter (symbols+1), ``length``
          blanks.  Target: length+delay blanks, then the symbols.  n=512, length=10,
          delay=20, symbols=8.  classes=symbols+2.
+ctc_frames  CTC reading task: x [n,4*max_labels,symbols+1] float32 frames (one-hot of the symbol
+         sounding, 0 silence, + noise; zeros past x_len), labels [n,max_labels] int64 1..symbols
+         0-padded past y_len, x_len [n], y_len [n] int64.  Repeats are separated by silence, so
+         every sample has an alignment.  n=512, symbols=4, max_labels=4, noise=0.3.
+         classes=symbols+1 (0 is the blank).
+reverse  x [n,length] int64 symbols 1..symbols, y = x reversed.  n=512, length=6, symbols=6.
+         classes=symbols+1 (0 free for a start symbol).
 
 User files
 ----------
