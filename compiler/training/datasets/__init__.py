@@ -90,7 +90,7 @@ User files
            ``meta["columns"]`` lists the feature column names.
 """
 
-from compiler.training.datasets import real, sequences, synthetic  # noqa: F401  (each registers its data sets)
+from compiler.training.datasets import graphs, real, sequences, synthetic, text  # noqa: F401  (each registers its data sets)
 from compiler.training.datasets.dataset import DEFAULT_FRACTIONS, Dataset, DatasetError
 from compiler.training.datasets.loading import describe, load
 from compiler.training.datasets.registry import DATASETS, DatasetInfo, Option
