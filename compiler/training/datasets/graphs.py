@@ -69,3 +69,23 @@ def _sbm(seed: int, *, n: int, nodes: int, blocks: int, features: int, p_in: flo
                     "y": y.astype(np.int64)},
                    description=DATASETS["sbm"].description, classes=blocks, label=None,
                    meta={"edges": edges})
+
+
+@_register(
+    "lowrank",
+    "zero-mean points near a k-dimensional subspace (PCA, linear autoencoders)",
+    {"x": "[n,features] float32 = z diag(scales) Uᵀ + noise·N(0, I)"},
+    {"n": _int(512, "number of samples", min=1), "features": _int(6, "dimension", min=1),
+     "rank": _int(2, "dimension of the subspace", min=1),
+     "noise": _float(0.1, "std of the isotropic noise", min=0)},
+    "generator",
+)
+def _lowrank(seed: int, *, n: int, features: int, rank: int, noise: float) -> Dataset:
+    # (kept with the graph generators: one module of small geometric generators)
+    rng = np.random.default_rng(seed)
+    rank = min(rank, features)
+    basis, _ = np.linalg.qr(rng.standard_normal((features, rank)))
+    scales = np.linspace(3.0, 1.5, rank)          # a clear gap above the noise
+    x = (rng.standard_normal((n, rank)) * scales) @ basis.T + noise * rng.standard_normal((n, features))
+    return Dataset({"x": x.astype(np.float32)}, description=DATASETS["lowrank"].description,
+                   classes=None, label=None, meta={"basis": basis, "scales": scales})
