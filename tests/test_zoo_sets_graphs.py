@@ -187,3 +187,69 @@ def test_node_classification_on_a_block_model_trains(spec, tmp_path):
     # (measured on the held-out graphs: 0.77 for both).
     own = norm.cdf(0.6 / np.sqrt(2))
     assert after["acc"] > own + 0.05, (before, after, own)
+
+
+# ---- word2vec ---------------------------------------------------------------------------------
+
+def test_word2vec_loss_matches_torch_with_the_same_negatives():
+    m = api.load(SPECS / "word2vec.dl")
+    rng = np.random.default_rng(5)
+    p = {k: v + 0.3 * rng.standard_normal(v.shape) for k, v in m.init_params(0).items()
+         if k != "counts"}
+    counts = 1.0 + rng.integers(0, 300, 32).astype(np.float64)
+    p["counts"] = counts
+    ds = datasets.load("topics", n=64)
+    feeds = {"center": ds.center, "context": ds.context}
+    outs = {be: m.run(feeds, p, backend=be, dtype="f64") for be in BACKENDS}
+    neg = outs["numpy"]["negative_samples"]
+    assert neg.shape == (5, 64)
+    X, Y = _t(p["X"]).requires_grad_(), _t(p["Y"]).requires_grad_()
+    xw = X[torch.tensor(ds.center)]
+    pos = (xw * Y[torch.tensor(ds.context)]).sum(-1)
+    negs = (xw[None] * Y[torch.tensor(neg)]).sum(-1)
+    F = torch.nn.functional
+    ref = (-F.logsigmoid(pos) - F.logsigmoid(-negs).sum(0)).mean()
+    ref.backward()
+    for be, o in outs.items():
+        # every backend draws the same negatives (host noise) and the same loss (f64)
+        np.testing.assert_array_equal(o["negative_samples"], neg, err_msg=be)
+        np.testing.assert_allclose(o["sgns"], ref.item(), rtol=1e-12, err_msg=be)
+    g = m.gradients("sgns", feeds, p, dtype="f64")
+    np.testing.assert_allclose(g["X"], X.grad.numpy(), atol=1e-12)
+    np.testing.assert_allclose(g["Y"], Y.grad.numpy(), atol=1e-12)
+
+
+def test_word2vec_negatives_follow_the_unigram_to_the_three_quarters(tmp_path):
+    f = tmp_path / "w.dl"
+    # the spec's model with a large batch of negatives per pair: one run, 40k draws
+    f.write_text((SPECS / "word2vec.dl").read_text().replace("negatives = 5", "negatives = 625"))
+    m = api.load(f)
+    counts = 1.0 + np.random.default_rng(6).integers(0, 500, 32).astype(np.float64)
+    p = {**m.init_params(0), "counts": counts}
+    ds = datasets.load("topics", n=64)
+    neg = m.run({"center": ds.center, "context": ds.context}, p)["negative_samples"]
+    from scipy.stats import chi2
+    observed = np.bincount(neg.ravel(), minlength=32)
+
+    def chi_square(q):
+        return ((observed - q * neg.size) ** 2 / (q * neg.size)).sum()
+    want = counts ** 0.75 / (counts ** 0.75).sum()
+    # Pearson's test of the 40k draws against unigram^0.75 (31 degrees of freedom):
+    # below the 0.1% quantile (61.1; measured 26.6 with seed 0) ...
+    assert chi_square(want) < chi2.ppf(0.999, 31), chi_square(want)
+    # ... while the plain unigram, or the power 0.5, is rejected by far
+    for q in (counts / counts.sum(), counts ** 0.5 / (counts ** 0.5).sum()):
+        assert chi_square(q) > 5 * chi2.ppf(0.999, 31), chi_square(q)
+
+
+def test_word2vec_embeddings_cluster_by_topic(tmp_path):
+    tr, _, ds, before = _train("word2vec.dl", tmp_path)
+    X, topic = tr.values["X"], ds.meta["topic"]
+    # the counts state saw every context of every epoch (add-one smoothed)
+    np.testing.assert_allclose(tr.values["counts"], 1 + 10 * np.bincount(ds.context, minlength=32))
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    sim = Xn @ Xn.T
+    np.fill_diagonal(sim, -np.inf)
+    hits = (topic[sim.argmax(1)] == topic).mean()
+    # chance (another word of the same topic among 31) is 7/31 = 0.23; measured 1.0
+    assert hits > 0.9, hits
