@@ -41,7 +41,7 @@ def _sets(seed: int, *, n: int, size: int, dim: int, classes: int) -> Dataset:
      "edge": "[n,edges] bool (false on padding)", "y": "[n,nodes] int64 block of each node"},
     {"n": _int(128, "number of graphs", min=1), "nodes": _int(16, "nodes per graph", min=2),
      "blocks": _int(2, "number of blocks (classes)", min=2, max=64),
-     "features": _int(4, "node feature dimension (>= blocks)", min=1),
+     "features": _int(4, "node feature dimension (blocks past it have mean 0)", min=1),
      "p_in": _float(0.4, "edge probability inside a block", min=0, max=1),
      "p_out": _float(0.02, "edge probability across blocks", min=0, max=1),
      "signal": _float(0.6, "distance of a node's feature mean from the origin", min=0)},
@@ -54,7 +54,7 @@ def _sbm(seed: int, *, n: int, nodes: int, blocks: int, features: int, p_in: flo
     same = y[:, :, None] == y[:, None, :]
     upper = np.triu(rng.random((n, nodes, nodes)) < np.where(same, p_in, p_out), 1)
     adj = upper | upper.transpose(0, 2, 1)
-    # class means on orthogonal directions (cycled when features < blocks): a node's own
+    # class means on orthogonal directions (0 for blocks past `features`): a node's own
     # features are a weak signal that averaging over its block-mates strengthens
     means = signal * np.eye(max(features, blocks))[:blocks, :features]
     x = means[y] + rng.standard_normal((n, nodes, features))
