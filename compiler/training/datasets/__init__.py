@@ -23,7 +23,8 @@ Entry points
     Registry ``name -> DatasetInfo`` with a one-line ``description``, the ``fields``
     produced and the accepted ``options`` (with defaults).  ``describe()`` renders it.
 
-Conventions: real-valued arrays are float32, class labels (and token ids) int64.
+Conventions: real-valued arrays are float32, class labels (and token ids) int64, masks and
+0/1 adjacency matrices bool.
 
 Real data (embedded)
 --------------------
