@@ -426,7 +426,9 @@ def _no_grad(backend):
 def config_hash(cfg: TrainConfig, model, seed: int) -> str:
     """What must not change across a resume (epochs/steps may: a run can be extended)."""
     groups = [(g.name, g.loss, _call(g.optimizer), _call(g.schedule), g.weight_decay, g.l1,
-               g.clip_grad_norm, list(g.params), g.steps) for g in cfg.groups]
+               g.clip_grad_norm, list(g.params), g.steps)
+              + ((tuple(c.key() for c in g.constraints),) if g.constraints else ())
+              for g in cfg.groups]
     key = {"model": model.name, "hparams": cfg.hparams, "data": cfg.data,
            "data_options": cfg.data_options, "data_seed": cfg.data_seed,
            "split": list(cfg.split), "batch": cfg.batch, "seed": seed,

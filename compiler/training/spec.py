@@ -162,7 +162,15 @@ def parse_train(model, train: A.TrainDef | None = None) -> TrainConfig:
         _check_disjoint(cfg.groups)
     else:
         cfg.groups = [_main_group(full, top, cfg)]
+    top_constraints = _constraints(prog, full, top.all.get("constrain", []))
+    for g in cfg.groups:  # a top-level constraint projects its params in whichever group
+        g.constraints = g.constraints + top_constraints
     return cfg
+
+
+def _constraints(prog, model, opts, allowed=None) -> list:
+    from compiler.training import constraints
+    return constraints.parse(prog, model, opts, _param_group, _dotted, _const, allowed)
 
 
 def model_for(model, cfg: TrainConfig):
@@ -201,6 +209,7 @@ def _player(prog, model, p: A.Player) -> Group:
                   opts.call("schedule", _check_schedule), opts.float("weight_decay", 0.0),
                   opts.float("l1", 0.0), opts.float("clip_grad_norm", None, positive=True),
                   params, prefixes, opts.int("steps", 1), span=p.span)
+    group.constraints = _constraints(prog, model, opts.all.get("constrain", []), params)
     return _check_regularizers(group, opts)
 
 

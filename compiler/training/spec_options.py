@@ -24,9 +24,13 @@ def _name_span(opt: A.Option) -> Span | None:
 class _Options:
     """The options of one block, checked for unknown and repeated names."""
 
+    # options a block may give several times (one per parameter group they name)
+    REPEATABLE = ("constrain", "freeze", "init_from", "augment")
+
     def __init__(self, prog, body, allowed, where):
         self.prog, self.where = prog, where
         self.given: dict[str, A.Option] = {}
+        self.all: dict[str, list] = {}
         for s in body:
             if not isinstance(s, A.Option):
                 continue
@@ -35,10 +39,11 @@ class _Options:
                 raise SpecError(f"unknown option `{s.name}` in {where}", _name_span(s),
                                 hint=f"did you mean `{close[0]}`?" if close else
                                 f"options: {', '.join(allowed)}")
-            if s.name in self.given:
+            self.all.setdefault(s.name, []).append(s)
+            if s.name in self.given and s.name not in self.REPEATABLE:
                 raise SpecError(f"option `{s.name}` is given twice", _name_span(s),
                                 notes=[("first given here", _name_span(self.given[s.name]))])
-            self.given[s.name] = s
+            self.given.setdefault(s.name, s)
 
     def _args(self, name, n, usage):
         opt = self.given[name]

@@ -12,9 +12,10 @@ DEFAULT_EPOCHS = 10
 DEFAULT_OPTIMIZER = ("adam", {"lr": 1e-3})
 
 TOP_OPTIONS = ("split", "batch", "epochs", "steps", "optimizer", "schedule", "weight_decay",
-               "l1", "clip_grad_norm", "early_stop", "loss", "seed", "average", "eval_every")
+               "l1", "clip_grad_norm", "early_stop", "loss", "seed", "average", "eval_every",
+               "constrain")
 PLAYER_OPTIONS = ("params", "loss", "optimizer", "steps", "schedule", "weight_decay", "l1",
-                  "clip_grad_norm")
+                  "clip_grad_norm", "constrain")
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Group:
     params: list = field(default_factory=list)   # param names (resolved)
     prefixes: list = field(default_factory=list)
     steps: int = 1                                # steps per round (players)
+    constraints: list = field(default_factory=list)  # [constraints.Constraint]
     span: Span | None = None
 
 

@@ -162,7 +162,7 @@ def _state_and_rule_updates(sg: StepGraph, cfg: TrainConfig):
 
 
 def _optimizer_step(sg: StepGraph, cfg: TrainConfig, total_steps: int):
-    from compiler.training import optim, schedules
+    from compiler.training import constraints, optim, schedules
     g, group, res = sg.graph, sg.group, sg.results
     opt = optim.make_optimizer(group.optimizer.name, optimizer_options(group))
     params = g.by_name("param")
@@ -209,6 +209,8 @@ def _optimizer_step(sg: StepGraph, cfg: TrainConfig, total_steps: int):
                 sg.mus[f"opt.{p}.{s}"] = p
         new_p, new_slots = opt.update(g, node, gr, slots, step, lr,
                                       decay_mask=optim.decays(p, t))
+        # `constrain`: the new value is the projection of the update (training/constraints.py)
+        new_p = constraints.project(g, node, new_p, constraints.for_param(group.constraints, p))
         res["new:" + p] = new_p
         sg.update_results.add("new:" + p)
         for s, n in new_slots.items():

