@@ -280,3 +280,64 @@ train LinearRegression on linreg {
     assert curves["polyak"].std() < 0.5 * curves["last"].std(), curves
     assert curves["polyak"].mean() < curves["last"].mean()
     assert curves["uniform"].std() < 0.5 * curves["last"].std()
+
+
+# ---- fine-tuning: init_from and freeze ---------------------------------------------------------
+
+PRE = NET + """
+train Net on moons(n = 256) {
+  batch 32
+  epochs 6
+  optimizer adam(lr = 0.02)
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pre")
+    payload, tensors, _ = _train(_write(d, PRE, "pre.dl"), d / "run")
+    return d / "run", payload, checkpoint.namespace(tensors, checkpoint.PARAMS)
+
+
+def test_init_from_a_prefix_and_freeze_it(tmp_path, pretrained):
+    run, _, pre = pretrained
+    text = PRE.replace("epochs 6", f'epochs 2\n  init_from "{run}/checkpoint.safetensors" dense0'
+                                  "\n  freeze dense0\n  seed 3")
+    _, tensors, _ = _train(_write(tmp_path, text), tmp_path / "ft")
+    p = checkpoint.namespace(tensors, checkpoint.PARAMS)
+    state = checkpoint.namespace(tensors, checkpoint.TRAIN)
+    for k in ("dense0.W", "dense0.b"):  # loaded and never updated
+        np.testing.assert_array_equal(p[k], pre[k])
+        assert not any(s.startswith(f"opt.{k}.") for s in state)  # no optimizer state
+    m = api.load(_write(tmp_path, text))
+    fresh = m.init_params(3)
+    assert not np.allclose(p["dense1.W"], pre["dense1.W"])      # not loaded ...
+    assert not np.allclose(p["dense1.W"], fresh["dense1.W"])    # ... but trained
+    assert "opt.dense1.W.m" in state
+
+
+def test_init_from_everything_starts_at_the_pretrained_loss(tmp_path, pretrained):
+    """The first epoch of a run initialised from the pretrained params has (about) the
+    pretrained loss; a run from scratch starts far above it."""
+    run, pre_payload, _ = pretrained
+    tuned = PRE.replace("epochs 6", f'epochs 1\n  init_from "{run}"')
+    scratch = PRE.replace("epochs 6", "epochs 1")
+    ft, _, _ = _train(_write(tmp_path, tuned, "a.dl"), tmp_path / "a")
+    sc, _, _ = _train(_write(tmp_path, scratch, "b.dl"), tmp_path / "b")
+    # Adam's first steps from fresh moments perturb the optimum a little: 20%
+    assert ft["train"]["ce"] < 1.2 * pre_payload["train"]["ce"]
+    assert sc["train"]["ce"] > 1.5 * ft["train"]["ce"], (sc["train"], ft["train"])
+
+
+def test_bad_init_from_is_located(tmp_path, pretrained):
+    run, _, _ = pretrained
+    bad_shape = NET.replace("hidden = 8", "hidden = 5") + \
+        f'train Net on moons {{\n  init_from "{run}"\n}}\n'
+    rc, payload = _cli("train", _write(tmp_path, bad_shape), "--out", tmp_path / "x")
+    assert rc == 1 and "is [2, 8] in" in payload["message"] and payload["line"] == 10, payload
+    missing = NET + 'train Net on moons {\n  init_from "nowhere.safetensors"\n}\n'
+    rc, payload = _cli("train", _write(tmp_path, missing), "--out", tmp_path / "y")
+    assert rc == 1 and "no checkpoint at" in payload["message"] and payload["line"] == 10
+    rc, payload = _cli("check", _write(tmp_path, NET + "train Net on moons {\n  freeze dens\n}\n"))
+    assert rc == 1 and "no parameters under `dens`" in payload["message"]

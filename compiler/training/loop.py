@@ -107,7 +107,9 @@ class Trainer:
         self.svrg = [sg for sg in self.steps if sg.snapshots]
         self.grad_progs = {id(sg): self._lower(*_gradient_graph(model, cfg, sg.group))
                            for sg in self.svrg}
-        self.values = initial_values(self.model, self.steps, self.seed)
+        from compiler.training import finetune
+        self.values = initial_values(self.model, self.steps, self.seed,
+                                     finetune.initial_params(cfg, model) if cfg.init_from else None)
         self.best_values: dict | None = None
         self.pos = Position(group_steps={grp.name: 0 for grp in cfg.groups})
         self.progress = progress
@@ -436,6 +438,8 @@ def config_hash(cfg: TrainConfig, model, seed: int) -> str:
            [cfg.early_stop.metric, cfg.early_stop.patience, cfg.early_stop.mode],
            "average": _call(cfg.average), "eval_every": cfg.eval_every, "groups": groups,
            "updates": repr(cfg.updates)}
+    if cfg.init_from or cfg.frozen:  # (absent otherwise: older checkpoints still resume)
+        key["finetune"] = [[i.key() for i in cfg.init_from], list(cfg.frozen)]
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -162,10 +162,20 @@ def parse_train(model, train: A.TrainDef | None = None) -> TrainConfig:
         _check_disjoint(cfg.groups)
     else:
         cfg.groups = [_main_group(full, top, cfg)]
+    _finetune(prog, full, top, cfg)
     top_constraints = _constraints(prog, full, top.all.get("constrain", []))
     for g in cfg.groups:  # a top-level constraint projects its params in whichever group
         g.constraints = g.constraints + top_constraints
     return cfg
+
+
+def _finetune(prog, model, top: _Options, cfg: TrainConfig):
+    from compiler.training import finetune
+    cfg.init_from = finetune.parse_init_from(prog, model, top.all.get("init_from", []),
+                                             _param_group)
+    cfg.frozen = finetune.parse_freeze(model, top.all.get("freeze", []), _param_group)
+    for g in cfg.groups:  # frozen: no update and no optimizer slots, in every group
+        g.params = [p for p in g.params if p not in cfg.frozen]
 
 
 def _constraints(prog, model, opts, allowed=None) -> list:

@@ -13,7 +13,7 @@ DEFAULT_OPTIMIZER = ("adam", {"lr": 1e-3})
 
 TOP_OPTIONS = ("split", "batch", "epochs", "steps", "optimizer", "schedule", "weight_decay",
                "l1", "clip_grad_norm", "early_stop", "loss", "seed", "average", "eval_every",
-               "constrain")
+               "constrain", "init_from", "freeze")
 PLAYER_OPTIONS = ("params", "loss", "optimizer", "steps", "schedule", "weight_decay", "l1",
                   "clip_grad_norm", "constrain")
 
@@ -75,6 +75,8 @@ class TrainConfig:
     update_targets: list = field(default_factory=list)  # param/state names with a rule
     span: Span | None = None
     base_dir: str | None = None
+    init_from: list = field(default_factory=list)  # [finetune.InitFrom]
+    frozen: list = field(default_factory=list)     # param names no group updates
 
     @property
     def evaluating(self) -> bool:

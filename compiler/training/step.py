@@ -67,11 +67,13 @@ class StepGraph:
         return self.__dict__["_noise"]
 
 
-def initial_values(model, steps: list, seed: int) -> dict:
-    """Everything a run starts from: params and states from the seed, optimizer slots
-    at their fill values, Polyak averages and SVRG snapshots at the params, SVRG full
-    gradients at zero. Shared by `dlc train`, `dlc equiv` and the benchmarks."""
+def initial_values(model, steps: list, seed: int, overrides: dict | None = None) -> dict:
+    """Everything a run starts from: params and states from the seed (or `overrides`:
+    `init_from`), optimizer slots at their fill values, Polyak averages and SVRG
+    snapshots at the params, SVRG full gradients at zero. Shared by `dlc train`,
+    `dlc equiv` and the benchmarks."""
     values = dict(model.init_params(seed))
+    values.update(overrides or {})
     for sg in steps:
         for name, (p, fill) in sg.slots.items():
             values[name] = np.full_like(values[p], fill)
