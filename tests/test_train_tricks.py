@@ -341,3 +341,78 @@ def test_bad_init_from_is_located(tmp_path, pretrained):
     assert rc == 1 and "no checkpoint at" in payload["message"] and payload["line"] == 10
     rc, payload = _cli("check", _write(tmp_path, NET + "train Net on moons {\n  freeze dens\n}\n"))
     assert rc == 1 and "no parameters under `dens`" in payload["message"]
+
+
+# ---- data augmentation ---------------------------------------------------------------------------
+
+def test_augmentations_against_numpy_references():
+    from compiler.training.augment import Augment, apply
+    rng = np.random.default_rng(0)
+    img = rng.standard_normal((400, 1, 5, 6)).astype(np.float32)
+    batch = {"image": img, "y": np.arange(400)}
+    noisy = apply([Augment("image", "noise", {"std": 0.3})], batch, seed=1, round_=7)["image"]
+    d = (noisy - img).ravel()
+    # 12000 N(0, 0.09) draws: the sample std is within 3% of 0.3 (its sd is ~0.65%)
+    assert abs(d.std() - 0.3) < 0.03 * 0.3 and abs(d.mean()) < 0.01
+    flipped = apply([Augment("image", "flip", {"axis": -1, "p": 0.5})], batch, 1, 7)["image"]
+    same = np.array([np.array_equal(f, x) for f, x in zip(flipped, img)])
+    mirrored = np.array([np.array_equal(f, x[..., ::-1]) for f, x in zip(flipped, img)])
+    assert np.all(same ^ mirrored) and 150 < mirrored.sum() < 250  # Binomial(400, 0.5)
+    cropped = apply([Augment("image", "crop", {"pad": 2})], batch, 1, 7)["image"]
+    padded = np.pad(img, [(0, 0), (0, 0), (2, 2), (2, 2)])
+    offsets = set()
+    for i in range(400):  # each example is a 5x6 window of its zero-padded self
+        hits = [(a, b) for a in range(5) for b in range(5)
+                if np.array_equal(cropped[i], padded[i, :, a:a + 5, b:b + 6])]
+        assert hits, i
+        offsets.add(hits[0])
+    assert len(offsets) > 20  # offsets spread over the 25 windows
+    again = apply([Augment("image", "crop", {"pad": 2})], batch, 1, 7)["image"]
+    np.testing.assert_array_equal(cropped, again)  # seeded by (seed, round)
+    other = apply([Augment("image", "crop", {"pad": 2})], batch, 1, 8)["image"]
+    assert not np.array_equal(cropped, other)
+    np.testing.assert_array_equal(batch["image"], img)  # the batch is not modified
+
+
+AUG = NET + """
+train Net on moons(n = 256) {
+  batch 32
+  epochs 3
+  optimizer adam(lr = 0.02)
+  AUG
+}
+"""
+
+
+def test_augmented_runs_are_reproducible_and_evaluate_clean_data(tmp_path, monkeypatch):
+    from compiler.training import augment, datasets
+    calls = []
+    real = augment.apply
+    monkeypatch.setattr(augment, "apply", lambda *a: calls.append(a[3]) or real(*a))
+    text = AUG.replace("AUG", "augment x noise(std = 0.3)\n  augment x flip(axis = 1)")
+    runs = [_train(_write(tmp_path, text, "a.dl"), tmp_path / f"a{i}") for i in range(2)]
+    # once per training round (204 training rows: 7 batches x 3 epochs), never in evaluation
+    assert calls == list(range(21)) * 2
+    plain = _train(_write(tmp_path, AUG.replace("AUG", ""), "b.dl"), tmp_path / "b")
+    pa, pb = (checkpoint.namespace(r[1], checkpoint.PARAMS) for r in (runs[0], plain))
+    for k, v in pa.items():
+        np.testing.assert_array_equal(v, checkpoint.namespace(runs[1][1], checkpoint.PARAMS)[k])
+        assert not np.array_equal(v, pb[k])
+    # the reported validation loss is that of the clean validation split
+    m = api.load(_write(tmp_path, text, "a.dl"))
+    _, val, _ = datasets.load("moons", n=256).split((0.8, 0.1, 0.1), seed=0)
+    out = m.run({"x": val.fields["x"], "y": val.fields["y"]}, pa)
+    np.testing.assert_allclose(runs[0][0]["val"]["ce"], out["ce"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("augment z noise(std = 0.1)", "no input `z`"),
+    ("augment y noise(std = 0.1)", "needs a float input"),
+    ("augment x flip(axis = 0)", "axis 0 is the batch"),
+    ("augment x crop(pad = 2)", "rank >= 3"),
+    ("augment x blur(k = 3)", "unknown augmentation"),
+    ("augment x noise(sd = 1)", "has no option `sd`"),
+])
+def test_bad_augmentations_are_located(tmp_path, line, message):
+    rc, payload = _cli("check", _write(tmp_path, NET + "train Net on moons {\n  " + line + "\n}\n"))
+    assert rc == 1 and message in payload["message"] and payload["line"] == 10, payload

@@ -186,6 +186,9 @@ class Trainer:
         group_steps = dict(self.pos.group_steps)
         logged = {}
         n = len(next(iter(batch.values())))  # the global batch's rows
+        if self.cfg.augment:  # training batches only; seeded by (seed, round)
+            from compiler.training import augment
+            batch = augment.apply(self.cfg.augment, batch, self.seed, self.pos.round)
         batch, weight = self.comm.shard(batch)
         seed = self.comm.noise_seed(self.seed)
         for sg, prog in zip(self.steps, self.programs):
@@ -440,6 +443,8 @@ def config_hash(cfg: TrainConfig, model, seed: int) -> str:
            "updates": repr(cfg.updates)}
     if cfg.init_from or cfg.frozen:  # (absent otherwise: older checkpoints still resume)
         key["finetune"] = [[i.key() for i in cfg.init_from], list(cfg.frozen)]
+    if cfg.augment:
+        key["augment"] = [a.key() for a in cfg.augment]
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

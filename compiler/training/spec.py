@@ -163,6 +163,8 @@ def parse_train(model, train: A.TrainDef | None = None) -> TrainConfig:
     else:
         cfg.groups = [_main_group(full, top, cfg)]
     _finetune(prog, full, top, cfg)
+    from compiler.training import augment
+    cfg.augment = augment.parse(prog, full, top.all.get("augment", []), _const)
     top_constraints = _constraints(prog, full, top.all.get("constrain", []))
     for g in cfg.groups:  # a top-level constraint projects its params in whichever group
         g.constraints = g.constraints + top_constraints
