@@ -416,3 +416,63 @@ def test_augmented_runs_are_reproducible_and_evaluate_clean_data(tmp_path, monke
 def test_bad_augmentations_are_located(tmp_path, line, message):
     rc, payload = _cli("check", _write(tmp_path, NET + "train Net on moons {\n  " + line + "\n}\n"))
     assert rc == 1 and message in payload["message"] and payload["line"] == 10, payload
+
+
+# ---- bagging: specs/bagging.dl -------------------------------------------------------------------
+
+BAGGING = SPECS / "bagging.dl"
+
+
+def test_bootstrap_counts_are_seeded_samples_with_replacement():
+    from compiler.training.bagging import counts
+    c = counts(600, 4, seed=3)
+    assert c.shape == (600, 4) and np.all(c.sum(0) == 600)  # n draws per member
+    # the fraction of distinct rows of a bootstrap sample is ~ 1 - 1/e = 0.632 (sd ~0.02)
+    assert np.all(np.abs((c > 0).mean(0) - (1 - np.exp(-1))) < 0.06)
+    assert len({tuple(col) for col in c.T}) == 4                # one sample per member
+    np.testing.assert_array_equal(c, counts(600, 4, seed=3))
+    assert not np.array_equal(c, counts(600, 4, seed=4))
+
+
+def _bagging_run(tmp_path, seed, epochs=20):
+    from compiler.training import datasets
+    _, tensors, _ = _train(BAGGING, tmp_path / f"s{seed}", "--seed", seed, "--epochs", epochs)
+    p = checkpoint.namespace(tensors, checkpoint.PARAMS)
+    train, _, test = datasets.load("linreg", n=120, noise=0.5).split((0.5, 0.25, 0.25), seed=0)
+    m = api.load(BAGGING)
+    run = lambda part: m.run({"x": part.fields["x"], "y": part.fields["y"],  # noqa: E731
+                              "bag": np.ones((part.n, 5), np.float32)}, p)
+    return run(train), run(test), train, test
+
+
+def test_bagging_members_see_their_own_bootstrap_sample(tmp_path):
+    """Each member fits its own sample: its error on the rows of its sample is below
+    its error on the rows it never saw (out of bag)."""
+    from compiler.training.bagging import counts
+    tr, _, train, _ = _bagging_run(tmp_path, 1)
+    c = counts(train.n, 5, seed=1)
+    err = (tr["members"] - train.fields["y"][None]) ** 2           # [K, n]
+    ratios = []
+    for k in range(5):
+        in_bag, oob = err[k][c[:, k] > 0].mean(), err[k][c[:, k] == 0].mean()
+        assert in_bag < oob, (k, in_bag, oob)
+        ratios.append(in_bag / oob)
+    # measured: in-bag / out-of-bag error 0.44, 0.73, 0.50, 0.54, 0.38 (mean 0.52)
+    assert np.mean(ratios) < 0.7, ratios
+
+
+def test_bagged_prediction_has_lower_variance_than_a_member(tmp_path):
+    """Over 3 runs (seeds: other bootstrap samples and inits), the bagged prediction on
+    each test point varies less than a single member's; and by convexity of the squared
+    error the ensemble's test error is at most the members' mean error."""
+    ens, mem = [], []
+    for seed in (0, 1, 2):
+        _, te, _, test = _bagging_run(tmp_path, seed)
+        ens.append(te["yhat"])
+        mem.append(te["members"])
+        assert te["ensemble_mse"] <= te["mse"] + 1e-6
+    ens, mem = np.array(ens), np.concatenate(mem)                  # [3, N], [15, N]
+    var_ens, var_mem = ens.var(0).mean(), mem.var(0).mean()
+    # measured: MEASURED
+    print("BAGV", var_ens, var_mem, [float(np.mean((e - test.fields["y"]) ** 2)) for e in ens])
+    assert var_ens < 0.5 * var_mem, (var_ens, var_mem)

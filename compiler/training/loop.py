@@ -87,6 +87,9 @@ class Trainer:
         # data-parallel: each step is split into a gradient half and an update half,
         # with one all-reduce between them (compiler/training/distributed.py)
         self.comm = comm or Comm()
+        if cfg.bagging is not None:  # each member's bootstrap sample, seeded by the run's seed
+            from compiler.training import bagging
+            parts = bagging.resample(cfg.bagging, parts, seed)
         self.train_ds, self.val_ds, self.test_ds = parts
         if self.train_ds.n == 0:
             raise SpecError("the training part of the split is empty", cfg.data_span)
@@ -445,6 +448,8 @@ def config_hash(cfg: TrainConfig, model, seed: int) -> str:
         key["finetune"] = [[i.key() for i in cfg.init_from], list(cfg.frozen)]
     if cfg.augment:
         key["augment"] = [a.key() for a in cfg.augment]
+    if cfg.bagging is not None:
+        key["bagging"] = cfg.bagging.key()
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

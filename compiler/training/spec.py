@@ -165,6 +165,8 @@ def parse_train(model, train: A.TrainDef | None = None) -> TrainConfig:
     _finetune(prog, full, top, cfg)
     from compiler.training import augment
     cfg.augment = augment.parse(prog, full, top.all.get("augment", []), _const)
+    from compiler.training import bagging
+    cfg.bagging = bagging.parse(prog, full, top.given.get("bagging"), _const)
     top_constraints = _constraints(prog, full, top.all.get("constrain", []))
     for g in cfg.groups:  # a top-level constraint projects its params in whichever group
         g.constraints = g.constraints + top_constraints
@@ -308,6 +310,9 @@ def load_data(cfg: TrainConfig, model):
         ds = datasets.load(cfg.data, seed=cfg.data_seed, base_dir=base, **cfg.data_options)
     except datasets.DatasetError as e:
         raise SpecError(str(e), cfg.data_span) from None
+    if cfg.bagging is not None:  # the bootstrap counts are the trainer's, not the data's
+        from compiler.training import bagging
+        ds = bagging.with_unit_counts(cfg.bagging, ds)
     fields = {}
     for name, t in model.inputs.items():
         if name not in ds.fields:

@@ -13,7 +13,7 @@ DEFAULT_OPTIMIZER = ("adam", {"lr": 1e-3})
 
 TOP_OPTIONS = ("split", "batch", "epochs", "steps", "optimizer", "schedule", "weight_decay",
                "l1", "clip_grad_norm", "early_stop", "loss", "seed", "average", "eval_every",
-               "constrain", "init_from", "freeze", "augment")
+               "constrain", "init_from", "freeze", "augment", "bagging")
 PLAYER_OPTIONS = ("params", "loss", "optimizer", "steps", "schedule", "weight_decay", "l1",
                   "clip_grad_norm", "constrain")
 
@@ -78,6 +78,7 @@ class TrainConfig:
     init_from: list = field(default_factory=list)  # [finetune.InitFrom]
     frozen: list = field(default_factory=list)     # param names no group updates
     augment: list = field(default_factory=list)    # [augment.Augment], training batches only
+    bagging: object = None                         # bagging.Bagging | None
 
     @property
     def evaluating(self) -> bool:
