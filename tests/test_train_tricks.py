@@ -473,6 +473,6 @@ def test_bagged_prediction_has_lower_variance_than_a_member(tmp_path):
         assert te["ensemble_mse"] <= te["mse"] + 1e-6
     ens, mem = np.array(ens), np.concatenate(mem)                  # [3, N], [15, N]
     var_ens, var_mem = ens.var(0).mean(), mem.var(0).mean()
-    # measured: MEASURED
-    print("BAGV", var_ens, var_mem, [float(np.mean((e - test.fields["y"]) ** 2)) for e in ens])
+    # measured: 0.0044 (bagged) vs 0.032 (one member), ratio 0.14 (a rough estimate from
+    # 3 runs; 1/K = 0.2 would be the ratio for independent members)
     assert var_ens < 0.5 * var_mem, (var_ens, var_mem)
