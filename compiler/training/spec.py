@@ -79,6 +79,18 @@ weight_decay X; l1 X; clip_grad_norm X }`
     an `optimizer` only the rules train, and the model needs no loss. Not allowed
     together with players.
 
+`constrain PREFIX ... clip(C) | max_norm(C, axis = 0) | nonneg`
+    Project the named parameters after each optimizer step, inside the step graph
+    (`compiler.training.constraints`); may repeat; also inside a player.
+`augment INPUT noise(std) | flip(axis, p) | crop(pad)`
+    Augment the training batches of a model input (`compiler.training.augment`).
+`init_from "CHECKPOINT" [PREFIX ...]`, `freeze PREFIX ...`
+    Fine-tuning: start params from a checkpoint's `params/`; keep params fixed
+    (`compiler.training.finetune`).
+`bagging K [INPUT]`
+    K members, each on its own bootstrap sample, fed as the input `bag: f32[B, K]`
+    (`compiler.training.bagging`).
+
 Runs evaluate every loss and metric of the model (evaluation mode: dropout off,
 batch-norm running statistics) on the validation part after each epoch, and on all
 three parts at the end; see `compiler.training`.
