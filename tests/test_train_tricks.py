@@ -476,3 +476,61 @@ def test_bagged_prediction_has_lower_variance_than_a_member(tmp_path):
     # measured: 0.0044 (bagged) vs 0.032 (one member), ratio 0.14 (a rough estimate from
     # 3 runs; 1/K = 0.2 would be the ratio for independent members)
     assert var_ens < 0.5 * var_mem, (var_ens, var_mem)
+
+
+def test_top_level_constrain_reaches_the_player_that_trains_the_params(tmp_path):
+    """`constrain critic clip(c)` outside the players is the same projection as inside
+    the critic player: the same step results (a player's own parameters only)."""
+    text = WGAN_CLIP.read_text()
+    line = "    constrain critic clip(0.05)            # w <- clip(w, -c, c) after each critic step\n"
+    assert line in text
+    top = _write(tmp_path, text.replace(line, "").replace("  seed 0\n",
+                                                          "  seed 0\n  constrain critic clip(0.05)\n"),
+                 "top.dl")
+    outs = []
+    for path in (WGAN_CLIP, top):
+        m = api.load(path, dims={"B": 8})
+        cfg = parse_train(m)
+        gen = next(g for g in cfg.groups if g.name == "generator")
+        assert not any(c.params and set(c.params) & set(gen.params) for c in gen.constraints)
+        critic = next(g for g in cfg.groups if g.name == "critic")
+        params = {k: v.astype(np.float64) for k, v in m.init_params(2).items()}
+        out, _ = _step_once(m, cfg, critic, params, {"x": np.ones((8, 2))})
+        outs.append(out)
+    for k in outs[0]:
+        np.testing.assert_array_equal(outs[0][k], outs[1][k], err_msg=k)
+
+
+def test_exported_onnx_train_step_applies_the_projection(tmp_path):
+    """`dlc compile --to onnx --train-step`: onnxruntime running the exported critic
+    step gives the NumPy step's clipped weights."""
+    import onnxruntime as ort
+    rc, payload = _cli("compile", WGAN_CLIP, "--to", "onnx", "--train-step", "-o",
+                       tmp_path / "step.onnx")
+    assert rc == 0, payload
+    m = api.load(WGAN_CLIP, dims={"B": 8})
+    cfg = parse_train(m)
+    critic = next(g for g in cfg.groups if g.name == "critic")
+    params = dict(m.init_params(2))
+    out, feeds = _step_once(m, cfg, critic, params,
+                            {"x": np.random.default_rng(0).standard_normal((8, 2)).astype(np.float32)},
+                            dtype="f32")
+    sess = ort.InferenceSession(str(tmp_path / "step.onnx"))
+    names = [i.name for i in sess.get_inputs()]
+    got = dict(zip([o.name for o in sess.get_outputs()],
+                   sess.run(None, {k: np.asarray(feeds[k], np.float32) for k in names})))
+    for k, v in out.items():
+        if k.startswith("new:critic."):
+            assert np.abs(got[k]).max() <= 0.05
+            # float32, the same graph on two runtimes: rounding only
+            np.testing.assert_allclose(got[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_augmented_run_resumes_bit_exactly(tmp_path):
+    text = AUG.replace("AUG", "augment x noise(std = 0.3)").replace("epochs 3", "epochs 2")
+    path = _write(tmp_path, text)
+    _, straight, _ = _train(path, tmp_path / "straight")
+    _train(path, tmp_path / "split", "--epochs", 1)
+    _, resumed, _ = _train(path, tmp_path / "split", "--epochs", 2, "--resume")
+    for k, v in checkpoint.namespace(straight, checkpoint.TRAIN).items():
+        np.testing.assert_array_equal(v, checkpoint.namespace(resumed, checkpoint.TRAIN)[k])
