@@ -534,3 +534,39 @@ def test_augmented_run_resumes_bit_exactly(tmp_path):
     _, resumed, _ = _train(path, tmp_path / "split", "--epochs", 2, "--resume")
     for k, v in checkpoint.namespace(straight, checkpoint.TRAIN).items():
         np.testing.assert_array_equal(v, checkpoint.namespace(resumed, checkpoint.TRAIN)[k])
+
+
+def test_a_general_projection_fn_is_applied_to_the_update(tmp_path):
+    """`fn(w) -> EXPR` in the model's scope (a hyperparameter `r`): new:P == f(sgd(P))."""
+    path = _write(tmp_path, NET.replace("hidden = 8", "hidden = 8, r = 0.7") + """
+train Net on moons(n = 64) {
+  optimizer sgd(lr = 0.5)
+  constrain dense1.W fn(w) -> w * minimum(1.0, r / sqrt(sum(w * w)))   # Frobenius ball
+  constrain dense0.b fn(b) -> b - mean(b)                              # zero-mean bias
+}
+""")
+    m = api.load(path)
+    cfg = parse_train(m)
+    rng = np.random.default_rng(0)
+    params = {k: v.astype(np.float64) + 0.3 * rng.standard_normal(v.shape)
+              for k, v in m.init_params(0).items()}
+    batch = {"x": rng.standard_normal((16, 2)), "y": rng.integers(0, 2, 16)}
+    out, _ = _step_once(m, cfg, cfg.groups[0], params, batch)
+    g = m.gradients("ce", batch, params, dtype="f64")
+    sgd = {k: params[k] - 0.5 * g[k] for k in params}
+    w = sgd["dense1.W"]
+    assert np.linalg.norm(w) > 0.7  # the ball constraint is active
+    np.testing.assert_allclose(out["new:dense1.W"], w * 0.7 / np.linalg.norm(w), rtol=1e-12)
+    np.testing.assert_allclose(out["new:dense0.b"], sgd["dense0.b"] - sgd["dense0.b"].mean(),
+                               rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(out["new:dense0.W"], sgd["dense0.W"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("proj, message", [
+    ("fn(w) -> sum(w)", "must return a tensor like it"),
+    ("fn(w, v) -> w", "takes one argument"),
+])
+def test_bad_projection_fns_are_located(tmp_path, proj, message):
+    path = _write(tmp_path, NET + f"train Net on moons {{\n  constrain dense0.W {proj}\n}}\n")
+    rc, payload = _cli("train", path, "--out", tmp_path / "run", "--steps", 1)
+    assert rc == 1 and message in payload["message"] and payload["line"] == 10, payload

@@ -4,6 +4,8 @@ or a player block.
     constrain critic clip(0.01)          # every critic weight into [-0.01, 0.01] (WGAN)
     constrain enc max_norm(3.0, axis = 0) # each column of enc's matrices: L2 norm <= 3
     constrain nmf.W nmf.H nonneg          # nonnegativity (NMF)
+    constrain simplex fn(w) -> relu(w) / sum(relu(w))   # any projection: a function of
+                                          # the updated value, in the model's scope
 
 The projection is built into the train-step graph: the new parameter value is
 ``project(optimizer update)`` (``new:P`` is already projected), so NumPy, PyTorch,
@@ -20,9 +22,9 @@ from dataclasses import dataclass, field
 from dsl import ast as A
 from dsl.errors import SpecError, Span
 
-KINDS = {"clip": ("c",), "max_norm": ("c", "axis"), "nonneg": ()}
-USAGE = ("usage: `constrain PREFIX ... clip(C)` | `max_norm(C, axis = 0)` | `nonneg`, "
-         "e.g. `constrain critic clip(0.01)`")
+KINDS = {"clip": ("c",), "max_norm": ("c", "axis"), "nonneg": (), "fn": ()}
+USAGE = ("usage: `constrain PREFIX ... clip(C)` | `max_norm(C, axis = 0)` | `nonneg` | "
+         "`fn(w) -> EXPR`, e.g. `constrain critic clip(0.01)`")
 # max_norm's guard against a zero norm (Keras's `MaxNorm` uses the same epsilon)
 EPS = 1e-7
 
@@ -39,7 +41,7 @@ class Constraint:
 
     def key(self):
         """What a resume must not change (the config hash)."""
-        return [self.kind, list(self.params), self.c, self.axis]
+        return [self.kind, list(self.params), self.c, self.axis, repr(self.extra.get("fn"))]
 
 
 def parse(prog, model, opts: list, param_group, dotted, const, allowed=None) -> list:
@@ -61,6 +63,8 @@ def parse(prog, model, opts: list, param_group, dotted, const, allowed=None) -> 
                                 "does not train", opt.span,
                                 hint="constrain it in its own player, or at the top level")
         c = Constraint(kind, prefixes, params, span=opt.span)
+        if kind == "fn":
+            c.extra["fn"] = what
         names = KINDS[kind]
         if len(pos) > len(names):
             raise SpecError(f"`{kind}` takes at most {len(names)} arguments", what.span,
@@ -86,7 +90,12 @@ def parse(prog, model, opts: list, param_group, dotted, const, allowed=None) -> 
 
 
 def _kind(e, const, prog):
-    if isinstance(e, A.Name) and e.id in KINDS:
+    if isinstance(e, A.Lambda):
+        if len(e.params) != 1 or not isinstance(e.params[0], A.SigParam):
+            raise SpecError("a projection `fn` takes one argument, the updated parameter",
+                            e.span, hint="e.g. `fn(w) -> maximum(w, 0)`")
+        return "fn", [], {}
+    if isinstance(e, A.Name) and e.id in KINDS and e.id != "fn":
         return e.id, [], {}
     if isinstance(e, A.Call) and isinstance(e.func, A.Name) and e.func.id in KINDS:
         return (e.func.id, [const(prog, a) for a in e.args],
@@ -104,7 +113,9 @@ def project(g, node: int, value: int, constraints: list) -> int:
     """`value` (a new value of param `node`) projected by each constraint in turn."""
     t = g.type(node)
     for c in constraints:
-        if c.kind == "clip":
+        if c.kind == "fn":
+            value = _apply_fn(g, node, value, c)
+        elif c.kind == "clip":
             value = g.op("minimum", g.op("maximum", value, g.const(-c.c, t.dtype)),
                          g.const(c.c, t.dtype))
         elif c.kind == "nonneg":
@@ -124,3 +135,18 @@ def project(g, node: int, value: int, constraints: list) -> int:
                               g.op("add", norm, g.const(EPS, t.dtype))))
             value = g.op("mul", value, scale)
     return value
+
+
+def _apply_fn(g, node: int, value: int, c: Constraint) -> int:
+    """`fn(w) -> EXPR` applied to the updated value, evaluated in the model's scope by
+    the evaluator that built the graph (so hyperparameters and builtins are in reach)."""
+    from compiler.core.values import Tensor
+    ev, scope = g.meta["instances"], g.meta["scope"]
+    name = g.node(node).attrs["name"]
+    closure = ev.eval(c.extra["fn"], scope)
+    out = ev.call(closure, [Tensor(ev.frame, value)], {}, c.extra["fn"].span)
+    if not isinstance(out, Tensor) or g.type(out.node) != g.type(node):
+        got = g.type(out.node) if isinstance(out, Tensor) else type(out).__name__
+        raise SpecError(f"the projection of `{name}` must return a tensor like it, "
+                        f"{g.type(node)}; it returns {got}", c.extra["fn"].span)
+    return out.node
