@@ -4,8 +4,15 @@
   the step graph (so every backend and the exported step apply them); a critic step of
   specs/wgan_clip.dl against torch RMSprop + clamp_ with copied weights; a whole run
   keeps the critic in [-c, c].
+  `fn(w) -> EXPR` projections against NumPy; the exported ONNX train step clips too.
 * early stopping stops `patience` evaluations after the best validation epoch and
   restores it; Polyak averaging lowers the variance of the evaluated loss.
+* `init_from` / `freeze`: loaded params are bit-equal to the checkpoint's, frozen ones
+  never move and get no optimizer slots; a fine-tuned run starts at the pretrained loss.
+* `augment`: noise / flip / crop against NumPy references; training batches only,
+  reproducible, bit-exact on resume.
+* `bagging` and specs/bagging.dl: bootstrap counts; members fit their own sample
+  (in-bag < out-of-bag error); the bagged prediction varies less than one member's.
 """
 from __future__ import annotations
 
