@@ -279,14 +279,47 @@ train LinearRegression on linreg {
 """
     curves = {}
     for name, avg in (("last", ""), ("polyak", "average polyak(decay = 0.95)"),
-                      ("uniform", "average uniform")):
+                      ("uniform", "average uniform"), ("checkpoints", "average checkpoints(n = 5)")):
         _train(_write(tmp_path, base.replace("AVG", avg), f"{name}.dl"), tmp_path / name)
         curves[name] = np.array([r["val_mse"] for r in _history(tmp_path / name)])[10:]
-    # measured (evaluations 11-30): std 1.3e-3 (last), 3.0e-4 (polyak), 3.0e-5 (uniform);
-    # mean 0.0123, 0.0106, 0.0102
+    # measured (evaluations 11-30): std 1.3e-3 (last), 3.0e-4 (polyak), 3.0e-5 (uniform),
+    # 3.0e-4 (checkpoints, n = 5); mean 0.0123, 0.0106, 0.0102, 0.0108
     assert curves["polyak"].std() < 0.5 * curves["last"].std(), curves
     assert curves["polyak"].mean() < curves["last"].mean()
     assert curves["uniform"].std() < 0.5 * curves["last"].std()
+    assert curves["checkpoints"].std() < 0.5 * curves["last"].std(), curves
+    assert curves["checkpoints"].mean() < curves["last"].mean()
+
+
+def test_checkpoint_average_is_the_mean_of_the_last_evaluations(tmp_path):
+    """`average checkpoints(n = 3)` deploys (params/) the mean of the raw params at the
+    last 3 evaluations; each of those equals the last iterate of a shorter run with the
+    same seed (runs are deterministic), so the reference needs no access to the trainer."""
+    text = LINREG + """
+train LinearRegression on linreg {
+  batch 4
+  steps 100
+  eval_every 20
+  optimizer sgd(lr = 0.1)
+  AVG
+}
+"""
+    path = _write(tmp_path, text.replace("AVG", "average checkpoints(n = 3)"), "ck.dl")
+    payload, tensors, _ = _train(path, tmp_path / "ck")
+    plain = _write(tmp_path, text.replace("AVG", ""), "plain.dl")
+    raws = [checkpoint.namespace(_train(plain, tmp_path / f"r{k}", "--steps", k)[1],
+                                 checkpoint.TRAIN) for k in (60, 80, 100)]
+    deployed = checkpoint.namespace(tensors, checkpoint.PARAMS)
+    for k in ("w", "b"):
+        want = np.mean([r[k].astype(np.float64) for r in raws], 0)
+        np.testing.assert_allclose(deployed[k], want, rtol=1e-6)  # float32 mean
+        assert not np.allclose(deployed[k], raws[-1][k], rtol=1e-4)
+    # a resume restores the ring: 100 steps in two halves deploy the same average
+    _train(path, tmp_path / "halves", "--steps", 60)
+    _, resumed, _ = _train(path, tmp_path / "halves", "--steps", 100, "--resume")
+    for k in ("w", "b"):
+        np.testing.assert_array_equal(checkpoint.namespace(resumed, checkpoint.PARAMS)[k],
+                                      deployed[k])
 
 
 # ---- fine-tuning: init_from and freeze ---------------------------------------------------------
@@ -576,4 +609,14 @@ train Net on moons(n = 64) {
 def test_bad_projection_fns_are_located(tmp_path, proj, message):
     path = _write(tmp_path, NET + f"train Net on moons {{\n  constrain dense0.W {proj}\n}}\n")
     rc, payload = _cli("train", path, "--out", tmp_path / "run", "--steps", 1)
+    assert rc == 1 and message in payload["message"] and payload["line"] == 10, payload
+
+
+@pytest.mark.parametrize("lines, message", [
+    ("average checkpoints(n = 1)", "must be an integer >= 2"),
+    ("average checkpoints(k = 3)", "has no option `k`"),
+    ("average checkpoints(n = 3)\n  early_stop val.ce patience 2", "cannot be combined"),
+])
+def test_bad_checkpoint_averages_are_located(tmp_path, lines, message):
+    rc, payload = _cli("check", _write(tmp_path, NET + "train Net on moons {\n  " + lines + "\n}\n"))
     assert rc == 1 and message in payload["message"] and payload["line"] == 10, payload

@@ -42,6 +42,7 @@ EVAL_BATCH = 512
 EVAL_NOISE = 1 << 40
 SNAPSHOT_NOISE = 1 << 41
 EXIT_OK, EXIT_FAIL, EXIT_INTERRUPTED = 0, 1, 130
+RING = "ckavg/"  # checkpoint namespace of `average checkpoints(n)`'s last n params
 CHECKPOINT, METRICS, CURVES, ONNX_MODEL = ("checkpoint.safetensors", "metrics.csv",
                                            "curves.png", "model.onnx")
 
@@ -114,6 +115,7 @@ class Trainer:
         self.values = initial_values(self.model, self.steps, self.seed,
                                      finetune.initial_params(cfg, model) if cfg.init_from else None)
         self.best_values: dict | None = None
+        self.ring: list = []  # `average checkpoints(n)`: params at the last n evaluations
         self.pos = Position(group_steps={grp.name: 0 for grp in cfg.groups})
         self.progress = progress
 
@@ -266,6 +268,9 @@ class Trainer:
         vals = {k: self.values[k] for k in self.model.params}
         for sg in self.steps:
             vals.update({p: self.values[a] for a, p in sg.averages.items()})
+        if self.ring:  # checkpoint averaging: the mean of the last n evaluations' params
+            vals.update({p: _like(np.mean([r[p].astype(np.float64) for r in self.ring], 0),
+                                  self.values[p]) for p in self.model.params})
         vals.update({k: self.values[k] for k in self.model.states})
         return vals
 
@@ -290,6 +295,9 @@ class Trainer:
 
     def _evaluate_and_log(self):
         p = self.pos
+        if self.cfg.checkpoint_average:
+            self.ring = (self.ring + [{k: _numpy(self.values[k]).copy()
+                                       for k in self.model.params}])[-self.cfg.checkpoint_average:]
         row = {"epoch": round(p.round / self.nb, 4), "step": p.round,
                "time": round(p.elapsed, 3)}
         row.update({f"train_{k}": v / max(p.count, 1) for k, v in p.sums.items()
@@ -339,6 +347,8 @@ class Trainer:
         if self.best_values is not None:
             tensors.update({checkpoint.BEST + k: _numpy(v) for k, v in self.best_values.items()})
         tensors.update({checkpoint.PARAMS + k: _numpy(v) for k, v in self.deploy_values().items()})
+        for i, r in enumerate(self.ring):
+            tensors.update({f"{RING}{i}/{k}": v for k, v in r.items()})
         meta = {"model": self.model.name, "config_hash": self.config_hash(), "seed": self.seed,
                 "total_rounds": self.total_rounds, "horizon": self.horizon,
                 "batches_per_epoch": self.nb,
@@ -391,6 +401,9 @@ class Trainer:
         self.pos = _position(meta.get("position"), self.out)
         for k in self.values:
             self.values[k] = state[k]
+        ring = checkpoint.namespace(tensors, RING)
+        self.ring = [{k.split("/", 1)[1]: v for k, v in ring.items() if k.split("/")[0] == str(i)}
+                     for i in range(len({k.split("/")[0] for k in ring}))]
         best = checkpoint.namespace(tensors, checkpoint.BEST)
         self.best_values = best or None
         self.resumed_from = meta
@@ -418,6 +431,14 @@ def _position(raw, out) -> "Position":
                 isinstance(v, bool) or not isinstance(v, (int, float))):
             raise bad(f"{k} = {v!r} is not a number")
     return Position(**raw)
+
+
+def _like(a: np.ndarray, ref):
+    """`a` as the same kind of array as `ref` (a torch tensor on its device, or NumPy)."""
+    if hasattr(ref, "detach"):
+        import torch
+        return torch.as_tensor(a, dtype=ref.dtype, device=ref.device)
+    return a.astype(np.asarray(ref).dtype)
 
 
 def _is_lr(name: str) -> bool:
@@ -450,6 +471,8 @@ def config_hash(cfg: TrainConfig, model, seed: int) -> str:
         key["augment"] = [a.key() for a in cfg.augment]
     if cfg.bagging is not None:
         key["bagging"] = cfg.bagging.key()
+    if cfg.checkpoint_average:
+        key["checkpoint_average"] = cfg.checkpoint_average
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

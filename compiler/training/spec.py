@@ -62,6 +62,9 @@ Options (each at most once, one per line or separated by `;`):
 `average polyak(decay = 0.999)` | `average uniform`
     Keep a running (exponential or uniform) average of the parameters; evaluation,
     the checkpoint's `avg.*` tensors and the exported model use the average.
+`average checkpoints(n = 5)`
+    Evaluate and export the mean of the parameters at the last n evaluations
+    (checkpoint averaging); not with `early_stop`.
 `eval_every N`
     Evaluate (and log a metrics row, and checkpoint) every N steps instead of every
     epoch.
@@ -154,6 +157,14 @@ def parse_train(model, train: A.TrainDef | None = None) -> TrainConfig:
     cfg.seed = top.int("seed", 0, minimum=0)
     cfg.eval_every = top.int("eval_every", None)
     cfg.average = top.average()
+    if cfg.average is not None and cfg.average.name == "checkpoints":
+        # the mean of the params at the last n evaluations, kept by the runner (the step
+        # graph has no running average then)
+        cfg.checkpoint_average, cfg.average = cfg.average.kwargs["n"], None
+        if "early_stop" in top.given:
+            raise SpecError("`average checkpoints` cannot be combined with `early_stop` "
+                            "(which evaluation's average to restore is ambiguous)",
+                            top.given["average"].span)
     cfg.hparams.update(model.hparams)  # `dlc ... --set` wins over the train block
     full = model_for(model, cfg)
     cfg.early_stop = top.early_stop(full)

@@ -116,9 +116,19 @@ class _Options:
             d = c.kwargs.setdefault("decay", 0.999)
             if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1:
                 raise SpecError(f"polyak `decay` must be in [0, 1), found {_show(d)}", c.span)
+        elif c.name == "checkpoints":
+            extra = set(c.kwargs) - {"n"}
+            if extra:
+                raise SpecError(f"`checkpoints` has no option `{sorted(extra)[0]}`", c.span,
+                                hint="checkpoints(n = 5)")
+            n = c.kwargs.setdefault("n", 5)
+            if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+                raise SpecError(f"checkpoints `n` must be an integer >= 2, found {_show(n)}",
+                                c.span)
         else:
             raise SpecError(f"unknown average `{c.name}`", c.span,
-                            hint="`average polyak(decay = 0.999)` or `average uniform`")
+                            hint="`average polyak(decay = 0.999)`, `average uniform` or "
+                            "`average checkpoints(n = 5)`")
         return c
 
     def early_stop(self, model) -> EarlyStop | None:

@@ -79,6 +79,7 @@ class TrainConfig:
     frozen: list = field(default_factory=list)     # param names no group updates
     augment: list = field(default_factory=list)    # [augment.Augment], training batches only
     bagging: object = None                         # bagging.Bagging | None
+    checkpoint_average: int | None = None          # `average checkpoints(n)`: n
 
     @property
     def evaluating(self) -> bool:
