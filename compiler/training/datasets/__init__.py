@@ -77,6 +77,15 @@ copy     Copy-memory task: x, y int64 tokens [n, 2*length+delay].  Input: ``leng
          symbols 1..symbols, delay-1 blanks (0), the delimiter (symbols+1), ``length``
          blanks.  Target: length+delay blanks, then the symbols.  n=512, length=10,
          delay=20, symbols=8.  classes=symbols+2.
+markov   x [n,length] int64 tokens 0..vocab-1 of a random sparse Markov chain (each token has
+         ``branch`` successors, one of them token+1 mod vocab; Dirichlet(4) probabilities;
+         the chain is fixed by the seed), y [n,length] = x one step ahead (next-token
+         prediction; a masked LM reads x only).  n=512, length=16, vocab=8, branch=2.
+         classes=vocab.  meta: transition, stationary, entropy_rate (the best mean
+         next-token cross-entropy, nats).
+reverse  Sequence-to-sequence reversal: src [n,length] int64 symbols 1..symbols, y = src
+         reversed, tgt = bos (symbols+1) then y[:, :-1] (the teacher-forced decoder input).
+         n=512, length=8, symbols=8.  classes=symbols+2.  meta: bos.
 
 User files
 ----------
