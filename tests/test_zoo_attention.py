@@ -29,7 +29,7 @@ from compiler import api
 from compiler.commands import cli
 from compiler.training import datasets
 from tests.test_family_sequence import (_check, _copy, _copy_encoder_layer, _dlc,
-                                        _encoder_layer_grad_errors, _maxerr, _params, _t)
+                                        _encoder_layer_grad_errors, _maxerr, _params, _pe, _t)
 
 torch = pytest.importorskip("torch")
 
@@ -84,7 +84,7 @@ def _onnx_ok(m, tmp_path):
 
 # ---- causal_lm -----------------------------------------------------------------------------------
 
-LM_H = {"d_model": 8, "heads": 2, "d_ff": 16, "layers": 2, "vocab": 8, "max_len": 8}
+LM_H = {"d_model": 8, "heads": 2, "d_ff": 16, "layers": 2, "vocab": 8}
 
 
 def _lm_case(B=3, T=6, seed=0):
@@ -100,18 +100,17 @@ def test_causal_lm_matches_torch():
     B, T = feeds["x"].shape
     embed = torch.nn.Embedding(8, 8).double()
     _copy(embed.weight, p["embed.E"])
-    pos = _t(p["pos"]).requires_grad_()
     blocks = _encoder_layers(p, [f"blocks.{i}.block." for i in range(2)], 8, 2, 16, norm_first=True)
     norm, head = _norm(p, "norm"), _linear(p, "head")
     drop = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)   # torch: true = not attended
-    h = embed(torch.tensor(feeds["x"])) + pos[:T]
+    h = embed(torch.tensor(feeds["x"])) + _t(_pe(T, 8))
     for blk in blocks:
         h = blk(h, src_mask=drop)
     logits = head(norm(h))
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 8), torch.tensor(feeds["y"]).reshape(-1))
     loss.backward()
     errs = {"probs": _maxerr(torch.softmax(logits, -1), out["probs"]), "ce": abs(loss.item() - out["ce"]),
-            "dembed.E": _maxerr(embed.weight.grad, g["embed.E"]), "dpos": _maxerr(pos.grad, g["pos"])}
+            "dembed.E": _maxerr(embed.weight.grad, g["embed.E"])}
     errs.update(_module_grad_errors(norm, g, "norm"))
     errs.update(_module_grad_errors(head, g, "head"))
     for i, blk in enumerate(blocks):
@@ -157,7 +156,7 @@ def test_causal_lm_samples_by_temperature(tau):
 
 
 def test_causal_lm_reaches_the_entropy_rate(tmp_path, capsys):
-    """The full train block (measured: test ce 0.720 vs entropy rate 0.678, unigram
+    """The full train block (measured: test ce 0.715 vs entropy rate 0.678, unigram
     entropy 1.98): within 0.1 nat of the best possible, far below context-free."""
     r = _train(CAUSAL_LM, tmp_path, capsys)
     ds = datasets.load("markov", n=512, length=16, vocab=8, branch=2)
@@ -261,7 +260,7 @@ def test_linear_attention_lm_is_causal_and_learns(tmp_path, capsys):
     probs = m.run({**feeds, "x": x}, p, dtype="f64")["probs"]
     assert np.max(np.abs(probs[:, :5] - base[:, :5])) < 1e-12
     assert np.max(np.abs(probs[:, 5:] - base[:, 5:])) > 1e-4
-    # the train block: measured test ce 0.71 (entropy rate 0.68, unigram entropy 1.98)
+    # the train block: measured test ce 0.719 (entropy rate 0.678, unigram entropy 1.98)
     r = _train(LINEAR, tmp_path, capsys)
     rate = datasets.load("markov", n=512, length=16, vocab=8, branch=2).meta["entropy_rate"]
     assert r["test"]["ce"] < rate + 0.15, r["test"]
@@ -269,9 +268,13 @@ def test_linear_attention_lm_is_causal_and_learns(tmp_path, capsys):
 
 def test_linear_attention_scan_graph_does_not_grow_with_length():
     """The causal form is a scan, not an unrolled loop: T = 8 and T = 64 build graphs
-    of the same size, forward and with gradients (its gradient is a reverse scan)."""
+    of the same size, forward and with gradients (its gradient is a reverse scan).
+    (The graphs as built: after passes, constant folding of the [T, d] positional
+    table depends on T, a difference of 2 nodes that has nothing to do with the scan.)"""
     from compiler.commands.summary import graph_sizes
-    assert graph_sizes(api.load(LINEAR, dims={"T": 8})) == graph_sizes(api.load(LINEAR, dims={"T": 64}))
+    small, large = (graph_sizes(api.load(LINEAR, dims={"T": T})) for T in (8, 64))
+    for key in ("forward", "with_gradients"):
+        assert small[key] == large[key], (key, small, large)
 
 
 @pytest.mark.parametrize("spec", [CAUSAL_LM, VIT, LINEAR], ids=lambda s: s.stem)
