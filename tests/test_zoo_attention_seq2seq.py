@@ -3,8 +3,9 @@
 * transformer_seq2seq: the encoder-decoder equals torch.nn.Transformer(batch_first=True)
   with copied weights (embeddings scaled by sqrt(d), sinusoidal positions, final
   encoder and decoder norms, causal target mask), source and target of different
-  lengths: values and every gradient. The decoder at t ignores the target after t but
-  sees every source position; `dlc train` reverses sequences.
+  lengths: values and every gradient. The decoder input is bos then the targets
+  shifted right, so the output at t ignores the targets from t on but sees every
+  source position; `dlc train` reverses sequences.
 * bert_mlm: the 80/10/10 corruption follows the rule, from the seeded noise it is
   drawn from (picked where u0 < rate; [MASK] where u1 < 0.8, a uniform random token
   where u1 < 0.9, else kept), with the expected frequencies; the loss and every
@@ -57,8 +58,7 @@ S2S_H = {"d_model": 8, "heads": 2, "d_ff": 16, "layers": 2, "symbols": 5}
 
 
 def _s2s_feeds(rng, B=3, S=5, T=4):
-    return {"src": rng.integers(1, 6, (B, S)), "tgt": rng.integers(1, 7, (B, T)),
-            "y": rng.integers(1, 6, (B, T))}
+    return {"x": rng.integers(1, 6, (B, S)), "y": rng.integers(1, 6, (B, T))}
 
 
 def _torch_transformer(p, layers=2):
@@ -81,7 +81,7 @@ def _torch_transformer(p, layers=2):
 
 
 def test_seq2seq_matches_torch_transformer():
-    B, S, T, V = 3, 5, 4, 7
+    B, S, T, V = 3, 5, 4, 6
     m = api.load(SEQ2SEQ, hparams=S2S_H, dims={"S": S, "T": T})
     p = _params(m)
     feeds = _s2s_feeds(np.random.default_rng(1), B, S, T)
@@ -93,11 +93,13 @@ def test_seq2seq_matches_torch_transformer():
     _copy(tgt_e.weight, p["tgt_embed.E"])
     head = _linear(p, "head")
     scale = math.sqrt(8)
-    src = src_e(torch.tensor(feeds["src"])) * scale + _t(_pe(S, 8))
-    tgt = tgt_e(torch.tensor(feeds["tgt"])) * scale + _t(_pe(T, 8))
+    y = torch.tensor(feeds["y"])
+    shifted = torch.cat([torch.zeros(B, 1, dtype=torch.long), y[:, :-1]], dim=1)   # bos = 0
+    src = src_e(torch.tensor(feeds["x"])) * scale + _t(_pe(S, 8))
+    tgt = tgt_e(shifted) * scale + _t(_pe(T, 8))
     drop = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)        # torch: true = not attended
     logits = head(tr(src, tgt, tgt_mask=drop))
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), torch.tensor(feeds["y"]).reshape(-1))
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
     loss.backward()
     errs = {"probs": _maxerr(torch.softmax(logits, -1), out["probs"]), "ce": abs(loss.item() - out["ce"]),
             "dsrc_embed.E": _maxerr(src_e.weight.grad, g["src_embed.E"]),
@@ -123,14 +125,14 @@ def test_seq2seq_decoder_is_causal_and_reads_the_whole_source():
     feeds = _s2s_feeds(np.random.default_rng(2), B, S, T)
     base = m.run(feeds, p, dtype="f64")["probs"]
     for t in range(T - 1):
-        tgt = feeds["tgt"].copy()
-        tgt[:, t + 1:] = (tgt[:, t + 1:] + 2) % 7
-        probs = m.run({**feeds, "tgt": tgt}, p, dtype="f64")["probs"]
+        y = feeds["y"].copy()
+        y[:, t:] = y[:, t:] % 5 + 1           # targets from t on: the decoder reads them after t
+        probs = m.run({**feeds, "y": y}, p, dtype="f64")["probs"]
         assert np.max(np.abs(probs[:, :t + 1] - base[:, :t + 1])) < 1e-12, t
         assert np.max(np.abs(probs[:, t + 1:] - base[:, t + 1:])) > 1e-4, t
-    src = feeds["src"].copy()
-    src[:, -1] = src[:, -1] % 5 + 1           # the last source token reaches the first output
-    probs = m.run({**feeds, "src": src}, p, dtype="f64")["probs"]
+    x = feeds["x"].copy()
+    x[:, -1] = x[:, -1] % 5 + 1               # the last source token reaches the first output
+    probs = m.run({**feeds, "x": x}, p, dtype="f64")["probs"]
     assert np.max(np.abs(probs[:, 0] - base[:, 0])) > 1e-4
 
 

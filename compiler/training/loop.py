@@ -105,6 +105,10 @@ class Trainer:
         self.eval_prog = self._lower(eg, {k: eg.outputs[k] for k in self.eval_names}) \
             if self.eval_names else None
         self.svrg = [sg for sg in self.steps if sg.snapshots]
+        # costly metrics are left out of the step: computed at each metrics row instead
+        self.deferred = [(sg, self._lower(*sg.deferred_program())) for sg in self.steps
+                         if sg.deferred]
+        self.last_feeds: dict = {}  # group -> the feeds of its last step (for those)
         self.grad_progs = {id(sg): self._lower(*_gradient_graph(model, cfg, sg.group))
                            for sg in self.svrg}
         self.values = initial_values(self.model, self.steps, self.seed)
@@ -192,6 +196,7 @@ class Trainer:
                          **noise.draw(sg.graph, batch, seed, noise_step, sg.noise_names),
                          "step": np.asarray(group_steps[sg.group.name], np.float32)}
                 out, scalars = self._step(sg, prog, feeds, weight, noise_step)
+                self.last_feeds[sg.group.name] = feeds
                 for k, v in out.items():
                     if k.startswith("new:"):
                         values[k[4:]] = v
@@ -287,6 +292,7 @@ class Trainer:
         row.update({f"train_{k}": v / max(p.count, 1) for k, v in p.sums.items()
                     if not _is_lr(k)})
         row.update({k: v for k, v in p.last.items() if _is_lr(k)})
+        row.update(self._deferred_metrics())
         val = self.evaluate(self.val_ds) if self.cfg.evaluating else {}
         row.update({f"val_{k}": v for k, v in val.items()})
         p.history.append(row)
@@ -297,6 +303,17 @@ class Trainer:
         if self.comm.main:  # only rank 0 writes
             self.save_checkpoint()
             write_metrics_csv(self.out / METRICS, p.history)
+
+    def _deferred_metrics(self) -> dict:
+        """The costly metrics at the last step's inputs (its values before the update,
+        its batch and noise): `train_K` of a row is that step's K, not a mean."""
+        row = {}
+        for sg, prog in self.deferred:
+            feeds = self.last_feeds.get(sg.group.name)
+            if feeds is not None:
+                out = prog(feeds)
+                row.update({f"train_{k}": float(_numpy(out[k])) for k in sg.deferred})
+        return row
 
     def _early_stopping(self, val: dict):
         es, p = self.cfg.early_stop, self.pos

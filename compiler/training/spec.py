@@ -176,7 +176,7 @@ def find_train(program, model_name: str) -> A.TrainDef:
         if _model_name(t.model) == model_name:
             return t
     names = [_model_name(t.model) for t in program.trains]
-    from compiler.elaborate import _file_span
+    from compiler.elaborate.program import file_span as _file_span
     hint = (f"train blocks here are for: {', '.join(names)}" if names else
             f"add one: `train {model_name} on DATASET {{ optimizer adam(lr = 1e-3) }}`")
     raise SpecError(f"no train block for model `{model_name}` in {program.path}",

@@ -51,6 +51,13 @@ class StepGraph:
     split: bool = False
     reduced: list = field(default_factory=list)    # the gradient results to all-reduce
     update_results: set = field(default_factory=set)  # results of the update half
+    # the model's other losses and metrics: reported, but no update reads them, so an
+    # exported step leaves them to a separate metrics model (`update_only`)
+    metric_keys: set = field(default_factory=set)
+    # metrics that would cost the step real work (a matmul, conv or scan beyond what
+    # the loss computes, e.g. an attack's extra passes): not in the step; the runner
+    # computes them at each logging interval with `deferred_program` instead
+    deferred: dict = field(default_factory=dict)
 
     def halves(self) -> tuple[dict, dict]:
         """(gradient results, update results) of a split step: the gradient half is the
@@ -59,11 +66,29 @@ class StepGraph:
         upd = {k: n for k, n in self.results.items() if k in self.update_results}
         return {k: n for k, n in self.results.items() if k not in upd}, upd
 
+    def update_only(self) -> dict:
+        """The results a training step needs: the minimised loss, lr and every ``new:X``
+        (and ``grad:P`` of a split step); not the metrics."""
+        return {k: n for k, n in self.results.items() if k not in self.metric_keys}
+
+    def metric_results(self) -> dict:
+        """The other losses and metrics this step reports, at the step's inputs."""
+        return {k: self.results[k] for k in self.results if k in self.metric_keys}
+
+    def deferred_program(self) -> tuple[Graph, dict]:
+        """(graph, results) of the deferred metrics, read at a step's own inputs."""
+        import copy
+        g = copy.copy(self.graph)
+        g.updates = {}  # the state updates belong to the step
+        return g, dict(self.deferred)
+
     @property
     def noise_names(self) -> frozenset:
         """The noise this step reads (a sampler's noise elsewhere in the model is not drawn)."""
         if "_noise" not in self.__dict__:
-            self.__dict__["_noise"] = noise.needed(self.graph, self.results.values())
+            # the deferred metrics read the step's feeds: their noise is drawn with it
+            roots = [*self.results.values(), *self.deferred.values()]
+            self.__dict__["_noise"] = noise.needed(self.graph, roots)
         return self.__dict__["_noise"]
 
 
@@ -146,11 +171,25 @@ def _loss_and_metrics(sg: StepGraph, cfg: TrainConfig):
         sg.logged["loss"] = loss  # logged under its own name
     if cfg.players:  # a player computes its own loss only (the others cost a forward pass)
         return
+    roots = ([res["loss"]] if "loss" in res else []) + list(g.updates.values())
+    cone = set(g.topo_order(roots)) if roots else set()
     for k, n in g.outputs.items():
         if g.output_kinds[k] in ("loss", "metric") and k not in ("loss", loss):
+            if _is_scalar(g, n) and _costly(g, n, cone):
+                sg.deferred[k] = n
+                continue
             res[k] = n
+            sg.metric_keys.add(k)
             if _is_scalar(g, n):
                 sg.logged[k] = k
+
+
+HEAVY_OPS = frozenset({"matmul", "conv", "scan"})
+
+
+def _costly(g: Graph, n: int, cone: set) -> bool:
+    """Whether metric `n` needs a matmul, conv or scan that the loss does not compute."""
+    return any(g.node(x).op in HEAVY_OPS for x in g.topo_order([n]) if x not in cone)
 
 
 def _state_and_rule_updates(sg: StepGraph, cfg: TrainConfig):
