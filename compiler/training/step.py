@@ -92,11 +92,13 @@ class StepGraph:
         return self.__dict__["_noise"]
 
 
-def initial_values(model, steps: list, seed: int) -> dict:
-    """Everything a run starts from: params and states from the seed, optimizer slots
-    at their fill values, Polyak averages and SVRG snapshots at the params, SVRG full
-    gradients at zero. Shared by `dlc train`, `dlc equiv` and the benchmarks."""
+def initial_values(model, steps: list, seed: int, overrides: dict | None = None) -> dict:
+    """Everything a run starts from: params and states from the seed (or `overrides`:
+    `init_from`), optimizer slots at their fill values, Polyak averages and SVRG
+    snapshots at the params, SVRG full gradients at zero. Shared by `dlc train`,
+    `dlc equiv` and the benchmarks."""
     values = dict(model.init_params(seed))
+    values.update(overrides or {})
     for sg in steps:
         for name, (p, fill) in sg.slots.items():
             values[name] = np.full_like(values[p], fill)
@@ -201,7 +203,7 @@ def _state_and_rule_updates(sg: StepGraph, cfg: TrainConfig):
 
 
 def _optimizer_step(sg: StepGraph, cfg: TrainConfig, total_steps: int):
-    from compiler.training import optim, schedules
+    from compiler.training import constraints, optim, schedules
     g, group, res = sg.graph, sg.group, sg.results
     opt = optim.make_optimizer(group.optimizer.name, optimizer_options(group))
     params = g.by_name("param")
@@ -248,6 +250,8 @@ def _optimizer_step(sg: StepGraph, cfg: TrainConfig, total_steps: int):
                 sg.mus[f"opt.{p}.{s}"] = p
         new_p, new_slots = opt.update(g, node, gr, slots, step, lr,
                                       decay_mask=optim.decays(p, t))
+        # `constrain`: the new value is the projection of the update (training/constraints.py)
+        new_p = constraints.project(g, node, new_p, constraints.for_param(group.constraints, p))
         res["new:" + p] = new_p
         sg.update_results.add("new:" + p)
         for s, n in new_slots.items():
