@@ -4,7 +4,10 @@ train`'s runner (compiler.training.loop.Trainer, NumPy backend) from the same se
 
 The zoo is globbed (every `specs/*.dl` with a train block), plus small regimes the zoo
 lacks (tests/regimes: SVRG, Polyak averaging with dropout noise, a schedule and
-clipping). Compared: every tensor of the run's state (params, optimizer slots,
+clipping, augmentation (noise, flip, crop), checkpoint averaging). Also compared: what
+each side evaluates with (`evaluate_with`, the checkpoint-average ring). Fine-tuning
+(`init_from`, `freeze`), bagging's bootstrap counts and a regime continued from a run's
+checkpoint (`--checkpoint RUN`) have tests of their own below. Compared: every tensor of the run's state (params, optimizer slots,
 averages, SVRG snapshots and full gradients, states such as the perceptron's mistake
 count) and every train_* number of the metrics row (the step's logged loss and lr, and
 the metrics, which the exported regime computes in a separate metrics model).
@@ -36,7 +39,8 @@ ZOO = sorted(p for p in (ROOT / "specs").glob("*.dl")
              if re.search(r"^train\s", p.read_text(), re.M))
 EXTRA = sorted((ROOT / "tests" / "regimes").glob("*.dl"))
 ROUNDS = 3           # per zoo spec: the file's budget as the zoo grows
-LONGER = {"svrg_linreg": 6, "polyak_mlp": 5}  # across epoch boundaries (snapshots)
+# across epoch boundaries (snapshots); past 3 evaluations (the checkpoint ring)
+LONGER = {"svrg_linreg": 6, "polyak_mlp": 5, "checkpoint_average": 7}
 # several rounds on a sign-dependent rule: a decision can flip only if two libraries'
 # rounding straddles a margin; float64 keeps that ~1e-12 away
 TOL = 1e-7
@@ -56,7 +60,7 @@ def _driver():
 DRIVER = _driver()
 
 
-def _run_both(path: Path, tmp_path: Path, rounds: int, dtype: str = "f64"):
+def _run_both(path: Path, tmp_path: Path, rounds: int, dtype: str = "f64", export=()):
     m = api.load(path)
     cfg = parse_train(m)
     model = model_for(m, cfg)
@@ -65,18 +69,19 @@ def _run_both(path: Path, tmp_path: Path, rounds: int, dtype: str = "f64"):
     rounds = min(rounds, horizon)
     out = tmp_path / f"regime-{dtype}"
     assert main(["compile", str(path), "--to", "onnx", "--train-step", "--dtype", dtype,
-                 "-o", str(out), "--json"]) == 0
+                 "-o", str(out), "--json", *export]) == 0
     try:
         reg = DRIVER.Regime(out)
     except Exception as e:  # onnxruntime: "Could not find an implementation" (f64)
         if dtype == "f64" and "NOT_IMPLEMENTED" in str(e):
-            return _run_both(path, tmp_path, rounds, "f32")
+            return _run_both(path, tmp_path, rounds, "f32", export)
         raise
     reg.train(rounds, metrics_every=1)
 
     # the runner `dlc train` uses, stopped after `rounds` rounds of the same run (the
-    # schedules keep the full run's horizon, as the export does)
-    short = dataclasses.replace(cfg, steps=rounds, epochs=None, early_stop=None, eval_every=None)
+    # schedules keep the full run's horizon, as the export does; evaluations where the
+    # spec has them: checkpoint averaging keeps the params of each)
+    short = dataclasses.replace(cfg, steps=rounds, epochs=None, early_stop=None)
     run = tmp_path / f"run-{dtype}"
     run.mkdir()
     tr = Trainer(model, short, parts, backend="numpy", seed=cfg.seed, out=run,
@@ -93,6 +98,11 @@ def test_exported_regime_equals_dlc_train(path, tmp_path):
     for k, v in tr.values.items():
         np.testing.assert_allclose(np.asarray(reg.state[k], np.float64), np.asarray(v, np.float64),
                                    rtol=tol, atol=tol, err_msg=f"{path.stem}: {k}")
+    # what each evaluates (and deploys) with: averaged params, the checkpoint ring's mean
+    ev = reg.evaluation_values()
+    for k, v in tr.eval_values().items():
+        np.testing.assert_allclose(np.asarray(ev[k], np.float64), np.asarray(v, np.float64),
+                                   rtol=tol, atol=tol, err_msg=f"{path.stem}: evaluates {k}")
     # each metrics row: train_K is the row-weighted mean of K over the rounds since the
     # row before (lr: its last value)
     rows, start = _batch_rows(reg), 0
