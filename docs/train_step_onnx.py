@@ -10,8 +10,9 @@ often, which tensors each updates, which data and noise each reads and how they 
 drawn. This script follows the manifest; from the same seed it reproduces `dlc train`'s
 numbers (to float rounding: tests/test_onnx_regimes.py checks it for every zoo spec).
 
-It needs nothing of dlc. Noise and batch order use NumPy's `default_rng` with the
-seeds the manifest states, exactly as dlc draws them on the host.
+It needs nothing of dlc. Noise, batch order and augmentation use NumPy's
+`default_rng` with the seeds the manifest states, exactly as dlc draws them on the
+host. A regime exported with `--checkpoint RUN` starts at that run's position.
 """
 from __future__ import annotations
 

@@ -10,6 +10,10 @@ players' steps), ``step.<player>.metrics.onnx`` (metrics), ``step.<player>.full_
 (SVRG). ``-o DIR`` (no ``.onnx`` suffix) writes ``DIR/manifest.json``, ``DIR/init.npz``,
 ``DIR/data.npz`` and ``DIR/<player>[.metrics|.full_grad].onnx``.
 
+Host-side parts are described exactly for a driver to redo: the batch order, the
+noise, augmentation draws, SVRG's snapshots, evaluations (where checkpoint averaging
+keeps its ring). ``resume=RUN`` (`--checkpoint RUN`) starts from a run's state.
+
 A step model computes what the update needs only (the loss it minimises, ``lr`` and
 each ``new:X``); the model's other losses and metrics are a separate metrics model
 that reads the same feeds, so a driver runs it only when it logs.
