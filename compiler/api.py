@@ -211,7 +211,8 @@ class Model:
                     dtype: str = "f32", outputs: list[str] | None = None,
                     with_losses: bool = False, metadata: dict | None = None):
         """Write the ONNX inference model (params as initializers; its `output`s, or
-        `outputs`, plus losses and metrics `with_losses`), or the train step."""
+        `outputs`, plus losses and metrics `with_losses`), or the first player's train
+        step: update only, its logged metrics in PATH.metrics.onnx beside it."""
         onnx_backend = backend_registry.load("onnx")
         if train_step:
             # the update-only step (loss, lr, new:X), as `dlc compile --train-step` writes
