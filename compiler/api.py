@@ -211,13 +211,33 @@ class Model:
                     dtype: str = "f32", outputs: list[str] | None = None,
                     with_losses: bool = False, metadata: dict | None = None):
         """Write the ONNX inference model (params as initializers; its `output`s, or
-        `outputs`, plus losses and metrics `with_losses`), or the train step."""
+        `outputs`, plus losses and metrics `with_losses`), or the first player's train
+        step: update only, its logged metrics in PATH.metrics.onnx beside it."""
         onnx_backend = backend_registry.load("onnx")
         if train_step:
-            from compiler.training.step import build_train_step
-            g, res = build_train_step(self)
-            g, res = optimize(g, res)
+            # the update-only step (loss, lr, new:X), as `dlc compile --train-step` writes
+            # it; the logged metrics go to a separate model beside it, PATH.metrics.onnx
+            # (the first player's; the whole regime: compiler/training/export_regime.py)
+            import copy
+            from pathlib import Path
+            from compiler.training.spec import model_for, parse_train
+            from compiler.training.step import build_step, total_rounds
+            cfg = parse_train(self)
+            m = model_for(self, cfg)
+            grp = cfg.groups[0]
+            sg = build_step(m, cfg, grp, total_rounds(cfg, m) * grp.steps)
+            g, res = optimize(sg.graph, sg.update_only())
             model = onnx_backend.lower(g, res, dtype=dtype, params_as="inputs", name=self.name)
+            metrics = {k: n for k, n in sg.metric_results().items() if k in sg.logged}
+            if metrics:
+                mg = copy.copy(sg.graph)
+                mg.updates = {}  # the state updates belong to the step model
+                og, ores = optimize(mg, metrics)
+                side = onnx_backend.lower(og, ores, dtype=dtype, params_as="inputs",
+                                          name=f"{self.name}.metrics")
+                self._stamp(side, metadata)
+                p = Path(path)
+                onnx_backend.save(side, str(p.with_name(p.stem + ".metrics.onnx")))
         else:
             g = self.graph
             og, res = optimize(g, self.inference_results(outputs, with_losses=with_losses))

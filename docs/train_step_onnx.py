@@ -10,8 +10,9 @@ often, which tensors each updates, which data and noise each reads and how they 
 drawn. This script follows the manifest; from the same seed it reproduces `dlc train`'s
 numbers (to float rounding: tests/test_onnx_regimes.py checks it for every zoo spec).
 
-It needs nothing of dlc. Noise and batch order use NumPy's `default_rng` with the
-seeds the manifest states, exactly as dlc draws them on the host.
+It needs nothing of dlc. Noise, batch order and augmentation use NumPy's
+`default_rng` with the seeds the manifest states, exactly as dlc draws them on the
+host. A regime exported with `--checkpoint RUN` starts at that run's position.
 """
 from __future__ import annotations
 
@@ -93,6 +94,33 @@ def name_hash(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
 
 
+def augment(entries: list, batch: dict, man: dict, round_: int) -> dict:
+    """The training batch with the manifest's `augment` entries applied (a new dict)."""
+    if not entries:
+        return batch
+    r = man["augment_rng"]
+    rng = np.random.default_rng([r["stream"], man["seed"], round_])
+    out = dict(batch)
+    for a in entries:
+        x, opt = np.asarray(out[a["field"]]), a["options"]
+        n = x.shape[0]
+        if a["kind"] == "noise":
+            x = x + rng.standard_normal(x.shape).astype(x.dtype) * np.asarray(opt["std"], x.dtype)
+        elif a["kind"] == "flip":
+            pick = rng.random(n) < opt["p"]
+            x = np.where(pick.reshape((n,) + (1,) * (x.ndim - 1)), np.flip(x, axis=opt["axis"]), x)
+        elif a["kind"] == "crop":
+            p = opt["pad"]
+            h, w = x.shape[-2:]
+            padded = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(p, p), (p, p)])
+            dy, dx = rng.integers(0, 2 * p + 1, n), rng.integers(0, 2 * p + 1, n)
+            x = np.stack([padded[i, ..., dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+        else:
+            raise ValueError(f"unknown augmentation {a['kind']!r}")
+        out[a["field"]] = x
+    return out
+
+
 class Regime:
     """A run of an exported regime: its state, position and logs, as `dlc train` keeps them."""
 
@@ -102,14 +130,22 @@ class Regime:
         self.man = json.loads(mp.read_text())
         with np.load(self.dir / self.man["init"]) as z:
             self.state = {k: z[k] for k in z.files}
+        # `average checkpoints(n)`: the params at the last n evaluations (ckavg/I/P)
+        ring = {k: self.state.pop(k) for k in list(self.state) if k.startswith("ckavg/")}
+        self.ring = [{k.split("/", 2)[2]: v for k, v in ring.items() if k.split("/")[1] == str(i)}
+                     for i in range(len({k.split("/")[1] for k in ring}))]
         with np.load(self.dir / self.man["data"]["file"]) as z:
             self.data = {k: z[k] for k in z.files}
         self.steps = [(e, Model(self.dir / e["model"]),
                        Model(self.dir / e["metrics_model"]) if e.get("metrics_model") else None)
                       for e in self.man["steps"]]
         self.svrg = [(s, Model(self.dir / s["model"])) for s in self.man["svrg"]]
-        self.round = self.epoch = self.batch_index = self.stream = 0
+        start = self.man.get("start") or {}  # a run continued (--checkpoint RUN)
+        self.round, self.epoch = start.get("round", 0), start.get("epoch", 0)
+        self.batch_index, self.stream = start.get("batch", 0), start.get("stream", 0)
         self.counters = {e["player"]: 0 for e in self.man["steps"]}
+        self.counters.update(start.get("steps") or {})
+        self.evaluated_at = self.round  # the round of the last evaluation
         self.log: list[dict] = []       # per round: the logged scalars of its steps
 
     def _batches(self, shuffle: bool):
@@ -141,6 +177,7 @@ class Regime:
 
     def run_round(self, batch: dict, metrics: bool = False) -> dict:
         logged = {}
+        batch = augment(self.man.get("augment") or [], batch, self.man, self.round)
         for entry, model, metrics_model in self.steps:
             for _ in range(entry["repeats"]):
                 feeds = {**self.state, **batch,
@@ -171,16 +208,34 @@ class Regime:
                 self.run_round(batch, metrics=bool(metrics_every) and
                                (self.round + 1) % metrics_every == 0)
                 self.batch_index += 1
+                every = (self.man.get("evaluations") or {}).get("every")
+                if every and self.round % every == 0:
+                    self.evaluation()
                 if self.round >= total:
                     break
             if self.batch_index >= nb:
                 self.epoch, self.batch_index = self.epoch + 1, 0
+                if not (self.man.get("evaluations") or {}).get("every"):
+                    self.evaluation()
+        if self.round > self.evaluated_at:  # rounds since the last evaluation
+            self.evaluation()
         return self.state
+
+    def evaluation(self):
+        """Where `dlc train` evaluates (validation is not exported): what averaging
+        over checkpoints keeps of the params."""
+        self.evaluated_at = self.round
+        ck = self.man.get("checkpoint_average")
+        if ck:
+            self.ring = (self.ring + [{p: self.state[p].copy() for p in ck["params"]}])[-ck["n"]:]
 
     def evaluation_values(self) -> dict:
         """The values `dlc train` evaluates and deploys: averaged params where averaging."""
         vals = dict(self.state)
         vals.update({p: self.state[a] for p, a in self.man["evaluate_with"].items()})
+        if self.ring:  # checkpoint averaging: the mean of the last n evaluations' params
+            vals.update({p: np.mean([r[p].astype(np.float64) for r in self.ring], 0)
+                         .astype(self.state[p].dtype) for p in self.ring[0]})
         return vals
 
 

@@ -10,6 +10,10 @@ players' steps), ``step.<player>.metrics.onnx`` (metrics), ``step.<player>.full_
 (SVRG). ``-o DIR`` (no ``.onnx`` suffix) writes ``DIR/manifest.json``, ``DIR/init.npz``,
 ``DIR/data.npz`` and ``DIR/<player>[.metrics|.full_grad].onnx``.
 
+Host-side parts are described exactly for a driver to redo: the batch order, the
+noise, augmentation draws, SVRG's snapshots, evaluations (where checkpoint averaging
+keeps its ring). ``resume=RUN`` (`--checkpoint RUN`) starts from a run's state.
+
 A step model computes what the update needs only (the loss it minimises, ``lr`` and
 each ``new:X``); the model's other losses and metrics are a separate metrics model
 that reads the same feeds, so a driver runs it only when it logs.
@@ -24,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler.core import backend_registry
+from compiler.training.augment import STREAM as AUG_STREAM
 from compiler.training.spec import TrainConfig, model_for, parse_train
 from compiler.training.step import (StepGraph, _gradient_graph, _rounds, _split, build_step,
                                     initial_values)
@@ -33,6 +38,7 @@ FORMAT = "dlc-train-regime/1"
 # the constants of the run's random streams (compiler/training/datasets, loop.py)
 BATCH_TAG = 0xBA7C4
 SNAPSHOT_NOISE = 1 << 41
+RING = "ckavg/"  # loop.RING: `average checkpoints(n)`'s ring, in a checkpoint and init.npz
 
 
 class Layout:
@@ -58,13 +64,19 @@ class Layout:
 
 
 def export_regime(m, out, *, dtype: str = "f32", cfg: TrainConfig | None = None,
-                  seed: int | None = None, stamp=None) -> dict:
+                  seed: int | None = None, stamp=None, resume=None) -> dict:
     """Write every model, the initial values, the data and the manifest of `m`'s train
     block; return the manifest (with ``path``: where it was written). `stamp(model)`
-    adds metadata to each ONNX model (the API's `_stamp`)."""
+    adds metadata to each ONNX model (the API's `_stamp`). `resume` (a run directory or
+    its checkpoint file) starts the regime where that run stopped: its training state in
+    init.npz and its position (round, epoch, batch, step counts) under ``start``."""
     cfg = cfg or parse_train(m)
     model = model_for(m, cfg)
     seed = cfg.seed if seed is None else seed
+    run = None
+    if resume is not None:
+        run = RunState.load(resume, model)
+        seed = run.seed  # the run's batch order, noise and bootstrap draws
     lay = Layout(out)
     lay.dir.mkdir(parents=True, exist_ok=True)
     parts = _split(cfg, model)
@@ -74,7 +86,9 @@ def export_regime(m, out, *, dtype: str = "f32", cfg: TrainConfig | None = None,
     train = parts[0]
     nb = train.num_batches(cfg.batch)
     rounds = _rounds(cfg, nb)
-    steps = [build_step(model, cfg, grp, rounds * grp.steps) for grp in cfg.groups]
+    # the schedules' horizon: a resumed run keeps the one it started with (as dlc train)
+    horizon = run.horizon if run is not None and run.horizon else rounds
+    steps = [build_step(model, cfg, grp, horizon * grp.steps) for grp in cfg.groups]
     onnx = backend_registry.load("onnx")
 
     def write(graph, results, role, first=False) -> str:
@@ -119,6 +133,10 @@ def export_regime(m, out, *, dtype: str = "f32", cfg: TrainConfig | None = None,
     from compiler.training import finetune
     init = initial_values(model, steps, seed,
                           finetune.initial_params(cfg, model) if cfg.init_from else None)
+    start = {"round": 0, "epoch": 0, "batch": 0, "stream": 0,
+             "steps": {grp.name: 0 for grp in cfg.groups}, "ring": 0}
+    if run is not None:
+        init, start = run.state(init, start)
     init_path = lay.file("init", ".npz")
     np.savez(init_path, **{k: np.asarray(v) for k, v in init.items()})
     data_path = lay.file("data", ".npz")
@@ -150,24 +168,109 @@ def export_regime(m, out, *, dtype: str = "f32", cfg: TrainConfig | None = None,
                     "(PCG64 via default_rng) with exactly these seeds"},
         "dim_sources": _dim_sources(steps[0].graph),
         "steps": entries, "svrg": svrg,
+        "start": {**start, "note": "the run's position: `round` rounds done, `epoch` "
+                  "epochs and `batch` batches of the current one, `stream` step models "
+                  "run, `steps` per player; `ring` checkpoint-average entries stored in "
+                  "init as ckavg/I/P (a fresh export starts at zero)"},
+        "frozen": list(cfg.frozen),
         "average": _average(cfg, steps),
         "evaluate_with": {p: a for sg in steps for a, p in sg.averages.items()},
+        "evaluations": {
+            "every": cfg.eval_every,
+            "at": "after every `every` rounds, or (every: null) after the last round of "
+                  "every epoch; and after the run's last round when rounds were run since "
+                  "the last one"},
+        "checkpoint_average": None if not cfg.checkpoint_average else {
+            "n": cfg.checkpoint_average, "params": list(model.params),
+            "ring": "at every evaluation, append a copy of every listed param; keep the "
+                    "last n",
+            "evaluate_with": "each listed param := the float64 mean of its ring entries, "
+                             "cast to the param's dtype"},
         # evaluation is not exported: the validation part and the eval model stay with dlc
         "early_stop": None if cfg.early_stop is None else {
             "metric": cfg.early_stop.metric, "patience": cfg.early_stop.patience,
             "mode": cfg.early_stop.mode,
             "note": "dlc train evaluates on the validation part (not exported) and may "
                     "stop before `rounds`, restoring the best evaluation's values"},
-        # host-side augmentation is not in the models; a driver must apply it to the
-        # training batches itself (compiler/training/augment.py gives the draws)
-        "augment": [{"field": a.field, "kind": a.kind, "options": dict(a.options),
-                     "exported": False,
-                     "note": "applied by dlc train on the host to training batches only, "
-                             "seeded by (seed, round); not reproduced by the reference driver"}
-                    for a in cfg.augment],
+        # host-side augmentation: the draws, exactly as compiler/training/augment.py makes
+        # them, for a driver to apply to each training batch before its steps
+        "augment": [_augment_entry(a) for a in cfg.augment],
+        "augment_rng": None if not cfg.augment else {
+            "rng": "numpy.random.default_rng([stream, seed, round])",
+            "stream": AUG_STREAM,
+            "round": "the 0-based index of the round in the run",
+            "order": "one generator per round, shared by the entries in the order listed; "
+                     "the batch's rows in batch order; the steps of a round all see the "
+                     "same augmented batch; evaluation data is never augmented"},
     }
     lay.manifest.write_text(json.dumps(manifest, indent=1, default=_jsonable) + "\n")
     return {**manifest, "path": str(lay.manifest)}
+
+
+class RunState:
+    """A `dlc train` run's checkpoint as the start of an exported regime."""
+
+    def __init__(self, path, tensors: dict, meta: dict):
+        from compiler.training import checkpoint
+        self.path, self.meta = path, meta
+        self.train = checkpoint.namespace(tensors, checkpoint.TRAIN)
+        self.ring = {k: v for k, v in tensors.items() if k.startswith(RING)}
+        self.seed = int(meta.get("seed") or 0)
+        self.horizon = meta.get("horizon")
+
+    @classmethod
+    def load(cls, path, model):
+        from compiler.training import checkpoint
+        p = Path(path)
+        file = p / "checkpoint.safetensors" if p.is_dir() else p
+        try:
+            tensors, meta = checkpoint.load(file)
+        except (checkpoint.CheckpointError, OSError) as e:
+            raise checkpoint.CheckpointError(f"--checkpoint {path}: {e}") from None
+        if meta.get("model") not in (None, model.name):
+            raise checkpoint.CheckpointError(f"the checkpoint {path} was trained for model "
+                                             f"`{meta.get('model')}`, not `{model.name}`")
+        return cls(path, tensors, meta)
+
+    def state(self, init: dict, start: dict) -> tuple[dict, dict]:
+        """(init.npz's values, the `start` position) of the run: every tensor a step
+        carries, from the checkpoint's training state, in the fresh export's dtypes."""
+        from compiler.training import checkpoint
+        missing = [k for k in init if k not in self.train]
+        if missing:
+            raise checkpoint.CheckpointError(
+                f"the checkpoint {self.path} lacks {', '.join(missing[:5])} (a run of "
+                "another train block?)")
+        out = {}
+        for k, v in init.items():
+            have, want = np.asarray(self.train[k]), np.asarray(v)
+            if have.shape != want.shape:
+                raise checkpoint.CheckpointError(
+                    f"the checkpoint {self.path} holds `{k}` as {list(have.shape)}, but "
+                    f"the train block needs {list(want.shape)}")
+            out[k] = have.astype(want.dtype)
+        for k, v in self.ring.items():  # ckavg/I/P: param P's dtype
+            p = k.split("/", 2)[2]
+            out[k] = np.asarray(v).astype(np.asarray(init[p]).dtype if p in init else v.dtype)
+        pos = self.meta.get("position") or {}
+        steps = {**start["steps"], **{k: int(v) for k, v in
+                                      (pos.get("group_steps") or {}).items()}}
+        return out, {"round": int(pos.get("round", 0)), "epoch": int(pos.get("epoch", 0)),
+                     "batch": int(pos.get("batch", 0)),
+                     "stream": int(pos.get("noise_step", 0)), "steps": steps,
+                     "ring": len({k.split("/")[1] for k in self.ring})}
+
+
+def _augment_entry(a) -> dict:
+    draws = {
+        "noise": "x + rng.standard_normal(x.shape).astype(x.dtype) * std",
+        "flip": "pick = rng.random(rows) < p; each picked example numpy.flip-ped along "
+                "`axis` (an axis of the batch array)",
+        "crop": "zero-pad the last two axes by `pad` on both sides; dy = rng.integers(0, "
+                "2 * pad + 1, rows), then dx likewise; example i := padded[i, ..., "
+                "dy[i]:dy[i] + H, dx[i]:dx[i] + W]"}[a.kind]
+    return {"field": a.field, "kind": a.kind, "options": dict(a.options), "exported": True,
+            "draws": draws}
 
 
 def _step_entry(sg: StepGraph, cfg: TrainConfig) -> dict:
