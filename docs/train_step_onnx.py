@@ -1,7 +1,7 @@
 """Train with an exported dlc train step, using only onnxruntime and NumPy.
 
     dlc compile specs/mlp.dl --to onnx --train-step -o step.onnx
-    python docs/train_step_onnx.py step.onnx [--data compiler/training/datasets/embedded/digits.npz] [--steps 200]
+    python docs/train_step_onnx.py step.onnx [--data digits.npz] [--steps 200]
 
 The ONNX file computes one whole training step of the spec's `train` block (forward
 pass, gradients, schedule, optimizer): its inputs are the data (``x``, ``y``), the
@@ -18,15 +18,14 @@ otherwise (biases), as the standard library's ``Dense`` does. (`dlc`'s own initi
 values come from ``compiler.api.load(spec).init_params(seed)``; pass them instead
 with ``--init params.npz`` if you want bit-identical starts.)
 
-Data: the digits ``.npz`` shipped with dlc (``pixels`` uint8 [N, 64] in 0..16,
-``labels`` [N]); ``x = pixels / 16``. The script prints the loss and exits 1 if the
+Data: scikit-learn's 8x8 digits (``sklearn.datasets.load_digits``, pixel counts 0..16),
+or an ``.npz`` with ``pixels`` [N, 64] in 0..16 and ``labels`` [N]; ``x = pixels / 16``. The script prints the loss and exits 1 if the
 mean loss of the last 10 steps is not below that of the first 10.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -57,19 +56,24 @@ def initial_state(session, rng, init: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    default_data = Path(__file__).resolve().parent.parent / "compiler" / "training" / "datasets" / "embedded" / "digits.npz"
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model", help="a train-step ONNX file from `dlc compile --train-step`")
-    ap.add_argument("--data", default=str(default_data))
+    ap.add_argument("--data", default=None, help="an .npz with pixels/labels (default: sklearn's digits)")
     ap.add_argument("--init", default=None, help="an .npz of initial values by name")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    with np.load(args.data) as z:
-        x = (z["pixels"] / 16.0).astype(np.float32)
-        y = z["labels"].astype(np.int64)
+    if args.data is None:
+        from sklearn.datasets import load_digits
+        d = load_digits()
+        pixels, labels = d.data, d.target
+    else:
+        with np.load(args.data) as z:
+            pixels, labels = z["pixels"], z["labels"]
+    x = (pixels / 16.0).astype(np.float32)
+    y = labels.astype(np.int64)
     session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(args.seed)
     init = dict(np.load(args.init)) if args.init else {}
