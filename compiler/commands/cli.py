@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--verbose", "-v", action="store_true", help="one row per tensor")
+    c.add_argument("--no-color", action="store_true", help="no colour even on a terminal")
+    c.add_argument("--random-inputs", action="store_true",
+                   help="random inputs instead of batches of the train block's data set")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
     c.add_argument("--dims", action="append", metavar="B=4,T=7", help="sizes of symbolic dims")
 
