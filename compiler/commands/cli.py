@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(c)
     c.add_argument("-o", "--output", default=None, help="out.svg, out.png or out.dot")
     c.add_argument("--grad", action="store_true", help="add the gradient graph")
-    c.add_argument("--train-step", action="store_true", help="the whole step: forward + gradients")
+    c.add_argument("--train-step", action="store_true",
+                   help="the whole train step: forward, gradients, optimizer update")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
 
     c = sub.add_parser("export", help="write a trained run (its spec and weights) as an artifact")
@@ -331,6 +332,7 @@ def _data_batch(m, args):
 def cmd_equiv(args):
     from compiler.commands.equiv import run_equiv
     m = _load(args)
+    args.color = _color(args)
     return run_equiv(m, args)
 
 
@@ -353,7 +355,8 @@ COMMANDS["summary"] = cmd_summary
 def cmd_graph(args):
     from compiler.commands.graph_picture import write_graph
     m = _load(args)
-    info = write_graph(m, args.output or f"{m.name}.svg", with_grad=args.grad or args.train_step)
+    info = write_graph(m, args.output or f"{m.name}.svg", with_grad=args.grad,
+                       train_step=args.train_step)
     if not args.json:
         if "message" in info:
             print(info["message"], file=sys.stderr)

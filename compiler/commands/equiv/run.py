@@ -56,8 +56,9 @@ def run_equiv(model, args) -> tuple[int, dict]:
     report = equiv(model, steps=steps, device=device, seed=getattr(args, "seed", 0) or 0,
                    dim=getattr(args, "dim", None) or DEFAULT_DIM, data=use_data)
     if not getattr(args, "json", False):
-        from compiler.commands.cli import _color
-        print(render(report, verbose=getattr(args, "verbose", False), color=_color(args)))
+        # `color`: set by the CLI (a terminal, no NO_COLOR / --no-color)
+        print(render(report, verbose=getattr(args, "verbose", False),
+                     color=bool(getattr(args, "color", False))))
     return (0 if report.ok else 1), report.to_json()
 
 
