@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--steps", type=_positive, default=None, help="override the train block's steps")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.add_argument("--tensorboard", action="store_true",
-                   help="write TensorBoard scalars to <run dir>/tensorboard")
+                   help="write TensorBoard scalars and the graph to <run dir>/tensorboard")
     c.add_argument("--no-color", action="store_true", help="no colour even on a terminal")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
     c.add_argument("--nproc", type=int, default=None,
