@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dtype", default="f32", choices=["f32", "f64"])
     c.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
-    c = sub.add_parser("datasets", help="the embedded data sets: fields, shapes and options")
+    c = sub.add_parser("datasets", help="the data sets: fields, shapes and options")
     c.add_argument("name", nargs="?", help="one data set (default: all)")
     c.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return p
