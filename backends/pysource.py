@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 from compiler.core.ir import SOURCE_OPS, Graph
 from compiler.primitives import get_primitive, render_template
-from compiler.core.types import FLOAT_DTYPES, TensorType, parse_dim
+from compiler.core.types import FLOAT_DTYPES, TensorType, check_run_dtype, parse_dim
 
 # Names generated code must never assign: modules, builtins, the function's own
 # parameters. Internal names start with "_" and node names never do (see sanitize).
@@ -146,10 +146,12 @@ class PyModuleGen:
     prelude_package = ""
     # Import lines every generated module starts with.
     imports: tuple[str, ...] = ()
+    # Run dtypes this backend computes in, and why others are missing.
+    run_dtypes: tuple[str, ...] = FLOAT_DTYPES
+    no_dtype_why = ""
 
     def __init__(self, run_dtype: str = "f32"):
-        if run_dtype not in FLOAT_DTYPES:
-            raise ValueError(f"run dtype must be one of {FLOAT_DTYPES}, got {run_dtype!r}")
+        check_run_dtype(run_dtype, self.run_dtypes, self.backend, self.no_dtype_why)
         self.run_dtype = run_dtype
         self.helpers: dict[str, str] = {}          # name -> source, in inclusion order
         self.extra_imports: list[str] = []

@@ -14,6 +14,10 @@ sides draw nothing), with the same starting weights on both sides:
 * ort_train: dlc's ONNX train-step model in onnxruntime vs the eager step;
 * ort_infer: onnxruntime inference of dlc's ONNX vs of torch.onnx.export of the eager
   model (the same outputs);
+* loop: one round of `dlc train`'s own loop (`Trainer._round` on the spec's data set:
+  noise, the step, the one-sync finite check, the bookkeeping) vs the generated torch
+  step alone on the same batch (target <= 1.05x); the evaluation at the epoch's end is
+  not in it;
 * faults: minor page faults per dlc torch step (resource.getrusage), with glibc's
   allocator left as it is and with `compiler.training.memory.tune_allocator()`.
 
@@ -75,6 +79,30 @@ def dlc_torch_step(g, res, values, batch):
         return float(out["loss"])
 
     return step
+
+
+def dlc_loop_vs_step(spec, hparams, repeat):
+    """Seconds per round of the Trainer's loop and of the bare generated step, paired."""
+    import tempfile
+
+    from compiler import api
+    from compiler.training.loop import Trainer
+    from compiler.training.spec import model_for, parse_train
+    from compiler.training.step import _split
+    m = api.load(str(ROOT / "specs" / spec), hparams=hparams)
+    cfg = parse_train(m)
+    m2 = model_for(m, cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = Trainer(m2, cfg, _split(cfg, m2), backend="torch", out=Path(tmp))
+    batch = next(iter(tr.train_ds.batches(cfg.batch, seed=0, epoch=0, start=0)))
+    sg = tr.steps[0]
+    from compiler.transform.passes import optimize
+    g, res = optimize(sg.graph, sg.results)
+    bare = dlc_torch_step(g, res, dict(tr.values), batch)
+    import torch
+    with torch.no_grad():
+        loop, step = paired(lambda: tr._round(batch), bare, repeat)
+    return {"loop": loop, "step": step, "batch": cfg.batch}
 
 
 def dlc_ort_train(m2, g, res, values, batch, threads=1):
@@ -365,6 +393,10 @@ def bench_case(label, spec, hp, build, kind, out_kind, repeat, tmp):
     r["eager"], r["dlc_torch"] = paired(e_step, d_step, repeat)
     r["faults_per_step"] = minor_faults(d_step, 20)  # after timeit's warm-up
     r["eager_faults_per_step"] = minor_faults(e_step, 20)
+    try:
+        r["loop_vs_step"] = dlc_loop_vs_step(spec, hp, repeat)
+    except Exception as e:  # noqa: BLE001
+        r["loop_vs_step"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
     try:
         r["dlc_ort_train"] = timeit(dlc_ort_train(m2, g, res, values, batch), repeat=repeat, warmup=5)
     except Exception as e:  # noqa: BLE001

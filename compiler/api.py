@@ -286,11 +286,19 @@ def check_feeds(graph: Graph, data: dict) -> None:
                              f"{t.dtype}[{', '.join(map(str, t.shape))}]")
 
 
+def _bfloat16():
+    import torch  # only reached with torch tensors in hand
+    return torch.bfloat16
+
+
 def to_numpy(out: dict) -> dict:
     """A program's results as NumPy arrays (torch tensors are detached and moved to the CPU)."""
     res = {}
     for k, v in out.items():
         if hasattr(v, "detach"):
-            v = v.detach().cpu().numpy()
+            v = v.detach().cpu()
+            if v.dtype is _bfloat16():  # NumPy has no bfloat16: widen (exactly) to f32
+                v = v.float()
+            v = v.numpy()
         res[k] = np.asarray(v)
     return res

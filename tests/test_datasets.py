@@ -89,7 +89,8 @@ def test_generator_deterministic_and_seeded(name):
     assert a.n == 64
     for k, v in a.fields.items():
         assert v.shape[0] == 64
-        assert v.dtype in (np.float32, np.int64), (k, v.dtype)
+        # bool: masks and 0/1 adjacencies (the sbm graphs), fed to bool inputs
+        assert v.dtype in (np.float32, np.int64, np.bool_), (k, v.dtype)
         if v.dtype == np.float32:
             assert np.all(np.isfinite(v))
     if a.classes is not None and a.label is not None and name != "blobs":

@@ -23,9 +23,12 @@ def test_one_non_finite_value_anywhere_is_caught(bad):
     assert not finite_and_scalars(np_out, ["loss"])[0]
 
 
-def test_huge_finite_values_are_finite():
-    # a max-abs check, not a norm: 3e38 squared would overflow
-    out = {"loss": torch.tensor(1.0), "w": torch.full((4,), 3e38)}
+@pytest.mark.parametrize("dt", [torch.float32, torch.float16, torch.float64])
+def test_huge_finite_values_are_finite(dt):
+    # the fused check is a 2-norm, which overflows here (3e38 squared in f32; 6e4 in
+    # f16, 1e300 in f64): it must then confirm entry by entry and say finite
+    big = {torch.float32: 3e38, torch.float16: 6e4, torch.float64: 1e300}[dt]
+    out = {"loss": torch.tensor(1.0), "w": torch.full((4,), big, dtype=dt)}
     ok, vals = finite_and_scalars(out, ["loss", "loss"])
     assert ok and vals == [1.0, 1.0]
     assert math.isfinite(vals[0])

@@ -13,6 +13,7 @@ class NumpyGen(PyModuleGen):
     backend = "numpy"
     prelude_package = "backends.numpy"
     imports = ("import numpy as np",)
+    no_dtype_why = "; NumPy has no bfloat16: run bf16 on the torch backend"
 
     def dtype(self, dtype: str) -> str:
         """Float dtypes are the run dtype (np.float32 in an f32 run)."""

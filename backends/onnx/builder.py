@@ -37,7 +37,7 @@ from . import proto as onnx  # the protobuf classes without `import onnx` (see p
 from .proto import TensorProto, helper, numpy_helper
 
 from compiler.core.ir import SOURCE_OPS, Graph
-from compiler.core.types import FLOAT_DTYPES, TensorType, parse_dim
+from compiler.core.types import FLOAT_DTYPES, TensorType, check_run_dtype, parse_dim
 
 OPSET = 18
 
@@ -96,8 +96,9 @@ class Builder:
 
     def __init__(self, graph: Graph, run_dtype: str = "f32", *, parent: "Builder | None" = None,
                  names: Names | None = None):
-        if run_dtype not in FLOAT_DTYPES:
-            raise ValueError(f"run dtype must be one of {FLOAT_DTYPES}, got {run_dtype!r}")
+        check_run_dtype(run_dtype, FLOAT_DTYPES, "onnx",
+                        "; onnxruntime's CPU provider has no bf16 kernels for most ops"
+                        " (MatMul, Softmax, ...): run bf16 on the torch backend")
         self.graph = graph
         self.run_dtype = run_dtype
         self.parent = parent

@@ -87,7 +87,8 @@ class DlcModule(nn.Module):
 
     def numpy_state(self) -> dict[str, np.ndarray]:
         """Every param and state as a float/int NumPy array, keyed by dlc name."""
-        return {k: v.detach().cpu().numpy() for k, v in self.state_dict().items()}
+        return {k: (v.detach().cpu().float() if v.dtype == torch.bfloat16 else v.detach().cpu()).numpy()
+                for k, v in self.state_dict().items()}
 
 
 def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", device="cpu",

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import keyword
 
-from compiler.core.types import TensorType
+from compiler.core.types import RUN_DTYPES, TensorType
 
 from ..pysource import PyModuleGen, literal, quote
 
-_TORCH_DTYPES = {"f64": "torch.float64", "f32": "torch.float32", "f16": "torch.float16",
+_TORCH_DTYPES = {"f64": "torch.float64", "f32": "torch.float32", "f16": "torch.float16", "bf16": "torch.bfloat16",
                  "i64": "torch.int64", "i32": "torch.int32", "bool": "torch.bool"}
 
 
@@ -26,6 +26,7 @@ class TorchGen(PyModuleGen):
     backend = "torch"
     prelude_package = "backends.torch"
     imports = ("import torch", "import torch.nn.functional as F")
+    run_dtypes = RUN_DTYPES
 
     def dtype(self, dtype: str) -> str:
         """Float dtypes are the run dtype (torch.float32 in an f32 run)."""

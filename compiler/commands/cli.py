@@ -12,6 +12,8 @@ import sys
 
 from dsl.errors import DslError
 
+from compiler.core.types import RunDtypeError
+
 from compiler.commands.usage import EXIT_OK, EXIT_SPEC, EXIT_USAGE, UsageError
 
 
@@ -71,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--to", required=True, choices=["numpy", "torch", "onnx"])
     c.add_argument("-o", "--output", required=True, help="output file")
     c.add_argument("--train-step", action="store_true", help="ONNX: the whole training step")
-    c.add_argument("--dtype", default="f32", choices=["f32", "f64"])
+    c.add_argument("--dtype", default="f32", choices=["f32", "f64", "f16", "bf16"],
+                   help="run dtype (bf16: torch backend only)")
     c.add_argument("--seed", type=int, default=0, help="parameter initialisation seed")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
     c.add_argument("--outputs", default=None, metavar="A,B",
@@ -125,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("summary", help="per-layer table: output shapes, parameters, MACs/FLOPs")
     _add_common(c)
     c.add_argument("--dims", action="append", metavar="B=64,T=10", help="sizes of symbolic dims")
-    c.add_argument("--dtype", default="f32", choices=["f16", "f32", "f64"],
+    c.add_argument("--dtype", default="f32", choices=["f16", "bf16", "f32", "f64"],
                    help="dtype of the parameter memory")
     c.add_argument("--no-color", action="store_true", help="no colour even on a terminal")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
@@ -144,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", default=None, help="output file (default RUN/model.<ext>)")
     c.add_argument("--outputs", default=None, metavar="A,B")
     c.add_argument("--with-losses", action="store_true")
-    c.add_argument("--dtype", default="f32", choices=["f32", "f64"])
+    c.add_argument("--dtype", default="f32", choices=["f32", "f64", "f16", "bf16"],
+                   help="run dtype (bf16: torch backend only)")
     c.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     c = sub.add_parser("datasets", help="the data sets: fields, shapes and options")
@@ -153,8 +157,65 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Interrupts:
+    """SIGINT as a flag as well as a KeyboardInterrupt.
+
+    Python turns SIGINT into a KeyboardInterrupt wherever the main thread happens to
+    be; inside a finaliser (`__del__`, a weakref callback) or a C callback it is
+    printed as "Exception ignored" and swallowed, and the command would go on to exit
+    0. The flag makes such a run exit 130 all the same. When `main` runs as the
+    process's own command (argv None), SIGINT is ignored after it returns, so an
+    interrupt during interpreter shut-down cannot turn the exit code into -2.
+    """
+
+    def __init__(self):
+        self.seen = False
+        self.previous = None
+
+    def _handler(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def _unraisable(self, info):
+        # an interrupt swallowed in a finaliser: record it instead of printing a
+        # traceback; anything else goes to the hook that was there before
+        if isinstance(info.exc_value, KeyboardInterrupt):
+            self.seen = True
+        else:
+            self.previous_hook(info)
+
+    def __enter__(self):
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+            self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+        return self
+
+    def restore(self, process_exits: bool):
+        import signal
+        if self.previous is not None:
+            sys.unraisablehook = self.previous_hook
+            signal.signal(signal.SIGINT, signal.SIG_IGN if process_exits else self.previous)
+
+
 def main(argv=None) -> int:
+    own_process = argv is None
     argv = sys.argv[1:] if argv is None else argv
+    with_interrupts = _Interrupts().__enter__()
+    try:
+        code = _main(argv)
+    finally:
+        with_interrupts.restore(own_process)
+    if with_interrupts.seen and code != 130:
+        # the interrupt was swallowed somewhere (see _Interrupts); the checkpoint the
+        # run wrote before its final evaluation is intact, so say so and exit 130
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+def _main(argv) -> int:
     parser = build_parser()
     want_json = "--json" in argv
     try:
@@ -174,6 +235,8 @@ def main(argv=None) -> int:
         return code
     except UsageError as e:
         return _fail(want_json, {"error": "UsageError", "message": str(e)}, str(e), EXIT_USAGE)
+    except RunDtypeError as e:  # e.g. --dtype bf16 --to numpy
+        return _fail(want_json, {"error": "UsageError", "message": str(e)}, f"error: {e}", EXIT_USAGE)
     except DslError as e:
         return _fail(want_json, e.to_json(), e.render(), EXIT_SPEC)
     except KeyboardInterrupt:
@@ -271,7 +334,8 @@ def cmd_compile(args):
     if not args.json:
         print(f"wrote {info['path']} ({info['backend']}{', train step' if args.train_step else ''}"
               f"{', trained weights' if params is not None else ''})"
-              + (f" and {info['weights']}" if info.get("weights") else ""))
+              + (f" and {info['weights']}" if info.get("weights") else "")
+              + (f", manifest {info['manifest']}" if info.get("manifest") else ""))
     return EXIT_OK, info
 
 

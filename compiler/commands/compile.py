@@ -20,6 +20,21 @@ def compile_to(m, backend: str, path, *, train_step: bool = False, dtype: str = 
                params: dict | None = None, metadata: dict | None = None) -> dict:
     path = Path(path)
     trained = params is not None
+    if backend == "onnx" and train_step and not trained:
+        # the whole regime: every player's step, metrics, SVRG's full gradient, the
+        # initial values, the data and a manifest (compiler/training/export_regime.py)
+        from compiler.training.export_regime import export_regime
+        from compiler.training.spec import parse_train
+        cfg = parse_train(m)
+        man = export_regime(m, path, dtype=dtype, cfg=cfg, seed=seed or cfg.seed,
+                            stamp=lambda proto: m._stamp(proto, metadata))
+        first = Path(man["path"]).parent / man["steps"][0]["model"]
+        return {"path": str(first), "backend": backend, "train_step": True,
+                "manifest": man["path"],
+                "models": [e["model"] for e in man["steps"]] +
+                          [e["metrics_model"] for e in man["steps"] if "metrics_model" in e] +
+                          [s["model"] for s in man["svrg"]],
+                "trained": False}
     if backend == "onnx":
         # a train step takes the params as inputs: initialising them (and elaborating
         # the evaluation graph for their shapes) would be wasted work

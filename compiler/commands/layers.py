@@ -14,7 +14,7 @@ import re
 
 from compiler.core.types import shape_str
 
-BYTES = {"f16": 2, "f32": 4, "f64": 8}
+BYTES = {"f16": 2, "bf16": 2, "f32": 4, "f64": 8}
 _THROUGH = {"transpose", "reshape", "broadcast_to", "expand_dims", "cast", "squeeze"}
 
 

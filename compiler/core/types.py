@@ -16,6 +16,20 @@ Dim = Union[int, str]
 FLOAT_DTYPES = ("f32", "f64", "f16")
 INT_DTYPES = ("i64", "i32")
 DTYPES = FLOAT_DTYPES + INT_DTYPES + ("bool",)
+# Run dtypes: what every float node computes in. bf16 is a run dtype only (a spec's
+# float types are run in the run dtype anyway); NumPy has no bfloat16 and
+# onnxruntime's CPU provider lacks bf16 kernels for most ops, so only torch runs it.
+RUN_DTYPES = FLOAT_DTYPES + ("bf16",)
+
+
+class RunDtypeError(ValueError):
+    """A run dtype a backend cannot run (bad usage: the CLI exits 2)."""
+
+
+def check_run_dtype(run_dtype: str, supported, backend: str, why: str = "") -> None:
+    if run_dtype not in supported:
+        raise RunDtypeError(f"the {backend} backend cannot run dtype {run_dtype!r} "
+                            f"(it runs {', '.join(supported)}){why}")
 
 
 class TypeMismatch(Exception):

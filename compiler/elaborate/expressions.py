@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from compiler.core.types import dim_add, dim_div, dim_mul
-from compiler.core.values import Closure, Instance, ModuleRef, Record, SymDim, Tensor
+from compiler.core.values import Closure, Instance, ModuleRef, Record, Sequential, SymDim, Tensor
 from compiler.elaborate.checks import compile_time_arith, describe
 from compiler.elaborate.scope import Scope, unknown_name
 from dsl import ast as A
@@ -174,6 +174,11 @@ class Expressions:
                     raise SpecError(f"index {subs[0]} out of range for a {len(items)}-tuple",
                                     e.span) from None
             raise SpecError("tuples are indexed with one integer", e.span)
+        if isinstance(v, Sequential):   # `repeat(n, L(...))[i]`: the i-th instance (flows)
+            if len(subs) == 1 and isinstance(subs[0], int) and -len(v.items) <= subs[0] < len(v.items):
+                return v.items[subs[0]]
+            raise SpecError(f"a stack of {len(v.items)} layers is indexed with one integer "
+                            f"in [-{len(v.items)}, {len(v.items)})", e.span)
         if not isinstance(v, Tensor):
             raise SpecError(f"cannot index {describe(v)}", e.span)
         from compiler.elaborate.builtins import index_tensor

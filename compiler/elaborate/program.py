@@ -142,6 +142,7 @@ def elaborate(prog: Program, model: str | None = None, hparams: dict | None = No
                          if k in {h.name for h in d.node.hparams}}
     g.meta["training"] = training
     g.meta["instances"] = ev
+    g.meta["scope"] = scope  # the model's scope: a train block's projections `fn(w) -> ...`
     return g
 
 

@@ -208,6 +208,16 @@ def _int_dtype_kw(cg, n) -> str:
 _NP_UFUNC = {"sum": "np.add.reduce", "max": "np.maximum.reduce", "min": "np.minimum.reduce"}
 
 
+# Low-precision runs (f16, bf16) accumulate sums, means and log-sum-exps in f32 and round
+# once at the end, as torch's kernels do: an f16 running sum loses a bit per addition
+# and overflows at 65504 long before the mean does (a batch of 64 losses of 1e3).
+LOW_PRECISION = ("f16", "bf16")
+
+
+def _accumulates_wide(cg, n) -> bool:
+    return n.type.is_float and cg.run_dtype in LOW_PRECISION
+
+
 def _np_reduce(fn: str, with_dtype: bool = False):
     def lower(cg, n, x):
         axes = _lowered_axes(n)
@@ -215,10 +225,14 @@ def _np_reduce(fn: str, with_dtype: bool = False):
             return x  # reducing over no axes is the identity
         dt = _int_dtype_kw(cg, n) if with_dtype else ""
         kd = n.attrs.get("keepdims", False)
+        wide = fn in ("sum", "mean") and _accumulates_wide(cg, n)
+        if wide:
+            dt = ", dtype=np.float32"
         if fn == "mean":
-            return f"np.add.reduce({x}, axis={_np_axis(axes)}, keepdims={kd}) / {_np_count(x, axes)}"
-        call = _NP_UFUNC.get(fn, f"np.{fn}")
-        return f"{call}({x}, axis={_np_axis(axes)}, keepdims={kd}{dt})"
+            out = f"np.add.reduce({x}, axis={_np_axis(axes)}, keepdims={kd}{dt}) / {_np_count(x, axes)}"
+        else:
+            out = f"{_NP_UFUNC.get(fn, f'np.{fn}')}({x}, axis={_np_axis(axes)}, keepdims={kd}{dt})"
+        return f"np.asarray({out}).astype({cg.dtype(n.type.dtype)})" if wide else out
     return lower
 
 
@@ -235,11 +249,20 @@ def _torch_reduce(fn: str, with_dtype: bool = False):
         if axes == ():
             return x  # torch reads an empty dim list as "all dims": special-case it
         dt = _int_dtype_kw(cg, n) if with_dtype else ""
+        wide = fn in ("sum", "mean", "logsumexp") and _accumulates_wide(cg, n)
+        if wide:
+            x = f"{x}.float()"  # (see LOW_PRECISION)
         if axes is None:
             # all axes, result rank 0; every torch reduction accepts a flat view
-            return f"torch.{fn}({x}.reshape(-1), dim=0{dt})"
-        return f"torch.{fn}({x}, dim={tuple(axes)!r}, keepdim={n.attrs.get('keepdims', False)}{dt})"
+            out = f"torch.{fn}({x}.reshape(-1), dim=0{dt})"
+        else:
+            out = f"torch.{fn}({x}, dim={tuple(axes)!r}, keepdim={n.attrs.get('keepdims', False)}{dt})"
+        return f"{out}.to({cg.dtype(n.type.dtype)})" if wide else out
     return lower
+
+
+_ONNX_WIDE = ("ReduceSum", "ReduceMean", "ReduceLogSumExp")
+_ONNX_FLOAT = 1  # TensorProto.FLOAT; the builder's cast() means the run dtype
 
 
 def _onnx_reduce(op_type: str):
@@ -248,9 +271,15 @@ def _onnx_reduce(op_type: str):
         if axes == ():
             return o.op("Identity", x)  # ONNX reads empty axes as "all axes"
         kd = int(bool(n.attrs.get("keepdims", False)))
+        # onnxruntime's f16 ReduceLogSumExp overflows (inf at 1e4): f32 inside
+        wide = op_type in _ONNX_WIDE and _accumulates_wide(o, n)
+        if wide:
+            x = o.op("Cast", x, to=_ONNX_FLOAT)
         if axes is None:
-            return o.op(op_type, x, keepdims=kd)  # no axes input: reduce everything
-        return o.op(op_type, x, o.ints(list(axes)), keepdims=kd)
+            out = o.op(op_type, x, keepdims=kd)  # no axes input: reduce everything
+        else:
+            out = o.op(op_type, x, o.ints(list(axes)), keepdims=kd)
+        return o.cast(out, n.type.dtype) if wide else out
     return lower
 
 
@@ -383,6 +412,14 @@ def _lse_numpy(cg, n, x):
     if axes == ():
         return x
     ax, kd = _np_axis(axes), n.attrs.get("keepdims", False)
+    if _accumulates_wide(cg, n):  # (see LOW_PRECISION)
+        wide = cg.fresh("wide")
+        cg.emit(f"{wide} = {x}.astype(np.float32)")
+        return f"np.asarray({_lse_numpy_shifted(cg, n, wide, ax, kd)}).astype({cg.dtype(n.type.dtype)})"
+    return _lse_numpy_shifted(cg, n, x, ax, kd)
+
+
+def _lse_numpy_shifted(cg, n, x, ax, kd):
     m = cg.fresh("lse_max")
     # initial=-inf: an empty slice has max -inf (then lse = -inf, as torch), not an error
     cg.emit(f"{m} = np.maximum.reduce({x}, axis={ax}, keepdims=True, initial=-np.inf)")
@@ -391,9 +428,32 @@ def _lse_numpy(cg, n, x):
     return lse if kd else f"({lse}).reshape({cg.shape(n.type.shape)})"
 
 
+def _lse_onnx(o, n, x):
+    # m + ln Σ e^(x - m), as NumPy's: onnxruntime's f16 ReduceLogSumExp gives inf at
+    # 1e4, so the shift by the max is written out (in f32 for f16 runs). A non-finite
+    # m is replaced by 0 (then an all -inf slice gives -inf, a +inf entry +inf).
+    axes = _lowered_axes(n)
+    if axes == ():
+        return o.op("Identity", x)
+    kd = int(bool(n.attrs.get("keepdims", False)))
+    wide = _accumulates_wide(o, n)
+    zero = o.const(np.zeros(()))
+    if wide:
+        x, zero = o.op("Cast", x, to=_ONNX_FLOAT), o.op("Cast", zero, to=_ONNX_FLOAT)
+    ax = () if axes is None else (o.ints(list(axes)),)
+    m = o.op("ReduceMax", x, *ax, keepdims=1)
+    m = o.op("Where", o.op("IsInf", m), zero, m)
+    m = o.op("Where", o.op("IsNaN", m), zero, m)
+    s = o.op("ReduceSum", o.op("Exp", o.op("Sub", x, m)), *ax, keepdims=1)
+    out = o.op("Add", o.op("Log", s), m)
+    if not kd:
+        out = o.op("Squeeze", out, *ax) if ax else o.op("Reshape", out, o.ints([]))
+    return o.cast(out, n.type.dtype) if wide else out
+
+
 logsumexp.numpy(_lse_numpy)
 logsumexp.torch(_torch_reduce("logsumexp"))
-logsumexp.onnx(_onnx_reduce("ReduceLogSumExp"))
+logsumexp.onnx(_lse_onnx)
 
 
 softmax = defprim("softmax", "e^x / Σ e^x along axis (stable)", 1, _along_axis_float)

@@ -42,6 +42,7 @@ EVAL_BATCH = 512
 EVAL_NOISE = 1 << 40
 SNAPSHOT_NOISE = 1 << 41
 EXIT_OK, EXIT_FAIL, EXIT_INTERRUPTED = 0, 1, 130
+RING = "ckavg/"  # checkpoint namespace of `average checkpoints(n)`'s last n params
 CHECKPOINT, METRICS, CURVES, ONNX_MODEL = ("checkpoint.safetensors", "metrics.csv",
                                            "curves.png", "model.onnx")
 
@@ -87,6 +88,9 @@ class Trainer:
         # data-parallel: each step is split into a gradient half and an update half,
         # with one all-reduce between them (compiler/training/distributed.py)
         self.comm = comm or Comm()
+        if cfg.bagging is not None:  # each member's bootstrap sample, seeded by the run's seed
+            from compiler.training import bagging
+            parts = bagging.resample(cfg.bagging, parts, seed)
         self.train_ds, self.val_ds, self.test_ds = parts
         if self.train_ds.n == 0:
             raise SpecError("the training part of the split is empty", cfg.data_span)
@@ -105,10 +109,17 @@ class Trainer:
         self.eval_prog = self._lower(eg, {k: eg.outputs[k] for k in self.eval_names}) \
             if self.eval_names else None
         self.svrg = [sg for sg in self.steps if sg.snapshots]
+        # costly metrics are left out of the step: computed at each metrics row instead
+        self.deferred = [(sg, self._lower(*sg.deferred_program())) for sg in self.steps
+                         if sg.deferred]
+        self.last_feeds: dict = {}  # group -> the feeds of its last step (for those)
         self.grad_progs = {id(sg): self._lower(*_gradient_graph(model, cfg, sg.group))
                            for sg in self.svrg}
-        self.values = initial_values(self.model, self.steps, self.seed)
+        from compiler.training import finetune
+        self.values = initial_values(self.model, self.steps, self.seed,
+                                     finetune.initial_params(cfg, model) if cfg.init_from else None)
         self.best_values: dict | None = None
+        self.ring: list = []  # `average checkpoints(n)`: params at the last n evaluations
         self.pos = Position(group_steps={grp.name: 0 for grp in cfg.groups})
         self.progress = progress
 
@@ -184,6 +195,9 @@ class Trainer:
         group_steps = dict(self.pos.group_steps)
         logged = {}
         n = len(next(iter(batch.values())))  # the global batch's rows
+        if self.cfg.augment:  # training batches only; seeded by (seed, round)
+            from compiler.training import augment
+            batch = augment.apply(self.cfg.augment, batch, self.seed, self.pos.round)
         batch, weight = self.comm.shard(batch)
         seed = self.comm.noise_seed(self.seed)
         for sg, prog in zip(self.steps, self.programs):
@@ -192,6 +206,7 @@ class Trainer:
                          **noise.draw(sg.graph, batch, seed, noise_step, sg.noise_names),
                          "step": np.asarray(group_steps[sg.group.name], np.float32)}
                 out, scalars = self._step(sg, prog, feeds, weight, noise_step)
+                self.last_feeds[sg.group.name] = feeds
                 for k, v in out.items():
                     if k.startswith("new:"):
                         values[k[4:]] = v
@@ -258,6 +273,9 @@ class Trainer:
         vals = {k: self.values[k] for k in self.model.params}
         for sg in self.steps:
             vals.update({p: self.values[a] for a, p in sg.averages.items()})
+        if self.ring:  # checkpoint averaging: the mean of the last n evaluations' params
+            vals.update({p: _like(np.mean([r[p].astype(np.float64) for r in self.ring], 0),
+                                  self.values[p]) for p in self.model.params})
         vals.update({k: self.values[k] for k in self.model.states})
         return vals
 
@@ -282,11 +300,15 @@ class Trainer:
 
     def _evaluate_and_log(self):
         p = self.pos
+        if self.cfg.checkpoint_average:
+            self.ring = (self.ring + [{k: _numpy(self.values[k]).copy()
+                                       for k in self.model.params}])[-self.cfg.checkpoint_average:]
         row = {"epoch": round(p.round / self.nb, 4), "step": p.round,
                "time": round(p.elapsed, 3)}
         row.update({f"train_{k}": v / max(p.count, 1) for k, v in p.sums.items()
                     if not _is_lr(k)})
         row.update({k: v for k, v in p.last.items() if _is_lr(k)})
+        row.update(self._deferred_metrics())
         val = self.evaluate(self.val_ds) if self.cfg.evaluating else {}
         row.update({f"val_{k}": v for k, v in val.items()})
         p.history.append(row)
@@ -297,6 +319,17 @@ class Trainer:
         if self.comm.main:  # only rank 0 writes
             self.save_checkpoint()
             write_metrics_csv(self.out / METRICS, p.history)
+
+    def _deferred_metrics(self) -> dict:
+        """The costly metrics at the last step's inputs (its values before the update,
+        its batch and noise): `train_K` of a row is that step's K, not a mean."""
+        row = {}
+        for sg, prog in self.deferred:
+            feeds = self.last_feeds.get(sg.group.name)
+            if feeds is not None:
+                out = prog(feeds)
+                row.update({f"train_{k}": float(_numpy(out[k])) for k in sg.deferred})
+        return row
 
     def _early_stopping(self, val: dict):
         es, p = self.cfg.early_stop, self.pos
@@ -331,6 +364,8 @@ class Trainer:
         if self.best_values is not None:
             tensors.update({checkpoint.BEST + k: _numpy(v) for k, v in self.best_values.items()})
         tensors.update({checkpoint.PARAMS + k: _numpy(v) for k, v in self.deploy_values().items()})
+        for i, r in enumerate(self.ring):
+            tensors.update({f"{RING}{i}/{k}": v for k, v in r.items()})
         meta = {"model": self.model.name, "config_hash": self.config_hash(), "seed": self.seed,
                 "total_rounds": self.total_rounds, "horizon": self.horizon,
                 "batches_per_epoch": self.nb,
@@ -383,6 +418,9 @@ class Trainer:
         self.pos = _position(meta.get("position"), self.out)
         for k in self.values:
             self.values[k] = state[k]
+        ring = checkpoint.namespace(tensors, RING)
+        self.ring = [{k.split("/", 1)[1]: v for k, v in ring.items() if k.split("/")[0] == str(i)}
+                     for i in range(len({k.split("/")[0] for k in ring}))]
         best = checkpoint.namespace(tensors, checkpoint.BEST)
         self.best_values = best or None
         self.resumed_from = meta
@@ -412,6 +450,14 @@ def _position(raw, out) -> "Position":
     return Position(**raw)
 
 
+def _like(a: np.ndarray, ref):
+    """`a` as the same kind of array as `ref` (a torch tensor on its device, or NumPy)."""
+    if hasattr(ref, "detach"):
+        import torch
+        return torch.as_tensor(a, dtype=ref.dtype, device=ref.device)
+    return a.astype(np.asarray(ref).dtype)
+
+
 def _is_lr(name: str) -> bool:
     return name == "lr" or name.endswith(".lr")
 
@@ -426,7 +472,9 @@ def _no_grad(backend):
 def config_hash(cfg: TrainConfig, model, seed: int) -> str:
     """What must not change across a resume (epochs/steps may: a run can be extended)."""
     groups = [(g.name, g.loss, _call(g.optimizer), _call(g.schedule), g.weight_decay, g.l1,
-               g.clip_grad_norm, list(g.params), g.steps) for g in cfg.groups]
+               g.clip_grad_norm, list(g.params), g.steps)
+              + ((tuple(c.key() for c in g.constraints),) if g.constraints else ())
+              for g in cfg.groups]
     key = {"model": model.name, "hparams": cfg.hparams, "data": cfg.data,
            "data_options": cfg.data_options, "data_seed": cfg.data_seed,
            "split": list(cfg.split), "batch": cfg.batch, "seed": seed,
@@ -434,6 +482,14 @@ def config_hash(cfg: TrainConfig, model, seed: int) -> str:
            [cfg.early_stop.metric, cfg.early_stop.patience, cfg.early_stop.mode],
            "average": _call(cfg.average), "eval_every": cfg.eval_every, "groups": groups,
            "updates": repr(cfg.updates)}
+    if cfg.init_from or cfg.frozen:  # (absent otherwise: older checkpoints still resume)
+        key["finetune"] = [[i.key() for i in cfg.init_from], list(cfg.frozen)]
+    if cfg.augment:
+        key["augment"] = [a.key() for a in cfg.augment]
+    if cfg.bagging is not None:
+        key["bagging"] = cfg.bagging.key()
+    if cfg.checkpoint_average:
+        key["checkpoint_average"] = cfg.checkpoint_average
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

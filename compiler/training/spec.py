@@ -62,6 +62,9 @@ Options (each at most once, one per line or separated by `;`):
 `average polyak(decay = 0.999)` | `average uniform`
     Keep a running (exponential or uniform) average of the parameters; evaluation,
     the checkpoint's `avg.*` tensors and the exported model use the average.
+`average checkpoints(n = 5)`
+    Evaluate and export the mean of the parameters at the last n evaluations
+    (checkpoint averaging); not with `early_stop`.
 `eval_every N`
     Evaluate (and log a metrics row, and checkpoint) every N steps instead of every
     epoch.
@@ -79,6 +82,18 @@ weight_decay X; l1 X; clip_grad_norm X }`
     an `optimizer` only the rules train, and the model needs no loss. Not allowed
     together with players.
 
+`constrain PREFIX ... clip(C) | max_norm(C, axis = 0) | nonneg`
+    Project the named parameters after each optimizer step, inside the step graph
+    (`compiler.training.constraints`); may repeat; also inside a player.
+`augment INPUT noise(std) | flip(axis, p) | crop(pad)`
+    Augment the training batches of a model input (`compiler.training.augment`).
+`init_from "CHECKPOINT" [PREFIX ...]`, `freeze PREFIX ...`
+    Fine-tuning: start params from a checkpoint's `params/`; keep params fixed
+    (`compiler.training.finetune`).
+`bagging K [INPUT]`
+    K members, each on its own bootstrap sample, fed as the input `bag: f32[B, K]`
+    (`compiler.training.bagging`).
+
 Runs evaluate every loss and metric of the model (evaluation mode: dropout off,
 batch-norm running statistics) on the validation part after each epoch, and on all
 three parts at the end; see `compiler.training`.
@@ -87,85 +102,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from dsl import ast as A
-from dsl.errors import DslError, SpecError, Span
+from dsl.errors import SpecError
 
-DEFAULT_SPLIT = (0.8, 0.1, 0.1)
-DEFAULT_BATCH = 32
-DEFAULT_EPOCHS = 10
-DEFAULT_OPTIMIZER = ("adam", {"lr": 1e-3})
-
-TOP_OPTIONS = ("split", "batch", "epochs", "steps", "optimizer", "schedule", "weight_decay",
-               "l1", "clip_grad_norm", "early_stop", "loss", "seed", "average", "eval_every")
-PLAYER_OPTIONS = ("params", "loss", "optimizer", "steps", "schedule", "weight_decay", "l1",
-                  "clip_grad_norm")
-
-
-@dataclass
-class Call:
-    """`name(k = v, ...)` of an option (optimizer, schedule, average), with its span."""
-
-    name: str
-    kwargs: dict
-    span: Span | None = None
-
-
-@dataclass
-class EarlyStop:
-    metric: str
-    patience: int
-    mode: str  # "min" | "max"
-    span: Span | None = None
-
-
-@dataclass
-class Group:
-    """What one optimizer trains: the whole model, or one player's parameter group."""
-
-    name: str
-    loss: str | None
-    optimizer: Call | None
-    schedule: Call | None = None
-    weight_decay: float = 0.0
-    l1: float = 0.0
-    clip_grad_norm: float | None = None
-    params: list = field(default_factory=list)   # param names (resolved)
-    prefixes: list = field(default_factory=list)
-    steps: int = 1                                # steps per round (players)
-    span: Span | None = None
-
-
-@dataclass
-class TrainConfig:
-    model: str
-    hparams: dict
-    data: str
-    data_options: dict
-    data_seed: int
-    data_span: Span | None
-    split: tuple = DEFAULT_SPLIT
-    batch: int = DEFAULT_BATCH
-    epochs: int | None = None
-    steps: int | None = None
-    seed: int = 0
-    early_stop: EarlyStop | None = None
-    average: Call | None = None
-    eval_every: int | None = None
-    groups: list = field(default_factory=list)   # [Group]: one, or one per player
-    players: bool = False
-    updates: list = field(default_factory=list)  # [A.Update]
-    update_targets: list = field(default_factory=list)  # param/state names with a rule
-    span: Span | None = None
-    base_dir: str | None = None
-
-    @property
-    def evaluating(self) -> bool:
-        return self.split[1] > 0
+from compiler.training.spec_options import (  # noqa: F401  (re-exported)
+    _as_call, _check_optimizer, _check_schedule, _clean, _const, _name_span, _Options, _show)
+from compiler.training.spec_types import (  # noqa: F401  (re-exported)
+    DEFAULT_BATCH, DEFAULT_EPOCHS, DEFAULT_OPTIMIZER, DEFAULT_SPLIT, PLAYER_OPTIONS,
+    TOP_OPTIONS, Call, EarlyStop, Group, TrainConfig)
 
 
 # ---- entry points ------------------------------------------------------------------------
@@ -176,7 +124,7 @@ def find_train(program, model_name: str) -> A.TrainDef:
         if _model_name(t.model) == model_name:
             return t
     names = [_model_name(t.model) for t in program.trains]
-    from compiler.elaborate import _file_span
+    from compiler.elaborate.program import file_span as _file_span
     hint = (f"train blocks here are for: {', '.join(names)}" if names else
             f"add one: `train {model_name} on DATASET {{ optimizer adam(lr = 1e-3) }}`")
     raise SpecError(f"no train block for model `{model_name}` in {program.path}",
@@ -209,6 +157,14 @@ def parse_train(model, train: A.TrainDef | None = None) -> TrainConfig:
     cfg.seed = top.int("seed", 0, minimum=0)
     cfg.eval_every = top.int("eval_every", None)
     cfg.average = top.average()
+    if cfg.average is not None and cfg.average.name == "checkpoints":
+        # the mean of the params at the last n evaluations, kept by the runner (the step
+        # graph has no running average then)
+        cfg.checkpoint_average, cfg.average = cfg.average.kwargs["n"], None
+        if "early_stop" in top.given:
+            raise SpecError("`average checkpoints` cannot be combined with `early_stop` "
+                            "(which evaluation's average to restore is ambiguous)",
+                            top.given["average"].span)
     cfg.hparams.update(model.hparams)  # `dlc ... --set` wins over the train block
     full = model_for(model, cfg)
     cfg.early_stop = top.early_stop(full)
@@ -229,7 +185,29 @@ def parse_train(model, train: A.TrainDef | None = None) -> TrainConfig:
         _check_disjoint(cfg.groups)
     else:
         cfg.groups = [_main_group(full, top, cfg)]
+    _finetune(prog, full, top, cfg)
+    from compiler.training import augment
+    cfg.augment = augment.parse(prog, full, top.all.get("augment", []), _const)
+    from compiler.training import bagging
+    cfg.bagging = bagging.parse(prog, full, top.given.get("bagging"), _const)
+    top_constraints = _constraints(prog, full, top.all.get("constrain", []))
+    for g in cfg.groups:  # a top-level constraint projects its params in whichever group
+        g.constraints = g.constraints + top_constraints
     return cfg
+
+
+def _finetune(prog, model, top: _Options, cfg: TrainConfig):
+    from compiler.training import finetune
+    cfg.init_from = finetune.parse_init_from(prog, model, top.all.get("init_from", []),
+                                             _param_group)
+    cfg.frozen = finetune.parse_freeze(model, top.all.get("freeze", []), _param_group)
+    for g in cfg.groups:  # frozen: no update and no optimizer slots, in every group
+        g.params = [p for p in g.params if p not in cfg.frozen]
+
+
+def _constraints(prog, model, opts, allowed=None) -> list:
+    from compiler.training import constraints
+    return constraints.parse(prog, model, opts, _param_group, _dotted, _const, allowed)
 
 
 def model_for(model, cfg: TrainConfig):
@@ -240,7 +218,7 @@ def model_for(model, cfg: TrainConfig):
     return dataclasses.replace(model, hparams=dict(cfg.hparams))
 
 
-def _main_group(model, top: "_Options", cfg: TrainConfig) -> Group:
+def _main_group(model, top: _Options, cfg: TrainConfig) -> Group:
     has_opt = "optimizer" in top.given
     rules_only = bool(cfg.updates) and not has_opt
     opt = top.call("optimizer", _check_optimizer) if has_opt else \
@@ -268,10 +246,11 @@ def _player(prog, model, p: A.Player) -> Group:
                   opts.call("schedule", _check_schedule), opts.float("weight_decay", 0.0),
                   opts.float("l1", 0.0), opts.float("clip_grad_norm", None, positive=True),
                   params, prefixes, opts.int("steps", 1), span=p.span)
+    group.constraints = _constraints(prog, model, opts.all.get("constrain", []), params)
     return _check_regularizers(group, opts)
 
 
-def _check_regularizers(group: Group, opts: "_Options") -> Group:
+def _check_regularizers(group: Group, opts: _Options) -> Group:
     """`weight_decay` / `l1` options go into the optimizer's own options (so that AdamW
     decouples its decay); giving one both ways is ambiguous."""
     for name in ("weight_decay", "l1"):
@@ -354,6 +333,9 @@ def load_data(cfg: TrainConfig, model):
         ds = datasets.load(cfg.data, seed=cfg.data_seed, base_dir=base, **cfg.data_options)
     except datasets.DatasetError as e:
         raise SpecError(str(e), cfg.data_span) from None
+    if cfg.bagging is not None:  # the bootstrap counts are the trainer's, not the data's
+        from compiler.training import bagging
+        ds = bagging.with_unit_counts(cfg.bagging, ds)
     fields = {}
     for name, t in model.inputs.items():
         if name not in ds.fields:
@@ -381,215 +363,6 @@ def _fit_field(name, arr: np.ndarray, t, cfg) -> np.ndarray:
     np_dtype = {"f32": np.float32, "f64": np.float64, "f16": np.float16, "i64": np.int64,
                 "i32": np.int32, "bool": np.bool_}[t.dtype]
     return arr.astype(np_dtype, copy=False)
-
-
-# ---- options -----------------------------------------------------------------------------
-
-def _name_span(opt: A.Option) -> Span | None:
-    """The span of just the option's name (the first word)."""
-    s = opt.span
-    if s is None:
-        return None
-    return Span(s.source, s.line, s.col, s.line, s.col + len(opt.name))
-
-
-class _Options:
-    """The options of one block, checked for unknown and repeated names."""
-
-    def __init__(self, prog, body, allowed, where):
-        self.prog, self.where = prog, where
-        self.given: dict[str, A.Option] = {}
-        for s in body:
-            if not isinstance(s, A.Option):
-                continue
-            if s.name not in allowed:
-                close = difflib.get_close_matches(s.name, allowed, n=1, cutoff=0.6)
-                raise SpecError(f"unknown option `{s.name}` in {where}", _name_span(s),
-                                hint=f"did you mean `{close[0]}`?" if close else
-                                f"options: {', '.join(allowed)}")
-            if s.name in self.given:
-                raise SpecError(f"option `{s.name}` is given twice", _name_span(s),
-                                notes=[("first given here", _name_span(self.given[s.name]))])
-            self.given[s.name] = s
-
-    def _args(self, name, n, usage):
-        opt = self.given[name]
-        if len(opt.args) not in (n if isinstance(n, tuple) else (n,)):
-            raise SpecError(f"`{name}` expects {usage}", opt.span)
-        return opt.args
-
-    def number(self, name, default, *, integer, minimum, positive=False):
-        if name not in self.given:
-            return default
-        what = "an integer" if integer else "a number"
-        (arg,) = self._args(name, 1, f"{what}, e.g. `{name} {1 if integer else 0.1}`")
-        v = _const(self.prog, arg)
-        bad = isinstance(v, bool) or not isinstance(v, (int, float)) or \
-            (integer and not isinstance(v, int)) or v < minimum or (positive and v <= 0)
-        if bad:
-            lo = f"> {minimum:g}" if positive else f">= {minimum:g}"
-            raise SpecError(f"`{name}` must be {what} {lo}, found {_show(v)}", arg.span)
-        return v
-
-    def int(self, name, default, minimum=1):
-        return self.number(name, default, integer=True, minimum=minimum)
-
-    def float(self, name, default, positive=False):
-        v = self.number(name, default, integer=False, minimum=0, positive=positive)
-        return None if v is None else float(v)
-
-    def duration(self):
-        if "epochs" in self.given and "steps" in self.given:
-            raise SpecError("give either `epochs` or `steps`, not both",
-                            _name_span(self.given["steps"]))
-        return self.int("epochs", None), self.int("steps", None)
-
-    def split(self):
-        if "split" not in self.given:
-            return DEFAULT_SPLIT
-        args = self._args("split", (2, 3), "2 or 3 fractions, e.g. `split 0.8 0.1 0.1`")
-        vals = []
-        for a in args:
-            v = _const(self.prog, a)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise SpecError(f"a split fraction must be a number >= 0, found {_show(v)}", a.span)
-            vals.append(float(v))
-        if abs(sum(vals) - 1) > 1e-6 or vals[0] <= 0:
-            raise SpecError(f"split fractions must sum to 1 with a training part > 0, found "
-                            f"{' '.join(f'{v:g}' for v in vals)}", self.given["split"].span)
-        return tuple(vals) + (0.0,) * (3 - len(vals))
-
-    def call(self, name, check=None) -> Call | None:
-        if name not in self.given:
-            return None
-        (arg,) = self._args(name, 1, f"a name or a call, e.g. `{name} NAME(k = v)`")
-        c = _as_call(self.prog, arg, name)
-        if check is not None:
-            check(c)
-        return c
-
-    def average(self) -> Call | None:
-        c = self.call("average")
-        if c is None:
-            return None
-        if c.name == "uniform":
-            if c.kwargs:
-                raise SpecError("`average uniform` takes no options", c.span)
-        elif c.name == "polyak":
-            extra = set(c.kwargs) - {"decay"}
-            if extra:
-                raise SpecError(f"`polyak` has no option `{sorted(extra)[0]}`", c.span,
-                                hint="polyak(decay = 0.999)")
-            d = c.kwargs.setdefault("decay", 0.999)
-            if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1:
-                raise SpecError(f"polyak `decay` must be in [0, 1), found {_show(d)}", c.span)
-        else:
-            raise SpecError(f"unknown average `{c.name}`", c.span,
-                            hint="`average polyak(decay = 0.999)` or `average uniform`")
-        return c
-
-    def early_stop(self, model) -> EarlyStop | None:
-        if "early_stop" not in self.given:
-            return None
-        opt = self.given["early_stop"]
-        usage = "usage: `early_stop val.METRIC patience N [min | max]`"
-        args = opt.args
-        if len(args) not in (3, 4) or not (isinstance(args[0], A.Attr) and
-                                           isinstance(args[0].value, A.Name)
-                                           and args[0].value.id == "val") \
-                or not (isinstance(args[1], A.Name) and args[1].id == "patience"):
-            raise SpecError("malformed `early_stop`", opt.span, hint=usage)
-        metric = args[0].name
-        known = [k for k, (kind, _) in model.outputs.items() if kind in ("loss", "metric")]
-        if metric not in known:
-            close = difflib.get_close_matches(metric, known, n=1)
-            raise SpecError(f"`val.{metric}`: the model has no loss or metric `{metric}`",
-                            args[0].span, hint=f"did you mean `val.{close[0]}`?" if close else
-                            f"losses and metrics: {', '.join(known) or 'none'}")
-        patience = _const(self.prog, args[2])
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise SpecError("`patience` must be an integer >= 1", args[2].span)
-        mode = "max" if metric.lower().startswith("acc") else "min"
-        if len(args) == 4:
-            if not (isinstance(args[3], A.Name) and args[3].id in ("min", "max")):
-                raise SpecError("the early-stopping mode is `min` or `max`", args[3].span)
-            mode = args[3].id
-        return EarlyStop(metric, patience, mode, opt.span)
-
-    def loss(self, model, *, needed: bool, span) -> str | None:
-        losses = model.losses
-        if "loss" in self.given:
-            (arg,) = self._args("loss", 1, "a loss name, e.g. `loss ce`")
-            if not isinstance(arg, A.Name) or arg.id not in losses:
-                name = arg.id if isinstance(arg, A.Name) else "?"
-                close = difflib.get_close_matches(name, losses, n=1)
-                raise SpecError(f"the model has no loss `{name}`", arg.span,
-                                hint=f"did you mean `{close[0]}`?" if close else
-                                f"losses: {', '.join(losses) or 'none'}")
-            return arg.id
-        if len(losses) == 1:
-            return losses[0]
-        if not needed:
-            return None
-        if not losses:
-            raise SpecError(f"model `{model.name}` declares no loss to minimise", span,
-                            hint="declare `loss NAME = ...`, or train with update rules "
-                            "`w <- ...` and no optimizer")
-        raise SpecError(f"model `{model.name}` has several losses ({', '.join(losses)}); "
-                        f"choose one in {self.where}", span, hint=f"e.g. `loss {losses[0]}`")
-
-
-def _as_call(prog, e, what) -> Call:
-    if isinstance(e, A.Name):
-        return Call(e.id, {}, e.span)
-    if isinstance(e, A.Call) and isinstance(e.func, A.Name):
-        if e.args:
-            raise SpecError(f"`{what}` options are given by name, e.g. `{e.func.id}(lr = 0.1)`",
-                            e.args[0].span)
-        return Call(e.func.id, {k.name: _const(prog, k.value) for k in e.kwargs}, e.span)
-    raise SpecError(f"`{what}` expects a name or a call, e.g. `{what} NAME(k = v)`", e.span)
-
-
-def _check_optimizer(c: Call):
-    from compiler.training import optim
-    try:
-        optim.make_optimizer(c.name, dict(c.kwargs))
-    except DslError as e:
-        raise e.with_span(c.span)
-    except (KeyError, ValueError, TypeError) as e:
-        raise SpecError(_clean(e), c.span) from None
-
-
-def _check_schedule(c: Call):
-    from compiler.training import schedules
-    try:
-        # the run's length is not known yet: checked again when the step is built
-        schedules.make_schedule(c.name, dict(c.kwargs), total_steps=10 ** 12)
-    except DslError as e:
-        raise e.with_span(c.span)
-    except (KeyError, ValueError, TypeError) as e:
-        raise SpecError(_clean(e), c.span) from None
-
-
-def _clean(e: Exception) -> str:
-    msg = str(e)
-    # KeyError quotes its message
-    return msg[1:-1] if isinstance(e, KeyError) and len(msg) > 1 and msg[0] == msg[-1] == "'" \
-        else msg
-
-
-def _const(prog, e):
-    """A compile-time value (numbers, strings, booleans, constants of the spec)."""
-    from compiler.elaborate import Evaluator
-    v = Evaluator(None).eval(e, prog.scope)
-    if isinstance(v, (bool, int, float, str, tuple)):
-        return v
-    from compiler.elaborate import describe
-    raise SpecError(f"expected a number, string or boolean, found {describe(v)}", e.span)
-
-
-def _show(v) -> str:
-    return f"`{v}`" if not isinstance(v, str) else f'"{v}"'
 
 
 # ---- parameter groups and update rules ---------------------------------------------------

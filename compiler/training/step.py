@@ -51,6 +51,13 @@ class StepGraph:
     split: bool = False
     reduced: list = field(default_factory=list)    # the gradient results to all-reduce
     update_results: set = field(default_factory=set)  # results of the update half
+    # the model's other losses and metrics: reported, but no update reads them, so an
+    # exported step leaves them to a separate metrics model (`update_only`)
+    metric_keys: set = field(default_factory=set)
+    # metrics that would cost the step real work (a matmul, conv or scan beyond what
+    # the loss computes, e.g. an attack's extra passes): not in the step; the runner
+    # computes them at each logging interval with `deferred_program` instead
+    deferred: dict = field(default_factory=dict)
 
     def halves(self) -> tuple[dict, dict]:
         """(gradient results, update results) of a split step: the gradient half is the
@@ -59,19 +66,39 @@ class StepGraph:
         upd = {k: n for k, n in self.results.items() if k in self.update_results}
         return {k: n for k, n in self.results.items() if k not in upd}, upd
 
+    def update_only(self) -> dict:
+        """The results a training step needs: the minimised loss, lr and every ``new:X``
+        (and ``grad:P`` of a split step); not the metrics."""
+        return {k: n for k, n in self.results.items() if k not in self.metric_keys}
+
+    def metric_results(self) -> dict:
+        """The other losses and metrics this step reports, at the step's inputs."""
+        return {k: self.results[k] for k in self.results if k in self.metric_keys}
+
+    def deferred_program(self) -> tuple[Graph, dict]:
+        """(graph, results) of the deferred metrics, read at a step's own inputs."""
+        import copy
+        g = copy.copy(self.graph)
+        g.updates = {}  # the state updates belong to the step
+        return g, dict(self.deferred)
+
     @property
     def noise_names(self) -> frozenset:
         """The noise this step reads (a sampler's noise elsewhere in the model is not drawn)."""
         if "_noise" not in self.__dict__:
-            self.__dict__["_noise"] = noise.needed(self.graph, self.results.values())
+            # the deferred metrics read the step's feeds: their noise is drawn with it
+            roots = [*self.results.values(), *self.deferred.values()]
+            self.__dict__["_noise"] = noise.needed(self.graph, roots)
         return self.__dict__["_noise"]
 
 
-def initial_values(model, steps: list, seed: int) -> dict:
-    """Everything a run starts from: params and states from the seed, optimizer slots
-    at their fill values, Polyak averages and SVRG snapshots at the params, SVRG full
-    gradients at zero. Shared by `dlc train`, `dlc equiv` and the benchmarks."""
+def initial_values(model, steps: list, seed: int, overrides: dict | None = None) -> dict:
+    """Everything a run starts from: params and states from the seed (or `overrides`:
+    `init_from`), optimizer slots at their fill values, Polyak averages and SVRG
+    snapshots at the params, SVRG full gradients at zero. Shared by `dlc train`,
+    `dlc equiv` and the benchmarks."""
     values = dict(model.init_params(seed))
+    values.update(overrides or {})
     for sg in steps:
         for name, (p, fill) in sg.slots.items():
             values[name] = np.full_like(values[p], fill)
@@ -147,11 +174,25 @@ def _loss_and_metrics(sg: StepGraph, cfg: TrainConfig):
     if cfg.players:  # a player computes its own loss only (the others cost a forward pass)
         _paid_metrics(sg, cfg)  # ... and the metrics its loss already computes
         return
+    roots = ([res["loss"]] if "loss" in res else []) + list(g.updates.values())
+    cone = set(g.topo_order(roots)) if roots else set()
     for k, n in g.outputs.items():
         if g.output_kinds[k] in ("loss", "metric") and k not in ("loss", loss):
+            if _is_scalar(g, n) and _costly(g, n, cone):
+                sg.deferred[k] = n
+                continue
             res[k] = n
+            sg.metric_keys.add(k)
             if _is_scalar(g, n):
                 sg.logged[k] = k
+
+
+HEAVY_OPS = frozenset({"matmul", "conv", "scan"})
+
+
+def _costly(g: Graph, n: int, cone: set) -> bool:
+    """Whether metric `n` needs a matmul, conv or scan that the loss does not compute."""
+    return any(g.node(x).op in HEAVY_OPS for x in g.topo_order([n]) if x not in cone)
 
 
 def _paid_metrics(sg: StepGraph, cfg: TrainConfig):
@@ -170,6 +211,7 @@ def _paid_metrics(sg: StepGraph, cfg: TrainConfig):
         owner = next((name for name, anc in paid.items() if all(a in anc for a in heavy)), None)
         if owner == sg.group.name:
             sg.results[k] = n
+            sg.metric_keys.add(k)  # reported; an exported step leaves it to the metrics model
             sg.logged[k] = k
 
 
@@ -182,7 +224,7 @@ def _state_and_rule_updates(sg: StepGraph, cfg: TrainConfig):
 
 
 def _optimizer_step(sg: StepGraph, cfg: TrainConfig, total_steps: int):
-    from compiler.training import optim, schedules
+    from compiler.training import constraints, optim, schedules
     g, group, res = sg.graph, sg.group, sg.results
     opt = optim.make_optimizer(group.optimizer.name, optimizer_options(group))
     params = g.by_name("param")
@@ -229,6 +271,8 @@ def _optimizer_step(sg: StepGraph, cfg: TrainConfig, total_steps: int):
                 sg.mus[f"opt.{p}.{s}"] = p
         new_p, new_slots = opt.update(g, node, gr, slots, step, lr,
                                       decay_mask=optim.decays(p, t))
+        # `constrain`: the new value is the projection of the update (training/constraints.py)
+        new_p = constraints.project(g, node, new_p, constraints.for_param(group.constraints, p))
         res["new:" + p] = new_p
         sg.update_results.add("new:" + p)
         for s, n in new_slots.items():

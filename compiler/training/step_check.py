@@ -1,10 +1,15 @@
 """One host transfer per train step: the finite check and the logged scalars.
 
 Checking each result with ``bool(isfinite(v).all())`` costs one device sync (and two
-kernels) per tensor: 21 per MLP step. Here every float result's max-abs goes through
-one fused ``torch._foreach_norm(ord=inf)`` (NaN and inf propagate through a max, and
-a max never overflows), and the largest is stacked with the logged scalars into a
-single tensor read back once. NumPy/onnxruntime results are host arrays already.
+kernels) per tensor: 21 per MLP step. Here every float result's 2-norm goes through
+one fused ``torch._foreach_norm`` (a NaN or inf entry makes its norm NaN or inf), and
+the largest is stacked with the logged scalars into a single tensor read back once.
+The 2-norm, not the max-abs (``ord=inf``): on the CPU torch's inf-norm takes its
+slow path, 2.4 ms for the MLP's 21 tensors against 0.14 ms (it was 45% of a
+`dlc train` round). A 2-norm can overflow for finite entries past ~1e19 (f32), so a
+non-finite norm is confirmed entry by entry before it counts: exact either way, and
+the slow path runs only when a run is diverging. NumPy/onnxruntime results are host
+arrays already.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ def _torch(out, vals, keys):
     floats = [v for v in vals if v.is_floating_point() and v.numel()]
     parts = []
     if floats:
-        norms = torch._foreach_norm(floats, ord=math.inf)
+        norms = torch._foreach_norm(floats, ord=2)
         if len({n.dtype for n in norms}) > 1:
             norms = [n.to(torch.float64) for n in norms]
         parts.append(torch.stack(norms).amax().to(torch.float64).reshape(1))
@@ -36,5 +41,7 @@ def _torch(out, vals, keys):
         return True, []
     host = torch.cat(parts).tolist() if len(parts) > 1 else parts[0].tolist()
     if floats:
-        return math.isfinite(host[0]), host[1:]
+        # an overflowing norm of finite entries is not a divergence (see above)
+        ok = math.isfinite(host[0]) or all(bool(torch.isfinite(v).all()) for v in floats)
+        return ok, host[1:]
     return True, host

@@ -1,10 +1,19 @@
 """Random valid specs for the differential tester, each with an independent PyTorch
 evaluation of the same expression.
 
-A spec is an expression tree over `x: f32[B, 4]` (an input) and the parameters
-`W: [4, 4]`, `v: [4]`, `u: [4]`. Every node renders twice, as dlc source and as a
-torch function written here from the maths (never from dlc's lowering or its
-primitive table). Node kinds: "M" values are [B, 4], "V" values are [B].
+A spec is an expression tree over `x: f32[B, 4]` (an input; `f32[3, 4]` in a
+static-dims case) and the parameters `W: [4, 4]`, `v: [4]`, `u: [4]`, `p11: [1, 1]`,
+`K: [1, 1, 2, 2]` and a sub-layer instance `mix` (parameter `mix.A: [4, 4]`). Every
+node renders twice, as dlc source and as a torch function written here from the maths
+(never from dlc's lowering or its primitive table). Node kinds: "M" values are
+[B, 4], "V" values are [B].
+
+The constructs are the ones issue 18's bugs lived in, so the tester can find such
+bugs again: broadcasting against a [1, 1] parameter, `reshape` to
+`[dim(x, 0), -1]` (dims that cancel), shifted slices, transposed matrix-vector
+products, `floor`/`round`/`sign` behind `stop_gradient`, scans with a tuple carry and
+in reverse, `grad` inside the spec (the loss is then second order, also through a
+scan), a sub-layer called once or twice (shared), conv + pool, and masks.
 """
 from __future__ import annotations
 
@@ -29,11 +38,13 @@ class Node:
 
 
 def _leaf_m(rng):
-    choice = rng.randrange(3)
+    choice = rng.randrange(4)
     if choice == 0:
         return Node("M", "x", lambda e: e["x"])
     if choice == 1:
         return Node("M", "(x @ W)", lambda e: e["x"] @ e["W"])
+    if choice == 2:  # a [1, 1] parameter broadcast against [B, 4] (unbroadcast in the VJP)
+        return Node("M", "(x * p11)", lambda e: e["x"] * e["p11"])
     return Node("M", "(x * v)", lambda e: e["x"] * e["v"])
 
 
@@ -61,7 +72,9 @@ def _unary(name, a):
 def gen_m(rng, depth) -> Node:
     if depth <= 0 or rng.random() < 0.2:
         return _leaf_m(rng)
-    k = rng.randrange(14)
+    k = rng.randrange(19)
+    if k >= 14:
+        return _gen_m_more(rng, depth, k)
     if k == 13:  # a transposed matrix times a vector ([4, B] @ [B]), broadcast back
         a, c = gen_m(rng, depth - 1), gen_v(rng, depth - 1)
         return Node("M", f"({a.src} * expand_dims(transpose({a.src}) @ {c.src}, 0))",
@@ -126,6 +139,50 @@ def gen_m(rng, depth) -> Node:
                 lambda e: a.fn(e).detach() * a.fn(e), [a])
 
 
+_ROUNDING = {"floor": torch.floor, "round": torch.round, "sign": torch.sign}
+
+
+def _gen_m_more(rng, depth, k) -> Node:
+    if k == 14:  # a scan with a tuple carry (h, c), forward or reverse
+        a = gen_m(rng, depth - 1)
+        rev = rng.random() < 0.5
+
+        def scan_fn(e, a=a, rev=rev):
+            xs = a.fn(e)
+            h = torch.zeros(xs.shape[0], dtype=xs.dtype)
+            c = torch.ones(xs.shape[0], dtype=xs.dtype)
+            ys = [None] * xs.shape[1]
+            for t in (range(xs.shape[1] - 1, -1, -1) if rev else range(xs.shape[1])):
+                ys[t] = c * xs[:, t]
+                h, c = torch.tanh(h + xs[:, t]), c + h * xs[:, t]
+            return torch.stack(ys, dim=1)
+        r = "true" if rev else "false"
+        return Node("M", f"scan(fn((h, c), t) -> ((tanh(h + t), c + h * t), c * t), {a.src}, "
+                         f"init = (zeros([dim(x, 0)]), ones([dim(x, 0)])), axis = 1, reverse = {r})[1]",
+                    scan_fn, [a])
+    if k == 15:  # the sub-layer instance `mix`, called once here (shared if called again)
+        a = gen_m(rng, depth - 1)
+        return Node("M", f"mix({a.src})", lambda e: torch.tanh(a.fn(e) @ e["mix.A"]) + a.fn(e), [a])
+    if k == 16:  # conv + pool on a [B, 1, 2, 2] view
+        a = gen_m(rng, depth - 1)
+        pool = rng.choice(["avg", "max"])
+        tp = torch.nn.functional.avg_pool2d if pool == "avg" else torch.nn.functional.max_pool2d
+        return Node("M", f"reshape({pool}_pool2d(conv2d(reshape({a.src}, [dim(x, 0), 1, 2, 2]), K, "
+                         f"padding = 1), 2, stride = 1), [dim(x, 0), 4])",
+                    lambda e: tp(torch.nn.functional.conv2d(a.fn(e).reshape(-1, 1, 2, 2), e["K"],
+                                                            padding=1), 2, stride=1).reshape(-1, 4),
+                    [a])
+    if k == 17:  # a piecewise-constant op behind stop_gradient: no gradient reaches it
+        a = gen_m(rng, depth - 1)
+        f = rng.choice(list(_ROUNDING))
+        tf = _ROUNDING[f]
+        return Node("M", f"({f}(stop_gradient({a.src})) + {a.src})",
+                    lambda e: tf(a.fn(e).detach()) + a.fn(e), [a])
+    a = gen_m(rng, depth - 1)  # reshape with -1 where the dims cancel: [B, 4] -> [B, -1]
+    return Node("M", f"reshape({a.src} * 2, [dim(x, 0), -1])",
+                lambda e: (a.fn(e) * 2).reshape(e["x"].shape[0], -1), [a])
+
+
 def gen_v(rng, depth) -> Node:
     if depth <= 0 or rng.random() < 0.3:
         return _leaf_v(rng)
@@ -141,13 +198,18 @@ class Case:
     seed: int
     root: Node
     loss_kind: str
+    static: bool = False          # x: f32[3, 4] instead of f32[B, 4]
 
     @property
     def text(self) -> str:
         r = self.root.src
         body = f"mean({r})" if self.loss_kind == "mean" else f"sum({r} * {r})"
-        return ("model D() {\n  input x: f32[B, 4]\n  param W: [4, 4] ~ normal(0.5)\n"
+        xdims = f"{B}, 4" if self.static else "B, 4"
+        return ("layer Mix() {\n  param A: [4, 4] ~ normal(0.5)\n  (z) -> tanh(z @ A) + z\n}\n\n"
+                f"model D() {{\n  input x: f32[{xdims}]\n  param W: [4, 4] ~ normal(0.5)\n"
                 "  param v: [4] ~ normal(0.5)\n  param u: [4] ~ normal(0.5)\n"
+                "  param p11: [1, 1] ~ normal(0.5)\n  param K: [1, 1, 2, 2] ~ normal(0.5)\n"
+                "  mix = Mix()\n"
                 f"  loss L = {body}\n}}\n")
 
     def torch_loss(self, env):
@@ -158,7 +220,7 @@ class Case:
 def generate(seed: int, depth: int = 3) -> Case:
     rng = random.Random(seed)
     root = gen_m(rng, depth) if rng.random() < 0.7 else gen_v(rng, depth)
-    return Case(seed, root, rng.choice(["mean", "sumsq"]))
+    return Case(seed, root, rng.choice(["mean", "sumsq"]), static=rng.random() < 0.3)
 
 
 def subtrees(node: Node):

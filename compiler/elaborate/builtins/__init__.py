@@ -6,7 +6,7 @@ from several primitives (`split`, `stack`, indexing), and a few are special form
 nested graph, `repeat` evaluates its layer expression N times. Layers, losses and
 activations beyond these live in the language itself, in `specs/std/`.
 """
-from compiler.elaborate.builtins import forms, fused, init, linalg, nn, tensors  # noqa: F401  (each registers its builtins)
+from compiler.elaborate.builtins import forms, fused, init, linalg, nn, scatter, tensors  # noqa: F401  (each registers its builtins)
 from compiler.elaborate.builtins.base import BUILTINS, INIT_SCOPE, builtin
 from compiler.elaborate.builtins.forms import index_tensor
 

@@ -178,7 +178,9 @@ def len_(ev, args, kwargs, span):
     v = _bind("len", args, kwargs, span, ["x"], {})["x"]
     if isinstance(v, tuple):
         return len(v)
-    raise SpecError(f"len needs a tuple, found {_describe(v)}", span)
+    if isinstance(v, Sequential):
+        return len(v.items)
+    raise SpecError(f"len needs a tuple or a stack of layers, found {_describe(v)}", span)
 
 
 # ---- indexing ------------------------------------------------------------------------------------

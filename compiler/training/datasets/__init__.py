@@ -25,7 +25,8 @@ Entry points
     Registry ``name -> DatasetInfo`` with a one-line ``description``, the ``fields``
     produced and the accepted ``options`` (with defaults).  ``describe()`` renders it.
 
-Conventions: real-valued arrays are float32, class labels (and token ids) int64.
+Conventions: real-valued arrays are float32, class labels (and token ids) int64, masks and
+0/1 adjacency matrices bool.
 
 Real data (scikit-learn's bundled copies)
 -----------------------------------------
@@ -84,6 +85,26 @@ copy     Copy-memory task: x, y int64 tokens [n, 2*length+delay].  Input: ``leng
          symbols 1..symbols, delay-1 blanks (0), the delimiter (symbols+1), ``length``
          blanks.  Target: length+delay blanks, then the symbols.  n=512, length=10,
          delay=20, symbols=8.  classes=symbols+2.
+ctc_frames  CTC reading task: x [n,4*max_labels,symbols+1] float32 frames (one-hot of the symbol
+         sounding, 0 silence, + noise; zeros past x_len), labels [n,max_labels] int64 1..symbols
+         0-padded past y_len, x_len [n], y_len [n] int64.  Repeats are separated by silence, so
+         every sample has an alignment.  n=512, symbols=4, max_labels=4, noise=0.3.
+         classes=symbols+1 (0 is the blank).
+reverse  x [n,length] int64 symbols 1..symbols, y = x reversed.  n=512, length=6, symbols=6.
+         classes=symbols+1 (0 free for a start symbol).
+
+Sets, graphs, text (``graphs.py``, ``text.py``)
+-----------------------------------------------
+sets     x [n,size,dim] sets of points, y [n] the class k of the spread 1 + k/2.  n=512,
+         size=8, dim=2, classes=3.
+sbm      one stochastic-block-model graph per sample: x [n,nodes,features], A [n,nodes,nodes]
+         bool, the same edges as src/dst [n,edges] int64 (padded; edge [n,edges] bool marks
+         real ones), y [n,nodes] block ids.  n=128, nodes=16, blocks=2, features=4,
+         p_in=0.4, p_out=0.02, signal=0.6.
+lowrank  x [n,features] near a rank-k subspace (meta: basis, scales).  n=512, features=6,
+         rank=2, noise=0.1.
+topics   skip-gram pairs center/context [n] int64 of a topical corpus (meta: vocab, topic of
+         each word, unigram counts).  n=4096, topics=4, words=8, doc_length=20, window=2.
 
 User files
 ----------
@@ -98,6 +119,7 @@ User files
 """
 
 from compiler.training.datasets import real, sequences, synthetic  # noqa: F401  (each registers its data sets)
+from compiler.training.datasets import graphs, text  # noqa: F401,E402  (sets, graphs, a topic corpus)
 from compiler.training.datasets.dataset import DEFAULT_FRACTIONS, Dataset, DatasetError
 from compiler.training.datasets.loading import describe, load
 from compiler.training.datasets.registry import DATASETS, DatasetInfo, Option

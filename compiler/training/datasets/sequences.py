@@ -113,3 +113,74 @@ def _copy(seed: int, *, n: int, length: int, delay: int, symbols: int) -> Datase
         meta={"blank": 0, "delimiter": symbols + 1},
     )
 
+
+
+@_register(
+    "ctc_frames",
+    "unsegmented symbol sequences rendered as noisy frames, for CTC (variable lengths, padded)",
+    {
+        "x": "[n,4*max_labels,symbols+1] float32 frames: one-hot of the symbol sounding (0 silence) + noise, zeros past x_len",
+        "labels": "[n,max_labels] int64 symbols 1..symbols, 0-padded past y_len",
+        "x_len": "[n] int64 number of real frames",
+        "y_len": "[n] int64 number of labels (1..max_labels)",
+    },
+    {
+        "n": _int(512, _NSEQ, min=1),
+        "symbols": _int(4, "alphabet size; CTC's blank is class 0", min=1),
+        "max_labels": _int(4, "longest label sequence", min=1),
+        "noise": _float(0.3, "std of Gaussian noise on the real frames", min=0),
+    },
+    "sequence",
+)
+def _ctc_frames(seed: int, *, n: int, symbols: int, max_labels: int, noise: float) -> Dataset:
+    # Each label sounds for 1 or 2 frames; a silent frame separates equal neighbours
+    # (CTC needs a blank between repeats) and sometimes others, plus up to one leading
+    # silent frame: at most 1 + 2S + (S - 1) = 3S frames, so 4S frames always fit and
+    # every sample has an alignment.
+    rng = np.random.default_rng(seed)
+    frames = 4 * max_labels
+    x = np.zeros((n, frames, symbols + 1), np.float32)
+    labels = np.zeros((n, max_labels), np.int64)
+    x_len = np.zeros(n, np.int64)
+    y_len = rng.integers(1, max_labels + 1, n)
+    for i in range(n):
+        seq = rng.integers(1, symbols + 1, y_len[i])
+        labels[i, : y_len[i]] = seq
+        sounding = [0] * int(rng.integers(0, 2))
+        for j, s in enumerate(seq):
+            if j and (s == seq[j - 1] or rng.random() < 0.3):
+                sounding.append(0)
+            sounding += [int(s)] * int(rng.integers(1, 3))
+        used = len(sounding) + int(rng.integers(0, frames - len(sounding) + 1))
+        sounding += [0] * (used - len(sounding))
+        x[i, :used] = np.eye(symbols + 1, dtype=np.float32)[sounding]
+        x[i, :used] += noise * rng.standard_normal((used, symbols + 1)).astype(np.float32)
+        x_len[i] = used
+    return Dataset(
+        {"x": x, "labels": labels, "x_len": x_len, "y_len": y_len.astype(np.int64)},
+        description=DATASETS["ctc_frames"].description,
+        classes=symbols + 1,
+        meta={"blank": 0},
+    )
+
+
+@_register(
+    "reverse",
+    "sequence reversal: read a symbol string, write it backwards (seq2seq)",
+    {"x": "[n,length] int64 symbols 1..symbols", "y": "[n,length] int64 x reversed"},
+    {
+        "n": _int(512, _NSEQ, min=1),
+        "length": _int(6, "symbols per sequence", min=1),
+        "symbols": _int(6, "alphabet size; token 0 is free for a start-of-sequence symbol", min=1),
+    },
+    "sequence",
+)
+def _reverse(seed: int, *, n: int, length: int, symbols: int) -> Dataset:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(1, symbols + 1, (n, length)).astype(np.int64)
+    return Dataset(
+        {"x": x, "y": x[:, ::-1].copy()},
+        description=DATASETS["reverse"].description,
+        classes=symbols + 1,
+        meta={"bos": 0},
+    )
