@@ -67,7 +67,11 @@ def export_regime(m, out, *, dtype: str = "f32", cfg: TrainConfig | None = None,
     seed = cfg.seed if seed is None else seed
     lay = Layout(out)
     lay.dir.mkdir(parents=True, exist_ok=True)
-    train = _split(cfg, model)[0]
+    parts = _split(cfg, model)
+    if cfg.bagging is not None:  # the bootstrap counts are a data field, as dlc train feeds them
+        from compiler.training import bagging
+        parts = bagging.resample(cfg.bagging, parts, seed)
+    train = parts[0]
     nb = train.num_batches(cfg.batch)
     rounds = _rounds(cfg, nb)
     steps = [build_step(model, cfg, grp, rounds * grp.steps) for grp in cfg.groups]
@@ -111,7 +115,10 @@ def export_regime(m, out, *, dtype: str = "f32", cfg: TrainConfig | None = None,
                 "noise_stream": f"{SNAPSHOT_NOISE} + epoch * batches_per_epoch + batch index",
                 "noise": _noise(sg, g)})
 
-    init = initial_values(model, steps, seed)
+    # `init_from`: the fine-tuned run's starting values, as dlc train takes them
+    from compiler.training import finetune
+    init = initial_values(model, steps, seed,
+                          finetune.initial_params(cfg, model) if cfg.init_from else None)
     init_path = lay.file("init", ".npz")
     np.savez(init_path, **{k: np.asarray(v) for k, v in init.items()})
     data_path = lay.file("data", ".npz")
@@ -151,6 +158,13 @@ def export_regime(m, out, *, dtype: str = "f32", cfg: TrainConfig | None = None,
             "mode": cfg.early_stop.mode,
             "note": "dlc train evaluates on the validation part (not exported) and may "
                     "stop before `rounds`, restoring the best evaluation's values"},
+        # host-side augmentation is not in the models; a driver must apply it to the
+        # training batches itself (compiler/training/augment.py gives the draws)
+        "augment": [{"field": a.field, "kind": a.kind, "options": dict(a.options),
+                     "exported": False,
+                     "note": "applied by dlc train on the host to training batches only, "
+                             "seeded by (seed, round); not reproduced by the reference driver"}
+                    for a in cfg.augment],
     }
     lay.manifest.write_text(json.dumps(manifest, indent=1, default=_jsonable) + "\n")
     return {**manifest, "path": str(lay.manifest)}

@@ -94,6 +94,8 @@ class Trainer:
         self.train_ds, self.val_ds, self.test_ds = parts
         if self.train_ds.n == 0:
             raise SpecError("the training part of the split is empty", cfg.data_span)
+        from compiler.training.data_check import check_index_ranges
+        check_index_ranges(model.graph, parts, cfg.data_span)
         self.nb = self.train_ds.num_batches(cfg.batch)
         self.total_rounds = _rounds(cfg, self.nb)
         # the schedules' horizon: a resumed run keeps the one it started with (past it

@@ -92,6 +92,12 @@ ctc_frames  CTC reading task: x [n,4*max_labels,symbols+1] float32 frames (one-h
          classes=symbols+1 (0 is the blank).
 reverse  x [n,length] int64 symbols 1..symbols, y = x reversed.  n=512, length=6, symbols=6.
          classes=symbols+1 (0 free for a start symbol).
+markov   x [n,length] int64 tokens 0..vocab-1 of a random sparse Markov chain (each token has
+         ``branch`` successors, one of them token+1 mod vocab; Dirichlet(4) probabilities;
+         the chain is fixed by the seed), y [n,length] = x one step ahead (next-token
+         prediction; a masked LM reads x only).  n=512, length=16, vocab=8, branch=2.
+         classes=vocab.  meta: transition, stationary, entropy_rate (the best mean
+         next-token cross-entropy, nats).
 
 Sets, graphs, text (``graphs.py``, ``text.py``)
 -----------------------------------------------

@@ -1,4 +1,4 @@
-"""Seeded toy sequence tasks (sine, parity, adding, copy)."""
+"""Seeded toy sequence tasks (sine, parity, adding, copy, markov)."""
 
 from __future__ import annotations
 
@@ -183,4 +183,61 @@ def _reverse(seed: int, *, n: int, length: int, symbols: int) -> Dataset:
         description=DATASETS["reverse"].description,
         classes=symbols + 1,
         meta={"bos": 0},
+    )
+
+
+# ------------------------------------------------------- toy language modelling
+
+
+def _markov_chain(rng, vocab: int, branch: int) -> np.ndarray:
+    """A random transition matrix [vocab, vocab]: each token has `branch` successors,
+    with Dirichlet(4) probabilities (a sparse chain, so next-token prediction has a
+    low, known entropy rate). Token s + 1 (mod vocab) is always a successor, so the
+    chain is irreducible and every token occurs."""
+    P = np.zeros((vocab, vocab))
+    for s in range(vocab):
+        others = np.setdiff1d(np.arange(vocab), [s, (s + 1) % vocab])  # no self-loops
+        extra = rng.choice(others, size=min(branch - 1, len(others)), replace=False)
+        succ = np.concatenate([[(s + 1) % vocab], extra])
+        P[s, succ] = rng.dirichlet(np.full(len(succ), 4.0))  # not too far from uniform
+    return P
+
+
+def _stationary(P: np.ndarray) -> np.ndarray:
+    w, V = np.linalg.eig(P.T)
+    pi = np.abs(np.real(V[:, np.argmin(np.abs(w - 1))]))
+    return pi / pi.sum()
+
+
+@_register(
+    "markov",
+    "token sequences of a random sparse Markov chain (language modelling, masked LM)",
+    {"x": "[n,length] int64 tokens 0..vocab-1", "y": "[n,length] int64 next tokens (x one step ahead)"},
+    {
+        "n": _int(512, _NSEQ, min=1),
+        "length": _int(16, "number of tokens per sequence", min=1),
+        "vocab": _int(8, "number of distinct tokens", min=2),
+        "branch": _int(2, "successors of each token, one of them token+1 mod vocab (the chain is fixed by the seed)", min=1),
+    },
+    "sequence",
+)
+def _markov(seed: int, *, n: int, length: int, vocab: int, branch: int) -> Dataset:
+    rng = np.random.default_rng(seed)
+    P = _markov_chain(rng, vocab, branch)
+    pi = _stationary(P)
+    seq = np.zeros((n, length + 1), np.int64)
+    seq[:, 0] = rng.choice(vocab, size=n, p=pi)
+    cdf = np.cumsum(P, axis=1)
+    for t in range(length):
+        u = rng.uniform(size=n)
+        row = cdf[seq[:, t]]
+        seq[:, t + 1] = np.minimum((u[:, None] > row).sum(axis=1), vocab - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h_rows = -np.nansum(np.where(P > 0, P * np.log(P), 0.0), axis=1)
+    return Dataset(
+        {"x": seq[:, :-1], "y": seq[:, 1:]},
+        description=DATASETS["markov"].description,
+        classes=vocab,
+        # entropy_rate: the best achievable mean next-token cross-entropy (nats)
+        meta={"transition": P, "stationary": pi, "entropy_rate": float(pi @ h_rows)},
     )
