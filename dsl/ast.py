@@ -187,6 +187,7 @@ class StateDecl(Node):
 class InputDecl(Node):
     name: str
     type: TypeExpr
+    domain: Any = None  # `in DOMAIN`: a Name or a Call (`range(0, 10)`), or None
 
 
 @dataclass

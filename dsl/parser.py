@@ -171,7 +171,7 @@ class ToAst(Transformer):
         return A.StateDecl(str(c[0]), c[1], c[2], span=_meta_span(meta))
 
     def input_decl(self, meta, c):
-        return A.InputDecl(str(c[0]), c[1], span=_meta_span(meta))
+        return A.InputDecl(str(c[0]), c[1], c[2] if len(c) > 2 else None, span=_meta_span(meta))
 
     def result_decl(self, meta, c):
         return A.ResultDecl(c[0], str(c[1]), c[2], span=_meta_span(meta))

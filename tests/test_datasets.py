@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler.training.datasets.real import DATA_DIR
 import pytest
 
 from compiler.training import datasets as D
@@ -32,10 +31,8 @@ def test_digits_facts():
     assert ds.x.min() == 0.0 and ds.x.max() == 1.0
     assert set(np.unique(ds.y)) == set(range(10))
     assert np.bincount(ds.y).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
-    # checksum of the raw uint8 pixels (a fact about the data, computed from scikit-learn)
-    with np.load(DATA_DIR / "digits.npz") as z:
-        assert z["pixels"].dtype == np.uint8
-        assert int(z["pixels"].sum(dtype=np.int64)) == 561718
+    # checksum of the raw 0..16 pixel counts (a fact about the UCI data, recorded when dlc
+    # shipped its own copy; sklearn's bundled copy must still give it)
     assert int(np.rint(ds.x * 16).astype(np.int64).sum()) == 561718
 
 
@@ -60,8 +57,6 @@ def test_breast_cancer_facts_and_standardization():
     raw = load("breast_cancer", standardize="none")
     assert raw.x.shape == (569, 30) and raw.classes == 2
     assert np.bincount(raw.y).tolist() == [212, 357]
-    with np.load(DATA_DIR / "breast_cancer.npz") as z:
-        assert int(z["features"].sum(dtype=np.int64)) == 1126028135
     assert abs(float(raw.x.astype(np.float64).sum()) - 1056474.4596) < 1.0
 
     ds = load("breast_cancer")  # default: train-split statistics
@@ -336,21 +331,6 @@ def test_csv_round_trip(tmp_path):
 
 
 # --------------------------------------------------------------------------- hygiene
-
-
-def test_loading_never_imports_sklearn():
-    code = (
-        "import sys\n"
-        "from compiler.training import datasets as D\n"
-        "for name in D.DATASETS:\n"
-        "    D.load(name)\n"
-        "bad = sorted(m for m in sys.modules if m == 'sklearn' or m.startswith('sklearn.'))\n"
-        "assert not bad, bad\n"
-        "print('ok')\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "ok"
 
 
 def test_registry_documented():

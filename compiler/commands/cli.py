@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--verbose", "-v", action="store_true", help="one row per tensor")
+    c.add_argument("--no-color", action="store_true", help="no colour even on a terminal")
+    c.add_argument("--random-inputs", action="store_true",
+                   help="random inputs instead of batches of the train block's data set")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
     c.add_argument("--dims", action="append", metavar="B=4,T=7", help="sizes of symbolic dims")
 
@@ -112,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--steps", type=_positive, default=None, help="override the train block's steps")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.add_argument("--tensorboard", action="store_true",
-                   help="write TensorBoard scalars to <run dir>/tensorboard")
+                   help="write TensorBoard scalars and the graph to <run dir>/tensorboard")
     c.add_argument("--no-color", action="store_true", help="no colour even on a terminal")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
     c.add_argument("--nproc", type=int, default=None,
@@ -134,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(c)
     c.add_argument("-o", "--output", default=None, help="out.svg, out.png or out.dot")
     c.add_argument("--grad", action="store_true", help="add the gradient graph")
-    c.add_argument("--train-step", action="store_true", help="the whole step: forward + gradients")
+    c.add_argument("--train-step", action="store_true",
+                   help="the whole train step: forward, gradients, optimizer update")
     c.add_argument("--set", action="append", metavar="NAME=VALUE")
 
     c = sub.add_parser("export", help="write a trained run (its spec and weights) as an artifact")
@@ -147,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run dtype (bf16: torch backend only)")
     c.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
-    c = sub.add_parser("datasets", help="the embedded data sets: fields, shapes and options")
+    c = sub.add_parser("datasets", help="the data sets: fields, shapes and options")
     c.add_argument("name", nargs="?", help="one data set (default: all)")
     c.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return p
@@ -392,6 +396,7 @@ def _data_batch(m, args):
 def cmd_equiv(args):
     from compiler.commands.equiv import run_equiv
     m = _load(args)
+    args.color = _color(args)
     return run_equiv(m, args)
 
 
@@ -414,7 +419,8 @@ COMMANDS["summary"] = cmd_summary
 def cmd_graph(args):
     from compiler.commands.graph_picture import write_graph
     m = _load(args)
-    info = write_graph(m, args.output or f"{m.name}.svg", with_grad=args.grad or args.train_step)
+    info = write_graph(m, args.output or f"{m.name}.svg", with_grad=args.grad,
+                       train_step=args.train_step)
     if not args.json:
         if "message" in info:
             print(info["message"], file=sys.stderr)

@@ -37,15 +37,20 @@ class TensorCheck:
 
 
 def sample_inputs(g: Graph, rng: np.random.Generator, dim: int = DEFAULT_DIM) -> dict:
-    """Random inputs: symbolic dims set to `dim`; integer inputs kept in a valid range
-    (below the depth of the one_hot, or the size of the axis a take indexes, they feed)."""
+    """Random inputs: symbolic dims set to `dim`; inside the input's declared domain
+    (`in nonnegative`, `in range(0, 10)`: `compiler.core.domains`) when it has one;
+    otherwise floats N(0, 1) and integer inputs kept in a valid range (below the depth
+    of the one_hot, or the size of the axis a take indexes, they feed)."""
+    from compiler.core import domains
     from compiler.core.noise import eval_dim
     env = {s: dim for s in g.dim_sources}
     feeds = {}
     for n in g.inputs:
         a = g.node(n).attrs
         shape = tuple(eval_dim(d, env) if not isinstance(d, int) else d for d in a["shape"])
-        if a["dtype"] in ("f32", "f64", "f16"):
+        if a.get("domain"):
+            feeds[a["name"]] = domains.sample(a["domain"], shape, a["dtype"], rng)
+        elif a["dtype"] in ("f32", "f64", "f16"):
             feeds[a["name"]] = rng.standard_normal(shape)
         elif a["dtype"] == "bool":
             feeds[a["name"]] = rng.random(shape) < 0.5

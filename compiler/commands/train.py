@@ -129,7 +129,9 @@ def _progress(model, args, quiet, out):
     prog = None if quiet else make_progress(color=False if getattr(args, "no_color", False) else None)
     if getattr(args, "tensorboard", False):
         from compiler.commands.layers import layer_table, render_table
-        prog = TensorBoard(out / "tensorboard", prog, render_table(layer_table(model)))
+        from compiler.commands.tb_graph import graph_def
+        prog = TensorBoard(out / "tensorboard", prog, render_table(layer_table(model)),
+                           graph_def=graph_def(model.graph))
     return prog
 
 

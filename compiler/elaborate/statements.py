@@ -211,14 +211,33 @@ class Statements:
             raise SpecError(f"unknown dtype `{dtype}`", s.type.span)
         _check_new(scope, s.name, "input", s.span)
         self.claim_source_name(s.name, s.span)
-        node = self.graph.add("input", (), {"name": s.name, "dtype": dtype, "shape": dims},
-                              span=s.span, name=s.name)
+        attrs = {"name": s.name, "dtype": dtype, "shape": dims}
+        if s.domain is not None:
+            attrs["domain"] = self.input_domain(s.domain, dtype, scope)
+        node = self.graph.add("input", (), attrs, span=s.span, name=s.name)
         for axis, (d, src) in enumerate(zip(dims, s.type.dims)):
             if isinstance(d, SymDim) and d not in self.graph.dim_sources:
                 self.graph.dim_sources[str(d)] = (node, axis)
                 scope.define(str(d), d, src.span)
         scope.define(s.name, Tensor(self.frame, node), s.span, unique=True, what="input")
         return _NO_RETURN
+
+    def input_domain(self, e, dtype: str, scope) -> tuple:
+        """`in DOMAIN` of an input: a name or a call with compile-time numbers, checked
+        against the input's dtype (`compiler.core.domains`)."""
+        from compiler.core import domains
+        if isinstance(e, A.Name):
+            name, args = e.id, []
+        elif isinstance(e, A.Call) and isinstance(e.func, A.Name) and not e.kwargs:
+            name, args = e.func.id, [self.eval(a, scope) for a in e.args]
+        else:
+            raise SpecError("an input domain is a name or a call, e.g. `in nonnegative`, "
+                            "`in range(0, 10)`", e.span,
+                            hint=f"domains: {', '.join(domains.DOMAINS)}")
+        try:
+            return domains.check(name, args, dtype)
+        except domains.DomainError as err:
+            raise SpecError(str(err), e.span) from None
 
     def exec_ResultDecl(self, s: A.ResultDecl, scope, mode, results):
         if s.value is None:

@@ -119,12 +119,15 @@ class TensorBoard:
     rates (per player: `gen.lr`) as scalars under train/, val/, lr/, and the layer
     table as text, through torch.utils.tensorboard's SummaryWriter."""
 
-    def __init__(self, logdir, inner=None, summary_text: str | None = None):
+    def __init__(self, logdir, inner=None, summary_text: str | None = None, graph_def=None):
         from torch.utils.tensorboard import SummaryWriter
         self.writer = SummaryWriter(str(logdir))
         self.inner = inner
         if summary_text:
             self.writer.add_text("model/summary", "```\n" + summary_text + "\n```", 0)
+        if graph_def is not None:  # the model's typed graph (a GraphDef): the Graphs tab
+            from tensorboard.compat.proto import event_pb2
+            self.writer.file_writer.add_event(event_pb2.Event(graph_def=graph_def.SerializeToString()))
 
     def update(self, tr):
         if self.inner:

@@ -172,6 +172,7 @@ def _loss_and_metrics(sg: StepGraph, cfg: TrainConfig):
         res["loss"] = g.outputs[loss]
         sg.logged["loss"] = loss  # logged under its own name
     if cfg.players:  # a player computes its own loss only (the others cost a forward pass)
+        _paid_metrics(sg, cfg)  # ... and the metrics its loss already computes
         return
     roots = ([res["loss"]] if "loss" in res else []) + list(g.updates.values())
     cone = set(g.topo_order(roots)) if roots else set()
@@ -192,6 +193,26 @@ HEAVY_OPS = frozenset({"matmul", "conv", "scan"})
 def _costly(g: Graph, n: int, cone: set) -> bool:
     """Whether metric `n` needs a matmul, conv or scan that the loss does not compute."""
     return any(g.node(x).op in HEAVY_OPS for x in g.topo_order([n]) if x not in cone)
+
+
+def _paid_metrics(sg: StepGraph, cfg: TrainConfig):
+    """Scalar metrics a player's step gets for scalar arithmetic only: every non-scalar
+    node they depend on is already computed for its loss (WGAN-GP's `wasserstein =
+    d_real - d_fake` and `grad_penalty` in the critic's step). Each such metric is
+    logged by the first player (in the train block's order) whose loss pays for it, so
+    one value per round reaches metrics.csv and the plot."""
+    g = sg.graph
+    paid = {grp.name: g.ancestors([g.outputs[grp.loss]]) for grp in cfg.groups
+            if grp.loss is not None and grp.loss in g.outputs}
+    for k, n in g.outputs.items():
+        if g.output_kinds[k] != "metric" or k in sg.logged or not _is_scalar(g, n):
+            continue
+        heavy = [a for a in g.ancestors([n]) if not _is_scalar(g, a)]
+        owner = next((name for name, anc in paid.items() if all(a in anc for a in heavy)), None)
+        if owner == sg.group.name:
+            sg.results[k] = n
+            sg.metric_keys.add(k)  # reported; an exported step leaves it to the metrics model
+            sg.logged[k] = k
 
 
 def _state_and_rule_updates(sg: StepGraph, cfg: TrainConfig):

@@ -2,8 +2,10 @@
 
 What runs (one seed fixes everything):
 
-* inputs from `compiler.gradcheck.sample_inputs` (every symbolic dim set to `dim`,
-  8 by default), parameters and states from ``model.init_params(seed)`` (for the
+* inputs: with ``data=True`` (the command's default) batches of ``dim`` rows of the
+  train block's data set when it has one that fits (`equiv.data`); otherwise from
+  `compiler.gradcheck.sample_inputs` (every symbolic dim set to `dim`, 8 by default,
+  inside each input's declared domain), parameters and states from ``model.init_params(seed)`` (for the
   forward and gradient phases every param gets N(0, 0.1^2) added, so that zero
   initialisations do not make comparisons vacuous), noise from the host-side
   generator (`compiler.noise`). Float data is rounded to float32 first, so every

@@ -110,6 +110,7 @@ class EquivReport:
     comparisons: list[Comparison] = field(default_factory=list)
     divergences: list[Divergence] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
+    data: str = "random"               # the inputs: the train block's data set, or random
 
     @property
     def ok(self) -> bool:
@@ -120,7 +121,7 @@ class EquivReport:
 
     def to_json(self) -> dict:
         return {"model": self.model, "ok": self.ok, "reference": REFERENCE, "seed": self.seed,
-                "dim": self.dim, "steps": self.steps, "device": self.device,
+                "dim": self.dim, "steps": self.steps, "device": self.device, "data": self.data,
                 "backends": self.backends,
                 "tolerances": {p: {ph: {"atol": a, "rtol": r} for ph, (a, r) in t.items()}
                                for p, t in TOLERANCES.items()},

@@ -75,7 +75,12 @@ def _error_row(report, phase, b, err: BaseException, step=None):
                                          math.inf, atol, rtol, False, step, error=msg[:2000]))
 
 
-def _sample_data(model, seed: int, dim: int, stream: int | None = None) -> dict:
+def _sample_data(model, seed: int, dim: int, stream: int | None = None, source=None) -> dict:
+    """A batch of the data source (the train block's data set) or, without one, random inputs."""
+    if source is not None:
+        batch = source.batch(model, seed, dim, stream)
+        if batch is not None:
+            return batch
     rng = np.random.default_rng(seed if stream is None else [seed, 7919, stream])
     data = sample_inputs(model.graph, rng, dim)
     # exactly representable in float32: f32 and f64 backends read the same numbers
@@ -101,9 +106,9 @@ def _grad_label(loss: str, wrt: str) -> str:
     return f"d({loss})/d({wrt})"
 
 
-def _forward_and_gradients(model, report, backends, seed, dim, locate):
+def _forward_and_gradients(model, report, backends, seed, dim, locate, source=None):
     """Forward and gradient phases; returns the feeds and the reference's gradients."""
-    data = _sample_data(model, seed, dim)
+    data = _sample_data(model, seed, dim, source=source)
     params = perturbed_params(model, seed)
     feeds = {**params, **data}
     feeds.update({k: v for k, v in model.noise(feeds, seed).items() if k not in data})
@@ -203,7 +208,7 @@ class _TrainSetup:
     batches: list                      # one data dict per round
 
 
-def _train_setup(model, seed: int, dim: int, steps: int) -> _TrainSetup:
+def _train_setup(model, seed: int, dim: int, steps: int, source=None) -> _TrainSetup:
     """The training engine's step graphs (one per player group), their initial values
     as `dlc train` starts them, and fixed batches. Raises when there is no train step."""
     from compiler.training import step as training
@@ -219,7 +224,7 @@ def _train_setup(model, seed: int, dim: int, steps: int) -> _TrainSetup:
     # initial values exactly as `dlc train` makes them
     values = training.initial_values(m, sgs, seed)
     data_names = set(m.inputs)
-    batches = [{n: v for n, v in _sample_data(m, seed, dim, stream=k).items() if n in data_names}
+    batches = [{n: v for n, v in _sample_data(m, seed, dim, stream=k, source=source).items() if n in data_names}
                for k in range(steps)]
     return _TrainSetup(m, groups, values, batches)
 
@@ -254,7 +259,7 @@ def _iterate(setup: _TrainSetup, b: Backend, seed: int, eps: float = 0.0) -> lis
     return runs
 
 
-def _train(model, report, backends, seed, dim, steps, locate):
+def _train(model, report, backends, seed, dim, steps, locate, source=None):
     from compiler.training.spec import find_train
     try:
         find_train(model.program, model.name)
@@ -262,7 +267,7 @@ def _train(model, report, backends, seed, dim, steps, locate):
         report.skipped.append({"phase": "train", "reason": "no train block for this model"})
         return
     try:
-        setup = _train_setup(model, seed, dim, steps)
+        setup = _train_setup(model, seed, dim, steps, source)
     except DslError:
         raise  # a bad train block is the user's located error, not a backend difference
     except Exception as e:  # a train step that cannot be built fails the comparison

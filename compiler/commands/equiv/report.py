@@ -7,11 +7,44 @@ from compiler.commands.equiv.compare import FACTOR, MAX_SCALE, REFERENCE, Compar
 
 # ---- the table -------------------------------------------------------------------------------
 
-def render(report: EquivReport, verbose: bool = True) -> str:
+_VERDICT_STYLE = {"ok": "green", "FAIL": "bold red", "ERROR": "bold red", "ill-conditioned": "yellow"}
+
+
+def _table(head: tuple, rows: list, left: int, color: bool, verdict: int | None = None) -> list[str]:
+    """A rich table as text lines, like `check`/`summary`: colour only when `color`
+    (a terminal, no NO_COLOR / --no-color), plain characters otherwise. The first `left`
+    columns are left-aligned, the rest right-aligned; column `verdict` is coloured."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+    t = Table(box=box.SIMPLE_HEAD, header_style="bold" if color else None, pad_edge=False)
+    for i, h in enumerate(head):
+        t.add_column(h, justify="left" if i < left or i == verdict else "right", no_wrap=True)
+    for r in rows:
+        cells = [Text(str(c)) for c in r]
+        if color and verdict is not None:
+            cells[verdict].stylize(_VERDICT_STYLE.get(str(r[verdict]), ""))
+        t.add_row(*cells)
+    con = Console(width=400, color_system="auto" if color else None, force_terminal=color,
+                  no_color=not color, record=True, file=_Null())
+    con.print(t)
+    return [ln.rstrip() for ln in con.export_text(styles=color).splitlines() if ln.strip()]
+
+
+class _Null:
+    def write(self, s):
+        return len(s)
+
+    def flush(self):
+        pass
+
+
+def render(report: EquivReport, verbose: bool = True, color: bool = False) -> str:
     if not verbose:
-        return render_short(report)
+        return render_short(report, color)
     lines = [f"equiv {report.model}: reference {REFERENCE}, seed {report.seed}, dims={report.dim}, "
-             f"{report.steps} train step(s); backends: {', '.join(report.backends[1:])}"]
+             f"data {report.data}, {report.steps} train step(s); backends: {', '.join(report.backends[1:])}"]
     rows = []
     for c, steps in _merge_steps(report.comparisons):
         tensor = c.tensor if not steps else (
@@ -29,12 +62,7 @@ def render(report: EquivReport, verbose: bool = True) -> str:
         rows.append((c.phase, tensor, c.pair, "-" if c.error else f"{c.max_abs:.2e}",
                      "-" if c.error else f"{c.max_rel:.2e}", tol, verdict))
     head = ("phase", "tensor", "backend pair", "max abs err", "max rel err", "tolerance", "ok")
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    fmt = "  " + "  ".join(f"{{:<{w}}}" if i < 3 or i == 6 else f"{{:>{w}}}"
-                           for i, w in enumerate(widths))
-    lines.append(fmt.format(*head).rstrip())
-    for r in rows:
-        lines.append(fmt.format(*r).rstrip())
+    lines += _table(head, rows, 3, color, verdict=6)
     for c in report.comparisons:
         if c.error:
             lines.append(f"error: {c.phase} on {c.backend}: {c.error}")
@@ -63,7 +91,7 @@ def render(report: EquivReport, verbose: bool = True) -> str:
     return "\n".join(lines)
 
 
-def render_short(report: EquivReport) -> str:
+def render_short(report: EquivReport, color: bool = False) -> str:
     """`dlc equiv` without --verbose: one row per phase and backend pair (how many
     tensors, the worst errors, how many out of tolerance), then the failures in full."""
     groups: dict = {}
@@ -73,14 +101,12 @@ def render_short(report: EquivReport) -> str:
         g["bad"] += 0 if (c.ok or c.ill_conditioned) and not c.error else 1
         if not c.error:
             g["abs"], g["rel"] = max(g["abs"], c.max_abs), max(g["rel"], c.max_rel)
-    lines = [f"equiv {report.model}: reference {REFERENCE}, seed {report.seed}, "
+    lines = [f"equiv {report.model}: reference {REFERENCE}, seed {report.seed}, data {report.data}, "
              f"{report.steps} train step(s) (--verbose for every tensor)"]
     head = ("phase", "backend pair", "tensors", "max abs err", "max rel err", "out of tol")
     rows = [(ph, pair, str(g["n"]), f"{g['abs']:.2e}", f"{g['rel']:.2e}", str(g["bad"]))
             for (ph, pair), g in groups.items()]
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
-    fmt = "  " + "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    lines += [fmt.format(*head).rstrip()] + [fmt.format(*r).rstrip() for r in rows]
+    lines += _table(head, rows, 2, color)
     full = render(report).splitlines()
     lines += [ln for ln in full[1:] if ln.startswith(("error:", "skipped", "divergence"))]
     lines.append(full[-1])

@@ -1,9 +1,11 @@
-"""Datasets for training without a network: embedded real data, seeded generators, user files.
+"""Datasets for training without a network: real data, seeded generators, user files.
 
-Everything here needs only NumPy (and the Python standard library).  The three real
-datasets are shipped as small compressed ``.npz`` files in ``compiler/training/datasets/embedded/`` (see
-``embedded/README.md`` for provenance and licences); the rest are generated
-deterministically from ``np.random.default_rng(seed)``.
+The three real datasets are scikit-learn's bundled copies (``sklearn.datasets.load_*``,
+installed with it, read offline); moons, circles, gaussians, swiss_roll and regression are
+scikit-learn's ``make_*`` generators with ``random_state=seed``, so the arrays are the ones
+users know from scikit-learn.  The rest (spirals, margin blobs, linreg, patterns, toy
+sequences), which no library provides, are generated from ``np.random.default_rng(seed)``.
+sklearn is imported inside the loaders only (cold start of ``dlc check`` stays lean).
 
 Entry points
 ------------
@@ -26,8 +28,8 @@ Entry points
 Conventions: real-valued arrays are float32, class labels (and token ids) int64, masks and
 0/1 adjacency matrices bool.
 
-Real data (embedded)
---------------------
+Real data (scikit-learn's bundled copies)
+-----------------------------------------
 digits         x [1797,64] float32 in [0,1] (pixels 0..16 divided by 16), y [1797] int64 0..9.
                Options: image=False (True: x is [1797,1,8,8]).  classes=10.
 iris           x [150,4] float32 (cm), y [150] int64 0..2.  classes=3.
@@ -46,14 +48,16 @@ them.  If you split differently, load with ``standardize="none"`` and call
 
 Generators (2-D point clouds; ``n`` = number of points)
 -------------------------------------------------------
-moons      x [n,2], y [n] in {0,1}.  n=500, noise=0.1.
-circles    x [n,2], y [n] (0 outer circle radius 1, 1 inner).  n=500, noise=0.05, factor=0.5.
+moons      x [n,2], y [n] in {0,1}.  n=500, noise=0.1.  (sklearn make_moons)
+circles    x [n,2], y [n] (0 outer circle radius 1, 1 inner).  n=500, noise=0.05, factor=0.5
+           (factor < 1).  (sklearn make_circles)
 spirals    x [n,2], y [n] arm index.  n=600, arms=2, turns=1.5, noise=0.02.  classes=arms.
 gaussians  x [n,2], y [n] component.  Mixture of ``n_components`` Gaussians with centres
            evenly spaced on a circle (the WGAN-GP "8 Gaussians").  n=1000,
-           n_components=8, radius=2.0, std=0.02.  Components are balanced.
-swiss_roll x [n,2], t [n] in [0,1] (position along the roll).  The (x, z) plane of the 3-D
-           swiss roll, x = scale*(u cos u, u sin u) + noise*N(0,1), u = 1.5*pi*(1+2t).
+           n_components=8, radius=2.0, std=0.02.  Components are balanced (sklearn
+           make_blobs with these centres).
+swiss_roll x [n,2], t [n] in [0,1] (position along the roll).  The (x, z) plane of
+           sklearn's make_swiss_roll, x = scale*(u cos u, u sin u) + noise*N(0,1), u = 1.5*pi*(1+2t).
            n=1000, scale=0.1, noise=0.05 (final units).  classes=None.
 blobs      x [n,dim], y [n] in {-1,+1} (int64; note: *not* 0/1).  Linearly separable
            through the origin: y * (w . x) >= margin for a unit vector w.
@@ -63,6 +67,9 @@ blobs      x [n,dim], y [n] in {-1,+1} (int64; note: *not* 0/1).  Linearly separ
 patterns   x [n,dim] float32 of +-1 (random Hopfield memories, P(+1)=p).  n=10, dim=100, p=0.5.
 linreg     x [n,features] float32 ~ N(0,1), y [n] float32 = x.w + b + noise*N(0,1) with w, b ~ N(0,1)
            (meta: w, b).  n=500, features=4, noise=0.1.  classes=None.
+regression sklearn make_regression: x [n,features] ~ N(0,1), y = x.coef + bias + noise with coef
+           100*U(0,1) on ``informative`` features (meta: w = coef, b).  n=500, features=4,
+           informative=4, noise=0.1, bias=0.
 
 Toy sequences (``n`` sequences of ``length`` steps, batch-first)
 -----------------------------------------------------------------

@@ -1,27 +1,25 @@
-"""The real data sets shipped with dlc (digits, iris, breast cancer)."""
+"""The real data sets (digits, iris, breast cancer), read from scikit-learn's bundled copies."""
 
 from __future__ import annotations
-
-import zipfile
-from pathlib import Path
 
 import numpy as np
 
 from compiler.training.datasets.dataset import DEFAULT_FRACTIONS, Dataset, DatasetError, _moments
 from compiler.training.datasets.registry import DATASETS, _bool, _choice, _int, _register
 
-DATA_DIR = Path(__file__).resolve().parent / "embedded"
-
 # --------------------------------------------------------------------------- real data
 
 
-def _read_embedded(name: str) -> dict[str, np.ndarray]:
-    path = DATA_DIR / f"{name}.npz"
+def _sklearn_bunch(name: str):
+    """scikit-learn's bundled copy of a real data set (installed with it, read offline).
+
+    Imported here, not at module level: `dlc check`/`compile` never load data and must not
+    pay sklearn's import time (cold start is measured)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise DatasetError(f"embedded dataset file '{path}' is missing or unreadable: {e}") from None
+        from sklearn import datasets as skd
+    except ImportError as e:  # a dependency of dlc, but say what is missing rather than a traceback
+        raise DatasetError(f"dataset '{name}' needs scikit-learn (pip install scikit-learn): {e}") from None
+    return getattr(skd, f"load_{name}")()
 
 
 _STD_OPTS = {
@@ -51,15 +49,15 @@ def _standardized(ds: Dataset, mode: str, split_seed: int) -> Dataset:
     "real",
 )
 def _digits(seed: int, *, image: bool) -> Dataset:
-    z = _read_embedded("digits")
-    x = z["pixels"].astype(np.float32) / np.float32(16.0)
+    b = _sklearn_bunch("digits")
+    x = b.data.astype(np.float32) / np.float32(16.0)
     if image:
         x = x.reshape(-1, 1, 8, 8)
     return Dataset(
-        {"x": x, "y": z["labels"].astype(np.int64)},
+        {"x": x, "y": b.target.astype(np.int64)},
         description=DATASETS["digits"].description,
         classes=10,
-        meta={"class_names": [str(i) for i in range(10)], "source": "digits.npz"},
+        meta={"class_names": [str(i) for i in range(10)], "source": "sklearn.datasets.load_digits"},
     )
 
 
@@ -71,12 +69,12 @@ def _digits(seed: int, *, image: bool) -> Dataset:
     "real",
 )
 def _iris(seed: int, *, standardize: str, split_seed: int) -> Dataset:
-    z = _read_embedded("iris")
+    b = _sklearn_bunch("iris")
     ds = Dataset(
-        {"x": (z["features_x10"].astype(np.float64) / 10.0).astype(np.float32), "y": z["labels"].astype(np.int64)},
+        {"x": b.data.astype(np.float32), "y": b.target.astype(np.int64)},
         description=DATASETS["iris"].description,
         classes=3,
-        meta={"feature_names": [str(s) for s in z["feature_names"]], "class_names": [str(s) for s in z["target_names"]]},
+        meta={"feature_names": [str(s) for s in b.feature_names], "class_names": [str(s) for s in b.target_names]},
     )
     return _standardized(ds, standardize, split_seed)
 
@@ -89,13 +87,13 @@ def _iris(seed: int, *, standardize: str, split_seed: int) -> Dataset:
     "real",
 )
 def _breast_cancer(seed: int, *, standardize: str, split_seed: int) -> Dataset:
-    z = _read_embedded("breast_cancer")
-    raw = z["features"].astype(np.float64) / 10.0 ** z["decimals"].astype(np.float64)
+    b = _sklearn_bunch("breast_cancer")
+    raw = b.data.astype(np.float64)
     ds = Dataset(
-        {"x": raw.astype(np.float32), "y": z["labels"].astype(np.int64)},
+        {"x": raw.astype(np.float32), "y": b.target.astype(np.int64)},
         description=DATASETS["breast_cancer"].description,
         classes=2,
-        meta={"feature_names": [str(s) for s in z["feature_names"]], "class_names": [str(s) for s in z["target_names"]]},
+        meta={"feature_names": [str(s) for s in b.feature_names], "class_names": [str(s) for s in b.target_names]},
     )
     if standardize != "none":
         # statistics from the exact (float64) raw values, applied to them

@@ -1,4 +1,8 @@
-"""Seeded generators of 2-D point clouds and regression data."""
+"""Seeded generators of 2-D point clouds and regression data.
+
+moons, circles, gaussians (make_blobs), swiss_roll and regression are scikit-learn's own
+``make_*`` generators with ``random_state=seed``, so a seed gives the arrays users know
+from scikit-learn; the rest (spirals, margin blobs, linreg, patterns) are ours."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler.training.datasets.dataset import Dataset
+from compiler.training.datasets.dataset import Dataset, DatasetError
 from compiler.training.datasets.registry import DATASETS, _float, _int, _register
 
 # --------------------------------------------------------------------------- generators
@@ -20,6 +24,25 @@ def _finish(rng: np.random.Generator, name: str, fields: dict[str, np.ndarray], 
     for k, v in fields.items():
         v = v[perm]
         out[k] = v.astype(np.int64) if np.issubdtype(v.dtype, np.integer) else v.astype(np.float32)
+    return Dataset(out, description=DATASETS[name].description, classes=classes, meta=meta)
+
+
+def _sklearn(name: str, seed: int, **kwargs: Any):
+    """Call ``sklearn.datasets.<name>(random_state=seed, **kwargs)``.
+
+    Imported lazily: `dlc check`/`compile` never generate data and must not pay sklearn's
+    import time.  sklearn's RandomState takes seeds below 2**32."""
+    try:
+        from sklearn import datasets as skd
+    except ImportError as e:
+        raise DatasetError(f"this dataset needs scikit-learn (pip install scikit-learn): {e}") from None
+    if seed >= 2**32:
+        raise DatasetError(f"seed must be < 2**32 for scikit-learn's generators, got {seed}")
+    return getattr(skd, name)(random_state=seed, **kwargs)
+
+
+def _cast(name: str, fields: dict[str, np.ndarray], classes: int | None, **meta: Any) -> Dataset:
+    out = {k: v.astype(np.int64) if np.issubdtype(v.dtype, np.integer) else v.astype(np.float32) for k, v in fields.items()}
     return Dataset(out, description=DATASETS[name].description, classes=classes, meta=meta)
 
 
@@ -39,17 +62,8 @@ _N = "number of samples"
     "generator",
 )
 def _moons(seed: int, *, n: int, noise: float) -> Dataset:
-    rng = np.random.default_rng(seed)
-    n_out = n // 2
-    n_in = n - n_out
-    a_out = rng.uniform(0, np.pi, n_out)
-    a_in = rng.uniform(0, np.pi, n_in)
-    x = np.concatenate(
-        [np.stack([np.cos(a_out), np.sin(a_out)], 1), np.stack([1 - np.cos(a_in), 0.5 - np.sin(a_in)], 1)]
-    )
-    x += noise * rng.standard_normal(x.shape)
-    y = np.concatenate([np.zeros(n_out, np.int64), np.ones(n_in, np.int64)])
-    return _finish(rng, "moons", {"x": x, "y": y}, 2)
+    x, y = _sklearn("make_moons", seed, n_samples=n, noise=noise, shuffle=True)
+    return _cast("moons", {"x": x, "y": y}, 2, source="sklearn.datasets.make_moons")
 
 
 @_register(
@@ -59,19 +73,13 @@ def _moons(seed: int, *, n: int, noise: float) -> Dataset:
     {
         "n": _int(500, _N, min=2),
         "noise": _float(0.05, "std of Gaussian noise added to the points", min=0),
-        "factor": _float(0.5, "inner radius relative to the outer radius 1", min=0, max=1),
+        "factor": _float(0.5, "inner radius relative to the outer radius 1 (below 1)", min=0, max=0.999999),
     },
     "generator",
 )
 def _circles(seed: int, *, n: int, noise: float, factor: float) -> Dataset:
-    rng = np.random.default_rng(seed)
-    n_out = n // 2
-    n_in = n - n_out
-    ang = rng.uniform(0, 2 * np.pi, n)
-    r = np.concatenate([np.ones(n_out), np.full(n_in, factor)])
-    x = np.stack([r * np.cos(ang), r * np.sin(ang)], 1) + noise * rng.standard_normal((n, 2))
-    y = np.concatenate([np.zeros(n_out, np.int64), np.ones(n_in, np.int64)])
-    return _finish(rng, "circles", {"x": x, "y": y}, 2)
+    x, y = _sklearn("make_circles", seed, n_samples=n, noise=noise, factor=factor, shuffle=True)
+    return _cast("circles", {"x": x, "y": y}, 2, source="sklearn.datasets.make_circles")
 
 
 @_register(
@@ -108,12 +116,11 @@ def _spirals(seed: int, *, n: int, arms: int, turns: float, noise: float) -> Dat
     "generator",
 )
 def _gaussians(seed: int, *, n: int, n_components: int, radius: float, std: float) -> Dataset:
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % n_components
     ang = 2 * np.pi * np.arange(n_components) / n_components
     centers = radius * np.stack([np.cos(ang), np.sin(ang)], 1)
-    x = centers[y] + std * rng.standard_normal((n, 2))
-    return _finish(rng, "gaussians", {"x": x, "y": y}, n_components, centers=centers)
+    # make_blobs with explicit centres: n // k points each (the first n % k one more), shuffled
+    x, y = _sklearn("make_blobs", seed, n_samples=n, centers=centers, cluster_std=std, shuffle=True)
+    return _cast("gaussians", {"x": x, "y": y}, n_components, centers=centers, source="sklearn.datasets.make_blobs")
 
 
 @_register(
@@ -122,17 +129,17 @@ def _gaussians(seed: int, *, n: int, n_components: int, radius: float, std: floa
     {"x": "[n,2] float32 (roughly in [-1.5,1.5] at the default scale)", "t": "[n] float32 in [0,1], position along the roll"},
     {
         "n": _int(1000, _N, min=1),
-        "scale": _float(0.1, "multiplier applied to the roll (u cos u, u sin u)", min=0),
+        "scale": _float(0.1, "multiplier applied to the roll (u cos u, u sin u)", min=1e-12),
         "noise": _float(0.05, "std of Gaussian noise, in final (scaled) units", min=0),
     },
     "generator",
 )
 def _swiss_roll(seed: int, *, n: int, scale: float, noise: float) -> Dataset:
-    rng = np.random.default_rng(seed)
-    t = rng.uniform(0.0, 1.0, n)
-    u = 1.5 * np.pi * (1 + 2 * t)
-    x = scale * np.stack([u * np.cos(u), u * np.sin(u)], 1) + noise * rng.standard_normal((n, 2))
-    return _finish(rng, "swiss_roll", {"x": x, "t": t}, None, shuffle=False)
+    # sklearn's 3-D roll (u cos u, 21 v, u sin u) + noise, u = 1.5 pi (1 + 2t); its noise is in
+    # unscaled units, so divide ours (final units) by the scale
+    x3, u = _sklearn("make_swiss_roll", seed, n_samples=n, noise=noise / scale, hole=False)
+    t = (u / (1.5 * np.pi) - 1.0) / 2.0
+    return _cast("swiss_roll", {"x": scale * x3[:, [0, 2]], "t": t}, None, source="sklearn.datasets.make_swiss_roll")
 
 
 @_register(
@@ -209,3 +216,22 @@ def _patterns(seed: int, *, n: int, dim: int, p: float) -> Dataset:
     x = np.where(rng.uniform(size=(n, dim)) < p, 1.0, -1.0)
     return Dataset({"x": x.astype(np.float32)}, description=DATASETS["patterns"].description, classes=None)
 
+
+
+@_register(
+    "regression",
+    "scikit-learn's make_regression: y = x.coef + bias + noise, coef ~ 100 U(0,1) on the informative features",
+    {"x": "[n,features] float32 ~ N(0,1)", "y": "[n] float32"},
+    {
+        "n": _int(500, _N, min=1),
+        "features": _int(4, "number of input features", min=1),
+        "informative": _int(4, "number of features with a non-zero coefficient (at most features)", min=1),
+        "noise": _float(0.1, "std of Gaussian noise added to y", min=0),
+        "bias": _float(0.0, "the intercept", ),
+    },
+    "generator",
+)
+def _regression(seed: int, *, n: int, features: int, informative: int, noise: float, bias: float) -> Dataset:
+    x, y, coef = _sklearn("make_regression", seed, n_samples=n, n_features=features,
+                          n_informative=min(informative, features), noise=noise, bias=bias, coef=True)
+    return _cast("regression", {"x": x, "y": y}, None, w=coef, b=bias, source="sklearn.datasets.make_regression")
