@@ -27,8 +27,9 @@ from compiler.core.ir import Graph
 
 from ..pysource import register_scan, register_source
 from .codegen import TorchGen
+from .compiled import compile_program
 
-__all__ = ["lower", "DlcModule", "TorchGen"]
+__all__ = ["lower", "DlcModule", "TorchGen", "compile_program"]
 
 _counter = itertools.count()
 
