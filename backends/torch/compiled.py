@@ -31,7 +31,7 @@ class CompiledProgram:
     def __call__(self, feeds: dict) -> dict:
         # host arrays become tensors out here (zero-copy), so dynamo guards on tensors,
         # not on NumPy objects; the generated code's `as_tensor` is then a no-op
-        feeds = {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+        feeds = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v
                  for k, v in feeds.items()}
         before = _frames_compiled()
         t0 = time.perf_counter()
