@@ -155,3 +155,34 @@ def test_compile_needs_the_torch_backend(tmp_path, capsys):
     assert code == 2
     err = json.loads(capsys.readouterr().out)
     assert err["error"] == "UsageError" and "--backend torch" in err["message"]
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_max_pool_gradient_reuses_the_forward_indices(kernel, stride, padding):
+    """The forward pooling returns its argmax indices when the graph also routes a
+    gradient through it (one pooling pass, as eager autograd saves them); the gradient
+    is torch autograd's."""
+    from compiler.core.ir import Graph
+    from compiler.transform.autodiff import grad as ad_grad
+    g = Graph("pool")
+    x = g.add("input", (), {"name": "x", "dtype": "f32", "shape": (2, 3, 7, 7)})
+    out_side = (7 + 2 * padding - kernel) // stride + 1
+    w = g.add("input", (), {"name": "w", "dtype": "f32", "shape": (2, 3, out_side, out_side)})
+    y = g.op("max_pool", x, kernel=(kernel, kernel), stride=(stride, stride),
+             padding=(padding, padding))
+    loss = g.op("sum", g.op("mul", y, w), axis=None, keepdims=False)
+    (dx,) = ad_grad(g, loss, [x])
+    mod = tb.lower(g, {"loss": loss, "dx": dx}, dtype="f64")
+    body = mod.source.split("def forward", 1)[1]
+    assert body.count("max_pool2d(") == 1 and "return_indices=True" in body
+    rng = np.random.default_rng(1)
+    xv = torch.as_tensor(rng.standard_normal((2, 3, 7, 7)))
+    wv = torch.as_tensor(rng.standard_normal(tuple(g.type(w).shape)))
+    out = mod({"x": xv, "w": wv})
+    xr = xv.clone().requires_grad_(True)
+    ref = (torch.nn.functional.max_pool2d(xr, kernel, stride, padding) * wv).sum()
+    ref.backward()
+    # overlapping windows add up to 4 routed values per entry: autograd may add them
+    # in another order, a few f64 ulps of values of size ~1
+    torch.testing.assert_close(out["dx"], xr.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out["loss"], ref.detach(), rtol=0, atol=0)
