@@ -495,6 +495,11 @@ def _pool_indices_torch(n, x, cg=None):
 
 
 def _mps_torch(cg, n, x, y):
+    if len(n.type.shape) == 4:
+        # 2-D: autograd's own kernel for the routing (one call; no zeros, no scatter)
+        kernel, stride, padding = pool_params(n.attrs, 2)
+        return (f"torch.ops.aten.max_pool2d_with_indices_backward({y}, {x}, {list(kernel)}, "
+                f"{list(stride)}, {list(padding)}, [1, 1], False, {_pool_indices_torch(n, x, cg)})")
     return (f"(lambda _x, _y, _i: torch.zeros_like(_x).flatten(2).scatter_add(2, _i.flatten(2), "
             f"_y.flatten(2)).view_as(_x))({x}, {y}, {_pool_indices_torch(n, x, cg)})")
 
