@@ -6,7 +6,9 @@
   op, so nothing but the number of Python calls may change);
 * `dlc train --compile` (`backends/torch/compiled.py`): a short run under
   torch.compile ends at the parameters of the same run without it;
-* `--compile` with another backend is a usage error (exit 2).
+* `--compile` with another backend is a usage error (exit 2);
+* max pooling's gradient reads the forward's argmax indices (one pooling pass) and
+  equals torch autograd's.
 """
 from __future__ import annotations
 
