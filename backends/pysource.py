@@ -264,7 +264,7 @@ class PyModuleGen:
         for r in roots:
             if r not in graph:
                 raise KeyError(f"result node {r} is not in graph {graph.name!r}")
-        order = graph.topo_order(roots)
+        order = self.schedule(graph, graph.topo_order(roots), results)
         scope = Scope(self)
         sources = [n for n in order if graph.data(n)["op"] in SOURCE_OPS]
         source_lines = []
@@ -274,7 +274,7 @@ class PyModuleGen:
             source_lines.append(f"{var} = {self.read_source(node, var)}")
         for n in order:
             if n not in scope.env:
-                scope.lower_node(graph, n)
+                self.lower_top(scope, graph, n)
         # Dims were registered while lowering; bind them now, after the sources.
         dim_lines, dim_feeds = self._bind_dims(graph, scope)
         body = self.prologue(scope, sources) + source_lines + dim_lines + scope.lines
@@ -292,6 +292,15 @@ class PyModuleGen:
             blocks.append(foot)
         source = "\n\n\n".join(blocks) + "\n"
         return Generated(source, feeds, sources)
+
+    # ---- hooks for a backend that lowers several nodes in one statement -------------
+    def schedule(self, graph: Graph, order: list[int], results: dict[str, int]) -> list[int]:
+        """The order the top-level nodes are lowered in (any topological order)."""
+        return order
+
+    def lower_top(self, scope: "Scope", graph: Graph, n: int) -> None:
+        """Lower top-level node ``n`` (a backend may bind several nodes at once)."""
+        scope.lower_node(graph, n)
 
     def _bind_dims(self, graph: Graph, scope: "Scope") -> tuple[list[str], list[str]]:
         lines, feeds = [], []

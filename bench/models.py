@@ -11,6 +11,9 @@ sides draw nothing), with the same starting weights on both sides:
   the same step in eager PyTorch (nn.Linear / nn.Conv2d / nn.LSTM /
   nn.TransformerEncoderLayer, torch.optim.Adam, loss.backward()); the losses of both
   over 3 steps are recorded (they must agree);
+* torch unfused / compiled: the same step lowered without the multi-tensor
+  `_foreach_*` optimizer updates, and under `torch.compile` (`dlc train --compile`;
+  its compile time, the first call, in `compile_s`), each paired with eager again;
 * ort_train: dlc's ONNX train-step model in onnxruntime vs the eager step;
 * ort_infer: onnxruntime inference of dlc's ONNX vs of torch.onnx.export of the eager
   model (the same outputs);
@@ -58,11 +61,16 @@ def dlc_setup(spec: str, hparams: dict | None = None):
     return m2, cfg, g, res, values
 
 
-def dlc_torch_step(g, res, values, batch):
+def dlc_torch_step(g, res, values, batch, *, compile=False, foreach=True):
+    """The generated step; `compile`: under torch.compile (`dlc train --compile`: its
+    first call compiles); `foreach=False`: the lowering without multi-tensor optimizer
+    updates."""
     import numpy as np
     import torch
     from backends import torch as tb
-    module = tb.lower(g, res, dtype="f32")
+    module = tb.lower(g, res, dtype="f32", foreach=foreach)
+    if compile:
+        module = tb.compile_program(module)
     names = {g.node(n).attrs["name"] for n in g.inputs + g.params + g.states}
     feeds = {k: torch.as_tensor(np.asarray(v)) for k, v in values.items() if k in names}
     feeds.update({k: torch.as_tensor(v) for k, v in batch.items()})
@@ -381,7 +389,8 @@ def bench_case(label, spec, hp, build, kind, out_kind, repeat, tmp):
     sched = grp.schedule.name if grp.schedule else "constant"
 
     def eager():
-        net = build({k: np.asarray(v) for k, v in values.items()})
+        # copies: eager updates its params in place, and `_t` shares f32 arrays
+        net = build({k: np.array(v, copy=True) for k, v in values.items()})
         return net, eager_step(net, batch, kind=kind, lr=lr, wd=grp.weight_decay,
                                schedule=sched, clip=grp.clip_grad_norm)
 
@@ -393,6 +402,19 @@ def bench_case(label, spec, hp, build, kind, out_kind, repeat, tmp):
     r["eager"], r["dlc_torch"] = paired(e_step, d_step, repeat)
     r["faults_per_step"] = minor_faults(d_step, 20)  # after timeit's warm-up
     r["eager_faults_per_step"] = minor_faults(e_step, 20)
+    # the same step lowered without the multi-tensor (`_foreach_*`) optimizer updates
+    u_step = dlc_torch_step(g, res, values, batch, foreach=False)
+    r["eager_vs_unfused"], r["dlc_torch_unfused"] = paired(e_step, u_step, repeat)
+    try:  # `dlc train --compile`: torch.compile of the whole generated step
+        import time
+        c_step = dlc_torch_step(g, res, values, batch, compile=True)
+        t0 = time.perf_counter()
+        first = c_step()  # compiles (outside every timed sample): step 0's loss
+        r["compile_s"] = time.perf_counter() - t0
+        r["losses_dlc_compiled"] = [first, c_step(), c_step()]
+        r["eager_vs_compiled"], r["dlc_torch_compiled"] = paired(e_step, c_step, repeat)
+    except Exception as e:  # noqa: BLE001
+        r["dlc_torch_compiled"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
     try:
         r["loop_vs_step"] = dlc_loop_vs_step(spec, hp, repeat)
     except Exception as e:  # noqa: BLE001

@@ -27,8 +27,9 @@ from compiler.core.ir import Graph
 
 from ..pysource import register_scan, register_source
 from .codegen import TorchGen
+from .compiled import compile_program
 
-__all__ = ["lower", "DlcModule", "TorchGen"]
+__all__ = ["lower", "DlcModule", "TorchGen", "compile_program"]
 
 _counter = itertools.count()
 
@@ -92,14 +93,16 @@ class DlcModule(nn.Module):
 
 
 def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", device="cpu",
-          **opts) -> DlcModule:
+          foreach: bool = True, **opts) -> DlcModule:
     """Generate the PyTorch module computing ``results`` of ``graph``.
 
     ``dtype`` is the run dtype of every float node; ``device`` where the params and
-    states are created (``module.to(...)`` moves them later as usual).
+    states are created (``module.to(...)`` moves them later as usual). ``foreach``:
+    the optimizer's per-parameter updates as multi-tensor ``torch._foreach_*`` calls
+    (`backends/torch/foreach.py`; the same values as ``foreach=False``).
     """
     if opts:
         raise TypeError(f"unknown PyTorch backend options: {', '.join(opts)}")
     register_scan("torch")
-    gen = TorchGen(dtype).generate(graph, dict(results))
+    gen = TorchGen(dtype, fuse_foreach=foreach).generate(graph, dict(results))
     return DlcModule(graph, gen.source, gen.feeds, list(results), dtype, device)

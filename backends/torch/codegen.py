@@ -5,7 +5,8 @@ import keyword
 
 from compiler.core.types import RUN_DTYPES, TensorType
 
-from ..pysource import PyModuleGen, literal, quote
+from ..pysource import PyModuleGen, literal, node_hint, quote
+from . import foreach
 
 _TORCH_DTYPES = {"f64": "torch.float64", "f32": "torch.float32", "f16": "torch.float16", "bf16": "torch.bfloat16",
                  "i64": "torch.int64", "i32": "torch.int32", "bool": "torch.bool"}
@@ -27,6 +28,24 @@ class TorchGen(PyModuleGen):
     prelude_package = "backends.torch"
     imports = ("import torch", "import torch.nn.functional as F")
     run_dtypes = RUN_DTYPES
+
+    def __init__(self, run_dtype: str = "f32", fuse_foreach: bool = True):
+        super().__init__(run_dtype)
+        self.fuse_foreach = fuse_foreach
+        self.groups: dict[int, list[int]] = {}
+
+    # the optimizer's per-parameter nodes as multi-tensor `_foreach_*` calls (foreach.py)
+    def schedule(self, graph, order, results):
+        if not self.fuse_foreach:
+            return order
+        order, self.groups = foreach.plan(graph, order, results)
+        return order
+
+    def lower_top(self, scope, graph, n):
+        if n in self.groups:
+            foreach.emit_group(scope, graph, self.groups[n], node_hint)
+        else:
+            scope.lower_node(graph, n)
 
     def dtype(self, dtype: str) -> str:
         """Float dtypes are the run dtype (torch.float32 in an f32 run)."""

@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a collective waits for a missing rank (default 300)")
     c.add_argument("--dtype", default="f32", choices=["f32", "f64"], help="run dtype")
     c.add_argument("--force", action="store_true", help="overwrite the run in --out")
+    c.add_argument("--compile", action="store_true",
+                   help="torch.compile the whole train step (--backend torch only)")
 
     c = sub.add_parser("summary", help="per-layer table: output shapes, parameters, MACs/FLOPs")
     _add_common(c)

@@ -63,6 +63,11 @@ def _dist_failure(e, args) -> tuple[int, dict]:
 
 
 def _run_training(model, args, comm) -> tuple[int, dict]:
+    compiling = bool(getattr(args, "compile", False))
+    if compiling and getattr(args, "backend", "numpy") != "torch":
+        from compiler.commands.usage import UsageError
+        raise UsageError(f"--compile needs --backend torch (torch.compile), not "
+                         f"--backend {getattr(args, 'backend', 'numpy')}")
     cfg = parse_train(model)
     _apply_overrides(cfg, args)
     model = model_for(model, cfg)
@@ -80,7 +85,7 @@ def _run_training(model, args, comm) -> tuple[int, dict]:
                  device=getattr(args, "device", "cpu"), seed=seed, out=out,
                  progress=_progress(model, args, quiet, out), comm=comm,
                  dtype=getattr(args, "dtype", None) or "f32",
-                 horizon=_horizon(out) if resume else None)
+                 horizon=_horizon(out) if resume else None, compile=compiling)
     if getattr(args, "resume", False):
         try:
             tr.load_checkpoint()
@@ -206,6 +211,7 @@ def _finish(tr: Trainer, model, cfg: TrainConfig, out: Path) -> dict:
                **({"processes": tr.comm.world} if tr.comm.active else {}),
                "epochs": round(p.round / tr.nb, 4), "steps": p.round,
                "time_s": round(p.elapsed, 3), "stopped_early": p.stopped,
+               **({"compile_s": tr.compile_s} if tr.compile_s is not None else {}),
                **final, "run_dir": str(out), "files": files}
     if cfg.early_stop is not None:
         payload["best"] = {"metric": f"val.{cfg.early_stop.metric}", "value": p.best,
@@ -219,7 +225,9 @@ def render_summary(payload: dict) -> str:
     e = payload["epochs"]
     lines = [f"trained {payload['model']} on {payload['data']}: {e:g} epoch{'' if e == 1 else 's'} "
              f"({payload['steps']} steps) in {payload['time_s']:.1f} s"
-             f"{', stopped early' if payload['stopped_early'] else ''}"]
+             f"{', stopped early' if payload['stopped_early'] else ''}"
+             + (f" (of which torch.compile {payload['compile_s']:.1f} s)"
+                if payload.get("compile_s") is not None else "")]
     for part in ("train", "val", "test"):
         if payload.get(part):
             lines.append(f"  {part:<5}  " + "  ".join(f"{k} {v:.4f}"

@@ -383,8 +383,47 @@ def _(g, n, ct):
 
 
 max_pool.numpy(lambda cg, n, x: f"np.max({_windows(cg, n, x, '-np.inf')}, axis={_spatial_axes(n)})")
-max_pool.torch(lambda cg, n, x: f"F.max_pool{_LETTER[len(n.type.shape) - 2]}({x}, "
-                                f"{', '.join(map(str, _pool_src(n)))})")
+def _max_pool_torch(cg, n, x):
+    # When the graph also routes a gradient through this pooling (its VJP's
+    # max_pool_scatter, or max_pool_gather), the forward returns the argmax indices
+    # too and the routing reads them: one pooling pass instead of two (eager
+    # autograd saves the indices the same way). The values are the same.
+    k = len(n.type.shape) - 2
+    call = f"F.max_pool{_LETTER[k]}({x}, {', '.join(map(str, _pool_src(n)))}"
+    key = _pool_key(n.args[0], n)
+    if key not in _routed_pools(cg):
+        return call + ")"
+    vals, idx = cg.fresh("max_pool_values"), cg.fresh("max_pool_indices")
+    cg.emit(f"{vals}, {idx} = {call}, return_indices=True)")
+    _pool_memo(cg)[key] = (cg, cg.graph, idx)
+    return vals
+
+
+def _pool_key(x_id, n):
+    k = len(n.type.shape) - 2
+    return (x_id, tuple(map(tuple, pool_params(n.attrs, k))))
+
+
+def _routed_pools(cg) -> set:
+    """(x, pooling parameters) of every max_pool_scatter / max_pool_gather of cg.graph."""
+    cache = cg.mod.__dict__.setdefault("routed_pools", {})
+    hit = cache.get(id(cg.graph))
+    if hit is None or hit[0] is not cg.graph:  # (the graph object is held: ids stay unique)
+        g = cg.graph
+        keys = set()
+        for m in g.topo_order():
+            node = g.node(m)
+            if node.op in ("max_pool_scatter", "max_pool_gather"):
+                keys.add(_pool_key(node.args[0], node))
+        hit = cache[id(cg.graph)] = (cg.graph, keys)
+    return hit[1]
+
+
+def _pool_memo(cg) -> dict:
+    return cg.mod.__dict__.setdefault("pool_indices", {})
+
+
+max_pool.torch(_max_pool_torch)
 max_pool.onnx(lambda o, n, x: o.op("MaxPool", x, **_pool_onnx_attrs(n)))
 
 
@@ -443,16 +482,26 @@ def _mps_numpy(cg, n, x, y):
             f"{stride}, {padding})")
 
 
-def _pool_indices_torch(n, x):
-    # PyTorch's indices are flat within each [b, c] plane
+def _pool_indices_torch(n, x, cg=None):
+    # PyTorch's indices are flat within each [b, c] plane; the forward pooling's own
+    # when it returned them (`_max_pool_torch`), in this function of this graph
+    if cg is not None:
+        hit = _pool_memo(cg).get(_pool_key(n.args[0], n))
+        if hit is not None and hit[0] is cg and hit[1] is cg.graph:
+            return hit[2]
     k = len(n.type.shape) - 2
     args = ", ".join(map(str, pool_params(n.attrs, k)))
     return f"F.max_pool{_LETTER[k]}({x}, {args}, return_indices=True)[1]"
 
 
 def _mps_torch(cg, n, x, y):
+    if len(n.type.shape) == 4:
+        # 2-D: autograd's own kernel for the routing (one call; no zeros, no scatter)
+        kernel, stride, padding = pool_params(n.attrs, 2)
+        return (f"torch.ops.aten.max_pool2d_with_indices_backward({y}, {x}, {list(kernel)}, "
+                f"{list(stride)}, {list(padding)}, [1, 1], False, {_pool_indices_torch(n, x, cg)})")
     return (f"(lambda _x, _y, _i: torch.zeros_like(_x).flatten(2).scatter_add(2, _i.flatten(2), "
-            f"_y.flatten(2)).view_as(_x))({x}, {y}, {_pool_indices_torch(n, x)})")
+            f"_y.flatten(2)).view_as(_x))({x}, {y}, {_pool_indices_torch(n, x, cg)})")
 
 
 def _pool_positions_onnx(o, n, x, spatial, k):
@@ -526,7 +575,7 @@ def _mpg_numpy(cg, n, x, v):
 
 def _mpg_torch(cg, n, x, v):
     return (f"(lambda _v, _i: _v.flatten(2).gather(2, _i.flatten(2)).view_as(_i))"
-            f"({v}, {_pool_indices_torch(n, x)})")
+            f"({v}, {_pool_indices_torch(n, x, cg)})")
 
 
 def _mpg_onnx(o, n, x, v):

@@ -82,7 +82,7 @@ class Position:
 class Trainer:
     def __init__(self, model, cfg: TrainConfig, parts, *, backend="numpy", device="cpu",
                  seed=0, out: Path, progress=None, comm: Comm | None = None,
-                 dtype: str = "f32", horizon: int | None = None):
+                 dtype: str = "f32", horizon: int | None = None, compile: bool = False):
         self.model, self.cfg, self.backend, self.device = model, cfg, backend, device
         self.seed, self.out, self.dtype = seed, out, dtype
         # data-parallel: each step is split into a gradient half and an update half,
@@ -105,6 +105,10 @@ class Trainer:
                                  split=self.comm.active) for grp in cfg.groups]
         self.programs = [self._lower_halves(sg) if sg.split else
                          self._lower(sg.graph, sg.results) for sg in self.steps]
+        if compile:  # `--compile`: torch.compile of each whole step program (torch only)
+            tb = backend_registry.load("torch")
+            self.programs = [tuple(map(tb.compile_program, p)) if isinstance(p, tuple)
+                             else tb.compile_program(p) for p in self.programs]
         eg = model.graph
         self.eval_names = [k for k, kind in eg.output_kinds.items() if kind in ("loss", "metric")
                            and _is_scalar(eg, eg.outputs[k])]
@@ -124,6 +128,13 @@ class Trainer:
         self.ring: list = []  # `average checkpoints(n)`: params at the last n evaluations
         self.pos = Position(group_steps={grp.name: 0 for grp in cfg.groups})
         self.progress = progress
+
+    @property
+    def compile_s(self) -> float | None:
+        """Seconds `--compile` spent compiling the step programs (None: not compiled)."""
+        progs = [q for p in self.programs for q in (p if isinstance(p, tuple) else (p,))]
+        times = [q.compile_s for q in progs if hasattr(q, "compile_s")]
+        return round(sum(times), 3) if times else None
 
     def _lower(self, graph, results):
         return self.model.lower(results, graph, self.backend, self.dtype, self.device)
