@@ -364,11 +364,26 @@ def vjp_rule(prim):
 
 
 def decomposed_vjp(g, node, ct):
-    """A composite's default VJP: differentiate its decomposition, built on the args."""
+    """A composite's default VJP: differentiate its decomposition, built on the args.
+    A multi-result composite gets one cotangent per result (None where unused)."""
     prim = get_primitive(node.op)
     out = prim.decomposition(g, list(node.args), dict(node.attrs))
+    if isinstance(g.type(out), tuple):
+        outs = [g.add("tuple_get", [out], {"index": i}) for i, c in enumerate(ct) if c is not None]
+        seeds = [c for c in ct if c is not None]
+    else:
+        outs, seeds = [out], [ct]
     # an arg passed twice (attention(x, x, x)) gets its whole cotangent once
     wrt = list(dict.fromkeys(a for i, a in enumerate(node.args)
                              if i not in prim.static_args and g.type(a).is_float))
-    cts = dict(zip(wrt, vjp(g, [out], [ct], wrt))) if wrt else {}
+    cts = dict(zip(wrt, vjp(g, outs, seeds, wrt))) if wrt and outs else {}
     return [cts.pop(a, None) for a in node.args]
+
+
+@get_primitive("lstm_grad").decompose
+def _lstm_grad_decomposition(g, args, attrs):
+    # the VJP of lstm's decomposition (a reverse scan), as one tuple: the meaning of the
+    # fused rule, and what NumPy and ONNX run (compiler/primitives/recurrent.py)
+    arg_cts = decomposed_vjp(g, g.node(g.add("lstm", args[:6], attrs)), list(args[6:]))
+    return g.op("pack", *[c if c is not None else zeros_like(g, a)
+                          for a, c in zip(args[:6], arg_cts)])

@@ -46,3 +46,35 @@ def dot_product_attention(ev, args, kwargs, span):
     keep = b["keep"]
     keep = ev.to_tensor(keep, span) if isinstance(keep, bool) else _tensor(ev, keep, span, "keep")
     return ev.add("attention", [_tensor(ev, b[k], span, k) for k in ("q", "k", "v")] + [keep], span)
+
+
+def _std_lstm_cell(cell) -> bool:
+    """Whether `cell` is an instance of the std `LSTMCell` (the cell `lstm` fuses)."""
+    from compiler.core.values import Instance
+    return (isinstance(cell, Instance) and cell.defn.name == "LSTMCell"
+            and set(cell.params) == {"W", "U", "b"} and "forget_bias" in cell.hparams)
+
+
+@builtin()
+def lstm_scan(ev, args, kwargs, span):
+    """lstm_scan(cell, x, init, reverse=false): scan(cell, x, init = init, axis = 1, reverse = reverse); a std LSTMCell runs as one fused `lstm` op"""
+    from compiler.core.types import TypeMismatch
+    from compiler.core.values import Tensor
+    from compiler.elaborate.builtins.forms import scan
+    b = _bind("lstm_scan", args, kwargs, span, ["cell", "x", "init", "reverse"], {"reverse": False})
+    cell, x, init, reverse = b["cell"], b["x"], b["init"], b["reverse"]
+    # the scan as written: it creates the cell's parameters (on its first call) and is the
+    # result whenever the fused op does not apply; when it does, the scan is dead code
+    out = scan(ev, [cell, x], {"init": init, "axis": 1, "reverse": reverse}, span)
+    if not (_std_lstm_cell(cell) and isinstance(x, Tensor) and isinstance(init, tuple)
+            and len(init) == 2 and all(isinstance(t, Tensor) for t in init)
+            and isinstance(reverse, bool)):
+        return out
+    p = cell.params
+    try:
+        t = ev.add("lstm", [init[0], init[1], x, p["W"], p["U"], p["b"]], span,
+                   forget_bias=float(cell.hparams["forget_bias"]), reverse=reverse)
+    except TypeMismatch:  # not the shapes `lstm` takes (no batch axis, say): the scan
+        return out
+    h, c, ys = (ev.add("tuple_get", [t], span, index=i) for i in range(3))
+    return ((h, c), ys)
