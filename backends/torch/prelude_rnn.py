@@ -27,12 +27,18 @@ def lstm_seq(h0, c0, x, W, U, b, forget_bias, reverse):
     return h[0], c[0], ys
 
 
-def lstm_seq_vjp(h0, c0, x, W, U, b, gh, gc, gys, forget_bias, reverse):
+def lstm_seq_vjp(h0, c0, x, W, U, b, gh, gc, gys, forget_bias, reverse, needed):
     """Cotangents of (h0, c0, x, W, U, b) for cotangents (gh, gc, gys) of `lstm_seq`'s
-    results: the fused forward replayed with autograd on, then torch's fused backward
-    (one recomputed forward, cheap next to the per-step loop it replaces)."""
+    results (zeros where not `needed`): the fused forward replayed with autograd on,
+    then torch's fused backward (one recomputed forward, cheap next to the per-step
+    loop it replaces)."""
     with torch.enable_grad():
-        leaves = [t.detach().requires_grad_(True) for t in (h0, c0, x, W, U, b)]
+        leaves = [t.detach().requires_grad_(k) for t, k in zip((h0, c0, x, W, U, b), needed)]
         outs = lstm_seq(*leaves, forget_bias, reverse)
-        grads = torch.autograd.grad(outs, leaves, (gh, gc, gys), allow_unused=True)
-    return tuple(torch.zeros_like(t) if d is None else d for t, d in zip(leaves, grads))
+        want = [t for t, k in zip(leaves, needed) if k]
+        grads = iter(torch.autograd.grad(outs, want, (gh, gc, gys), allow_unused=True))
+    out = []
+    for t, k in zip(leaves, needed):
+        d = next(grads) if k else None
+        out.append(torch.zeros_like(t) if d is None else d)
+    return tuple(out)

@@ -108,13 +108,18 @@ def _zeros_of(g, n):
     return g.op("broadcast_like", g.scalar_like(0.0, n), n)
 
 
-@lstm.vjp
-def _(g, n, cts):
-    # one fused node for the whole backward through time; an unused result's cotangent is 0
+def _lstm_vjp(g, n, cts, needed=(True,) * 6):
+    # one fused node for the whole backward through time; an unused result's cotangent is
+    # 0; `needed` (which operands autodiff wants: not the data x, nor zero initial states)
+    # spares the decomposition those cotangents' per-step products
     cts = [c if c is not None else _zeros_of(g, g.op("tuple_get", n.id, index=i))
            for i, c in enumerate(cts)]
-    back = g.op("lstm_grad", *n.args, *cts, **n.attrs)
-    return [g.op("tuple_get", back, index=i) for i in range(6)]
+    back = g.op("lstm_grad", *n.args, *cts, needed=tuple(bool(k) for k in needed), **n.attrs)
+    return [g.op("tuple_get", back, index=i) if k else None for i, k in enumerate(needed)]
+
+
+_lstm_vjp.wants_needed = True
+lstm.vjp(_lstm_vjp)
 
 
 def _lstm_torch(cg, n, *srcs):
@@ -127,6 +132,9 @@ lstm.torch(_lstm_torch)
 
 
 def _lstm_grad_type(ts, attrs):
+    needed = attrs.get("needed")
+    if not (isinstance(needed, tuple) and len(needed) == 6 and all(isinstance(k, bool) for k in needed)):
+        raise TypeMismatch("lstm_grad: attr needed is 6 bools (which cotangents to compute)")
     fwd = _lstm_type(ts[:6], attrs)
     for what, t, want in zip(("h_T", "C_T", "ys"), ts[6:], fwd):
         if t != want:
@@ -141,7 +149,8 @@ lstm_grad = defprim(
 
 def _lstm_grad_torch(cg, n, *srcs):
     a = n.attrs
-    return f"{cg.helper('lstm_seq_vjp')}({', '.join(srcs)}, {a['forget_bias']!r}, {a['reverse']!r})"
+    return (f"{cg.helper('lstm_seq_vjp')}({', '.join(srcs)}, {a['forget_bias']!r}, "
+            f"{a['reverse']!r}, {a['needed']!r})")
 
 
 lstm_grad.torch(_lstm_grad_torch)

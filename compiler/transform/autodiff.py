@@ -78,7 +78,7 @@ def vjp(g: Graph, outputs: list[int], cts: list[int], wrt: list[int], *, span=No
         if isinstance(node.type, tuple):
             # a multi-result primitive (eigh, svd, qr): one cotangent per result
             if n in tuple_cts:
-                _multi_vjp(g, node, tuple_cts[n], accumulate, span)
+                _multi_vjp(g, node, tuple_cts[n], accumulate, span, relevant)
             continue
         if n not in acc or node.op in SOURCE_OPS:
             continue
@@ -107,14 +107,20 @@ def vjp(g: Graph, outputs: list[int], cts: list[int], wrt: list[int], *, span=No
     return [acc[w] if w in acc else zeros_like(g, w) for w in wrt]
 
 
-def _multi_vjp(g: Graph, node, cts: dict[int, int], accumulate, span) -> None:
-    """Apply a multi-result primitive's rule to its per-result cotangents (None if unused)."""
+def _multi_vjp(g: Graph, node, cts: dict[int, int], accumulate, span, relevant=()) -> None:
+    """Apply a multi-result primitive's rule to its per-result cotangents (None if unused).
+    A rule marked ``wants_needed`` also gets which arguments need a cotangent (a fused
+    rule computing them all at once can skip the others: `lstm`'s x, say)."""
     prim = get_primitive(node.op)
     try:
         rule = vjp_rule(prim)
     except MissingRule as e:
         raise SpecError(f"cannot differentiate through `{node.op}`: {e}", node.span or span) from None
-    arg_cts = rule(g, node, [cts.get(i) for i in range(len(node.type))])
+    per_result = [cts.get(i) for i in range(len(node.type))]
+    if getattr(rule, "wants_needed", False):
+        arg_cts = rule(g, node, per_result, needed=tuple(a in relevant for a in node.args))
+    else:
+        arg_cts = rule(g, node, per_result)
     for i, (a, c) in enumerate(zip(node.args, arg_cts)):
         if i not in prim.static_args:
             accumulate(a, c)
@@ -384,6 +390,12 @@ def decomposed_vjp(g, node, ct):
 def _lstm_grad_decomposition(g, args, attrs):
     # the VJP of lstm's decomposition (a reverse scan), as one tuple: the meaning of the
     # fused rule, and what NumPy and ONNX run (compiler/primitives/recurrent.py)
-    arg_cts = decomposed_vjp(g, g.node(g.add("lstm", args[:6], attrs)), list(args[6:]))
-    return g.op("pack", *[c if c is not None else zeros_like(g, a)
-                          for a, c in zip(args[:6], arg_cts)])
+    fwd = {k: v for k, v in attrs.items() if k != "needed"}
+    prim = get_primitive("lstm")
+    out = prim.decomposition(g, list(args[:6]), fwd)
+    outs = [g.add("tuple_get", [out], {"index": i}) for i in range(3)]
+    needed = attrs.get("needed", (True,) * 6)
+    wrt = [a for a, k in zip(args[:6], needed) if k]
+    # an operand passed twice (h0 = c0 = zeros) gets its whole cotangent once
+    cts = dict(zip(dict.fromkeys(wrt), vjp(g, outs, list(args[6:]), list(dict.fromkeys(wrt)))))
+    return g.op("pack", *[cts.pop(a) if a in cts else zeros_like(g, a) for a in args[:6]])
