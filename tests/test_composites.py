@@ -157,9 +157,10 @@ def test_native_lowerings_are_used():
             "gelu": "F.gelu", "attention": "F.scaled_dot_product_attention",
             "attention_nomask": "F.scaled_dot_product_attention", "lerp": "torch.lerp",
             "adam_param": "torch.addcdiv"}
-    g, r, _ = _build_lstm(False, 0.0, False)
-    src = bt.lower(g, r).source
-    assert "torch._VF.lstm" in src and "torch.autograd.grad" in src and "for _t" not in src
+    for op in ("lstm", "gru"):
+        g, r, _ = _build_rnn(op, False, False)
+        src = bt.lower(g, r).source
+        assert f"torch._VF.{op}" in src and "torch.autograd.grad" in src and "for _t" not in src
     for case, call in want.items():
         g, r, _ = _build(case, decomposed=False)
         assert call in bt.lower(g, {"value": r["value"]}).source
@@ -204,67 +205,72 @@ def test_cross_entropy_out_of_range_label_is_a_zero_term_on_every_backend():
         np.testing.assert_allclose(g, zt.grad.numpy(), atol=tol)
 
 
-# ---- lstm (compiler/primitives/recurrent.py): three results, a fused VJP -------------------
+# ---- lstm, gru (compiler/primitives/recurrent.py): several results, a fused VJP -----------
 
-MULTI_RESULT = {"lstm", "lstm_grad"}  # lstm_grad: lstm's VJP, exercised by its VJP below
+MULTI_RESULT = {"lstm", "lstm_grad", "gru", "gru_grad"}  # *_grad: exercised as their VJPs
 
 
-def _build_lstm(decomposed: bool, forget_bias: float, reverse: bool):
-    """(graph, results, feeds): lstm's three results and the VJPs of all six operands for
-    random cotangents of all three; decomposed: the scan and autodiff's reverse scan."""
+def _build_rnn(op: str, decomposed: bool, reverse: bool, forget_bias: float = 0.0):
+    """(graph, results, feeds): the op's results and the VJPs of all six operands for
+    random cotangents of every result; decomposed: the scan and autodiff's reverse scan."""
     rng = np.random.default_rng(1)
     B, T, D, H = 3, 5, 4, 6
-    g = Graph("lstm")
-    shapes = {"h0": (B, H), "c0": (B, H), "x": (B, T, D), "W": (D, 4 * H), "U": (H, 4 * H),
-              "b": (4 * H,)}
-    args = [_inp(g, k, "f32", s) for k, s in shapes.items()]
-    feeds = {k: rng.normal(size=s) * (0.5 if k in "WU" else 1.0) for k, s in shapes.items()}
-    attrs = {"forget_bias": forget_bias, "reverse": reverse}
-    prim = get_primitive("lstm")
-    node = prim.decomposition(g, args, attrs) if decomposed else g.add("lstm", args, attrs)
-    outs = [g.add("tuple_get", [node], {"index": i}) for i in range(3)]
+    k = 4 if op == "lstm" else 3
+    g = Graph(op)
+    states = {"h0": (B, H), "c0": (B, H)} if op == "lstm" else {"h0": (B, H)}
+    weights = {"W": (D, k * H), "U": (H, k * H)}
+    weights.update({"b": (k * H,)} if op == "lstm" else {"bx": (k * H,), "bh": (k * H,)})
+    shapes = {**states, "x": (B, T, D), **weights}
+    args = [_inp(g, name, "f32", s) for name, s in shapes.items()]
+    feeds = {name: rng.normal(size=s) * (0.5 if name in "WU" else 1.0) for name, s in shapes.items()}
+    attrs = {"reverse": reverse, **({"forget_bias": forget_bias} if op == "lstm" else {})}
+    prim = get_primitive(op)
+    node = prim.decomposition(g, args, attrs) if decomposed else g.add(op, args, attrs)
+    outs = [g.add("tuple_get", [node], {"index": i}) for i in range(len(states) + 1)]
+    names = ["h", "c"][:len(states)] + ["ys"]
     cts = []
-    for name, o in zip(("ct_h", "ct_c", "ct_ys"), outs):
+    for name, o in zip(names, outs):
         t = g.type(o)
-        cts.append(_inp(g, name, t.dtype, t.shape))
-        feeds[name] = rng.normal(size=t.shape)
-    results = dict(zip(("h", "c", "ys"), outs))
+        cts.append(_inp(g, "ct_" + name, t.dtype, t.shape))
+        feeds["ct_" + name] = rng.normal(size=t.shape)
+    results = dict(zip(names, outs))
     for a, c in zip(args, vjp(g, outs, cts, args)):
         results["d_" + g.node(a).attrs["name"]] = c
     return g, results, feeds
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch", "onnx"])
-@pytest.mark.parametrize("forget_bias,reverse", [(0.0, False), (1.0, True)])
-def test_lstm_native_matches_decomposition(backend, forget_bias, reverse):
-    """torch: torch._VF.lstm and torch's fused backward (weights transposed, forget bias
-    folded into the input bias, time flipped for reverse) against the std cell's scan and
-    autodiff's reverse scan, in float64. NumPy and ONNX run the decompositions inlined
-    (lstm_grad's: the decomposition's VJP, optimised), another code path to the same
-    numbers. 1e-10 of the largest magnitude: only summation order differs (float64 ulp
-    1e-16, grown by T = 5 steps of matmuls); a swapped gate or a missed bias is O(1)."""
-    g_ref, r_ref, feeds = _build_lstm(True, forget_bias, reverse)
+@pytest.mark.parametrize("op,forget_bias,reverse", [("lstm", 0.0, False), ("lstm", 1.0, True),
+                                                    ("gru", 0.0, False), ("gru", 0.0, True)])
+def test_rnn_native_matches_decomposition(backend, op, forget_bias, reverse):
+    """torch: torch._VF.lstm / gru and torch's fused backward (weights transposed, the
+    forget bias folded into the input bias, time flipped for reverse) against the std
+    cell's scan and autodiff's reverse scan, in float64. NumPy and ONNX run the
+    decompositions inlined (*_grad's: the decomposition's VJP, optimised), another code
+    path to the same numbers. 1e-10 of the largest magnitude: only summation order
+    differs (float64 ulp 1e-16, grown by T = 5 steps of matmuls); a swapped gate or a
+    missed bias is O(1)."""
+    g_ref, r_ref, feeds = _build_rnn(op, True, reverse, forget_bias)
     ref = _run("numpy", g_ref, r_ref, feeds, np.float64)
-    g, r, _ = _build_lstm(False, forget_bias, reverse)
-    assert any(g.node(n).op == "lstm_grad" for n in g.topo_order(list(r.values())))
+    g, r, _ = _build_rnn(op, False, reverse, forget_bias)
+    assert any(g.node(n).op == op + "_grad" for n in g.topo_order(list(r.values())))
     got = _run(backend, g, r, feeds, np.float64)
-    assert set(got) == set(ref) and len(ref) == 9
+    assert set(got) == set(ref) and len(ref) == 9 - (op == "gru")
     for k in ref:
         scale = max(1.0, float(np.max(np.abs(ref[k]))))
         np.testing.assert_allclose(got[k], ref[k], rtol=0, atol=1e-10 * scale, err_msg=k)
 
 
-def test_std_lstm_layer_is_the_fused_op_and_other_cells_stay_scans():
-    """The std LSTM layer elaborates to one `lstm` node (its scan is dead code); a scan
-    of another cell through the same builtin stays a scan."""
+def test_std_recurrent_layers_are_the_fused_ops_and_other_cells_stay_scans():
+    """The std LSTM and GRU layers elaborate to one `lstm` / `gru` node (their scans
+    are dead code); a scan of another cell through the same builtin stays a scan."""
     def ops(text):
         m = api.load(text=text)
         g = m.graph
         return {g.node(n).op for n in g.topo_order(list(g.outputs.values()))}
-    lstm = ops("model M() { input x: f32[B, T, 3]\n ys, _ = x |> LSTM(4)\n output y = ys }")
-    assert "lstm" in lstm and "scan" not in lstm
-    gru = ops("model M() { input x: f32[B, T, 3]\n ys, _ = x |> GRU(4)\n output y = ys }")
-    assert "scan" in gru and "lstm" not in gru
+    for layer, op in (("LSTM", "lstm"), ("GRU", "gru")):
+        got = ops(f"model M() {{ input x: f32[B, T, 3]\n ys, _ = x |> {layer}(4)\n output y = ys }}")
+        assert op in got and "scan" not in got, layer
     other = ops("model M() { input x: f32[B, T, 3]\n z = zeros([B, 4])\n"
-                " _, ys = lstm_scan(RNNCell(4), x, z)\n output y = ys }")
-    assert "scan" in other and "lstm" not in other
+                " _, ys = rnn_scan(RNNCell(4), x, z)\n output y = ys }")
+    assert "scan" in other and not {"lstm", "gru"} & other

@@ -1,19 +1,22 @@
 """Runtime helpers for the recurrent composites (`compiler/primitives/recurrent.py`):
-the std LSTM on torch's fused kernel (`torch._VF.lstm`, cuDNN on a GPU) and its VJP
-from torch's fused backward."""
+the std LSTM and GRU on torch's fused kernels (`torch._VF.lstm` / `gru`, cuDNN on a
+GPU) and their VJPs from torch's fused backward.
+
+dlc keeps W [in, gates * H] and U [H, gates * H] in torch's gate order (LSTM i, f, g, o;
+GRU r, z, n); torch wants W_ih [gates * H, in] and W_hh [gates * H, H]: the transposes.
+Reverse: run on the time-flipped input and flip the outputs back (y_t stays the step
+that read x_t). Under `torch.compile` (`dlc train --compile`) these run eagerly
+(`torch.compiler.disable`): dynamo cannot trace the CPU kernel (mkldnn_rnn_layer) nor
+autograd inside a step, and the kernels are fused already."""
 from __future__ import annotations
 
 import torch
 
 
+@torch.compiler.disable
 def lstm_seq(h0, c0, x, W, U, b, forget_bias, reverse):
-    """(h_T, c_T, ys) of the std LSTM over x [B, T, in] on torch's fused kernel.
-
-    dlc keeps W [in, 4H], U [H, 4H] (gates i, f, g, o, torch's order) and one bias plus
-    a constant forget bias; torch wants W_ih [4H, in], W_hh [4H, H] and two biases:
-    the transposes, b with the forget bias added, and a zero recurrent bias. Reverse:
-    run on the time-flipped input and flip the outputs back (y_t stays the step that
-    read x_t)."""
+    """(h_T, c_T, ys) of the std LSTM over x [B, T, in]: one bias (with the constant
+    forget bias added to its f block) as torch's input bias, a zero recurrent bias."""
     H = h0.shape[-1]
     if forget_bias != 0.0:
         b = torch.cat([b[:H], b[H:2 * H] + forget_bias, b[2 * H:]])
@@ -28,15 +31,36 @@ def lstm_seq(h0, c0, x, W, U, b, forget_bias, reverse):
 
 
 def lstm_seq_vjp(h0, c0, x, W, U, b, gh, gc, gys, forget_bias, reverse, needed):
-    """Cotangents of (h0, c0, x, W, U, b) for cotangents (gh, gc, gys) of `lstm_seq`'s
-    results (zeros where not `needed`): the fused forward replayed with autograd on,
-    then torch's fused backward (one recomputed forward, cheap next to the per-step
-    loop it replaces)."""
+    """Cotangents of (h0, c0, x, W, U, b) for (gh, gc, gys), zeros where not `needed`."""
+    return rnn_vjp(lstm_seq, (h0, c0, x, W, U, b), (gh, gc, gys), (forget_bias, reverse), needed)
+
+
+@torch.compiler.disable
+def gru_seq(h0, x, W, U, bx, bh, reverse):
+    """(h_T, ys) of the std GRU over x [B, T, in]: bx, bh are torch's two biases."""
+    if reverse:
+        x = torch.flip(x, (1,))
+    ys, h = torch._VF.gru(x, h0.unsqueeze(0), (W.t(), U.t(), bx, bh),
+                          True, 1, 0.0, False, False, True)
+    if reverse:
+        ys = torch.flip(ys, (1,))
+    return h[0], ys
+
+
+def gru_seq_vjp(h0, x, W, U, bx, bh, gh, gys, reverse, needed):
+    """Cotangents of (h0, x, W, U, bx, bh) for (gh, gys), zeros where not `needed`."""
+    return rnn_vjp(gru_seq, (h0, x, W, U, bx, bh), (gh, gys), (reverse,), needed)
+
+
+@torch.compiler.disable
+def rnn_vjp(fn, args, cts, attrs, needed):
+    """The fused forward `fn` replayed with autograd on, then torch's fused backward
+    (one recomputed forward, cheap next to the per-step loop it replaces)."""
     with torch.enable_grad():
-        leaves = [t.detach().requires_grad_(k) for t, k in zip((h0, c0, x, W, U, b), needed)]
-        outs = lstm_seq(*leaves, forget_bias, reverse)
+        leaves = [t.detach().requires_grad_(k) for t, k in zip(args, needed)]
+        outs = fn(*leaves, *attrs)
         want = [t for t, k in zip(leaves, needed) if k]
-        grads = iter(torch.autograd.grad(outs, want, (gh, gc, gys), allow_unused=True))
+        grads = iter(torch.autograd.grad(outs, want, cts, allow_unused=True))
     out = []
     for t, k in zip(leaves, needed):
         d = next(grads) if k else None

@@ -1,18 +1,20 @@
-"""Recurrent composites: the std LSTM as one op (issue 11, composite ops with native
-lowerings), laid out as `composite.py`: declaration, decomposition, fused VJP, native
-lowerings.
+"""Recurrent composites: the std LSTM and GRU as one op each (issue 11, composite ops
+with native lowerings), laid out as `composite.py`: declaration, decomposition, fused
+VJP, native lowerings.
 
 ``lstm(h0, c0, x, W, U, b)`` is `specs/std/recurrent.dl`'s ``LSTM``: the ``LSTMCell``
 scanned over axis 1 of x [B, T, in] (W [in, 4H], U [H, 4H], b [4H], gates i, f, g, o;
-attrs ``forget_bias``, ``reverse``), results (h_T, c_T, ys [B, T, H]) like the scan's.
-Its decomposition is that scan, built here node for node as the std cell reads; the
-NumPy and ONNX backends inline it. Torch runs `torch._VF.lstm` (one fused kernel, cuDNN
-on a GPU) and the VJP is ``lstm_grad``, whose torch lowering takes torch's fused
-backward; its decomposition, the decomposition's VJP, needs autodiff (a later layer),
-which registers it: `compiler/transform/autodiff.py`.
+attrs ``forget_bias``, ``reverse``), results (h_T, C_T, ys [B, T, H]) like the scan's.
+``gru(h0, x, W, U, bx, bh)`` is ``GRU`` likewise (gates r, u, n; attr ``reverse``),
+results (h_T, ys). Each decomposition is that scan, built here node for node as the
+std cell reads; the NumPy and ONNX backends inline it. Torch runs `torch._VF.lstm` /
+`torch._VF.gru` (one fused kernel, cuDNN on a GPU), and the VJP is one ``*_grad`` node
+whose torch lowering takes torch's fused backward; its decomposition, the
+decomposition's VJP, needs autodiff (a later layer), which registers it:
+`compiler/transform/autodiff.py`.
 
 ``pack(*xs)`` is the tuple of its arguments: the one result of a multi-result
-decomposition (``lstm_grad``'s six cotangents).
+decomposition (the ``*_grad`` ops' six cotangents).
 """
 from __future__ import annotations
 
@@ -39,66 +41,62 @@ pack.onnx(lambda o, n, *xs: list(xs))
 
 
 # ============================================================================
-# lstm: the std LSTM layer over a whole sequence
+# shared: types, the scan, the fused VJP
 # ============================================================================
 
+# op -> (number of carries, gates, weight names after x, attrs beside `reverse`)
+RNNS = {"lstm": (2, 4, ("W", "U", "b"), ("forget_bias",)),
+        "gru": (1, 3, ("W", "U", "bx", "bh"), ())}
 
-def _lstm_type(ts, attrs):
-    h0, c0, x, w, u, b = ts
+
+def _rnn_type(op, ts, attrs):
+    nc, gates, weights, extra = RNNS[op]
+    states, x, ws = ts[:nc], ts[nc], ts[nc + 1:]
     for t in ts:
         require_float(t)
         if t.dtype != x.dtype:
-            raise TypeMismatch(f"lstm: every operand must be {x.dtype}, got {t}")
-    if x.rank != 3 or h0.rank != 2:
-        raise TypeMismatch(f"lstm: x must be [B, T, in] and h0 [B, H], got {x} and {h0}")
+            raise TypeMismatch(f"{op}: every operand must be {x.dtype}, got {t}")
+    if x.rank != 3 or states[0].rank != 2:
+        raise TypeMismatch(f"{op}: x must be [B, T, in] and h0 [B, H], got {x} and {states[0]}")
     bsz, length, d_in = x.shape
-    hid = h0.shape[1]
-    if c0 != h0 or h0.shape[0] != bsz:
-        raise TypeMismatch(f"lstm: h0 {h0} and c0 {c0} must both be [{bsz}, H]")
-    gates = 4 * hid if isinstance(hid, int) else None
-    for what, t, want in (("W", w, (d_in, gates)), ("U", u, (hid, gates)), ("b", b, (gates,))):
-        if gates is None or tuple(t.shape) != want:
-            raise TypeMismatch(f"lstm: {what} must be {list(want)}, got {t}")
-    if not isinstance(attrs.get("forget_bias"), float) or not isinstance(attrs.get("reverse"), bool):
-        raise TypeMismatch("lstm: attrs forget_bias (float) and reverse (bool)")
-    return (h0, c0, TensorType(x.dtype, (bsz, length, hid)))
+    hid = states[0].shape[1]
+    if any(s != states[0] for s in states) or states[0].shape[0] != bsz:
+        raise TypeMismatch(f"{op}: the initial states {list(states)} must be [{bsz}, H]")
+    width = gates * hid if isinstance(hid, int) else None
+    shapes = {"W": (d_in, width), "U": (hid, width)}
+    for what, t in zip(weights, ws):
+        want = shapes.get(what, (width,))
+        if width is None or tuple(t.shape) != want:
+            raise TypeMismatch(f"{op}: {what} must be {list(want)}, got {t}")
+    if not isinstance(attrs.get("reverse"), bool) or \
+            any(not isinstance(attrs.get(k), float) for k in extra):
+        raise TypeMismatch(f"{op}: attrs reverse (bool) {' '.join(k + ' (float)' for k in extra)}")
+    return tuple(states) + (TensorType(x.dtype, (bsz, length, hid)),)
 
 
-lstm = defprim("lstm", "the std LSTM cell scanned over axis 1: (h_T, C_T, z_1..z_T)", 6, _lstm_type)
-
-
-def _lstm_body(g, x_t, h, w, u, b, forget_bias: float):
-    """The std `LSTMCell` step as a scan body: (h, c, x_t, W, U, b) -> (h', c', h')."""
-    body = type(g)(f"{g.name}.lstm")  # a Graph (compiler.core.ir imports this table)
+def _scan_of(op, g, args, attrs, step):
+    """The scan of `step(body, states, x_t, weights) -> new states` over axis 1 of x."""
+    nc = RNNS[op][0]
+    tx = g.type(args[nc])
+    body = type(g)(f"{g.name}.{op}")  # a Graph (compiler.core.ir imports this table)
 
     def inp(name, t):
         return body.add("input", (), {"name": name, "dtype": t.dtype, "shape": tuple(t.shape)})
 
-    hh, cc, xx = inp("carry0", h), inp("carry1", h), inp("x0", x_t)
-    ww, uu, bb = inp("W", w), inp("U", u), inp("b", b)
-    pre = body.op("add", body.op("add", body.op("matmul", xx, ww), body.op("matmul", hh, uu)), bb)
-    hid = h.shape[-1]
-    i, f, g, o = (body.op("slice", pre, axis=1, start=k * hid, stop=(k + 1) * hid, step=1)
-                  for k in range(4))
-    if forget_bias != 0.0:
-        f = body.op("add", f, body.scalar_like(forget_bias, f))
-    c2 = body.op("add", body.op("mul", body.op("sigmoid", f), cc),
-                 body.op("mul", body.op("sigmoid", i), body.op("tanh", g)))
-    h2 = body.op("mul", body.op("sigmoid", o), body.op("tanh", c2))
-    body.inputs = [hh, cc, xx, ww, uu, bb]
-    body.meta["results"] = [h2, c2, h2]
-    return body
-
-
-@lstm.decompose
-def _(g, args, attrs):
-    h0, c0, x, w, u, b = args
-    tx = g.type(x)
-    x_t = tx.with_shape((tx.shape[0], tx.shape[2]))
-    body = _lstm_body(g, x_t, g.type(h0), g.type(w), g.type(u), g.type(b), attrs["forget_bias"])
+    states = [inp(f"carry{i}", g.type(a)) for i, a in enumerate(args[:nc])]
+    x_t = inp("x0", tx.with_shape((tx.shape[0], tx.shape[2])))
+    ws = [inp(k, g.type(a)) for k, a in zip(RNNS[op][2], args[nc + 1:])]
+    new = step(body, states, x_t, ws)
+    body.inputs = states + [x_t] + ws
+    body.meta["results"] = list(new) + [new[0]]
     length = tx.shape[1]
-    return g.op("scan", h0, c0, x, w, u, b, body=body, n_carry=2, n_x=1, n_const=3, axis=1,
+    return g.op("scan", *args, body=body, n_carry=nc, n_x=1, n_const=len(ws), axis=1,
                 reverse=attrs["reverse"], length=length if isinstance(length, int) else str(length))
+
+
+def _gates(body, pre, k, hid):
+    return [body.op("slice", pre, axis=1, start=j * hid, stop=(j + 1) * hid, step=1)
+            for j in range(k)]
 
 
 def _zeros_of(g, n):
@@ -108,49 +106,104 @@ def _zeros_of(g, n):
     return g.op("broadcast_like", g.scalar_like(0.0, n), n)
 
 
-def _lstm_vjp(g, n, cts, needed=(True,) * 6):
+def _fused_vjp(g, n, cts, needed=None):
     # one fused node for the whole backward through time; an unused result's cotangent is
     # 0; `needed` (which operands autodiff wants: not the data x, nor zero initial states)
     # spares the decomposition those cotangents' per-step products
+    needed = tuple(bool(k) for k in needed) if needed is not None else (True,) * len(n.args)
     cts = [c if c is not None else _zeros_of(g, g.op("tuple_get", n.id, index=i))
            for i, c in enumerate(cts)]
-    back = g.op("lstm_grad", *n.args, *cts, needed=tuple(bool(k) for k in needed), **n.attrs)
+    back = g.op(f"{n.op}_grad", *n.args, *cts, needed=needed, **n.attrs)
     return [g.op("tuple_get", back, index=i) if k else None for i, k in enumerate(needed)]
 
 
-_lstm_vjp.wants_needed = True
-lstm.vjp(_lstm_vjp)
+_fused_vjp.wants_needed = True
 
 
-def _lstm_torch(cg, n, *srcs):
-    a = n.attrs
-    return f"{cg.helper('lstm_seq')}({', '.join(srcs)}, {a['forget_bias']!r}, {a['reverse']!r})"
+def _grad_type(op):
+    def infer(ts, attrs):
+        n_args = len(ts) - (RNNS[op][0] + 1)
+        needed = attrs.get("needed")
+        if not (isinstance(needed, tuple) and len(needed) == n_args
+                and all(isinstance(k, bool) for k in needed)):
+            raise TypeMismatch(f"{op}_grad: attr needed is {n_args} bools (which cotangents)")
+        fwd = _rnn_type(op, ts[:n_args], attrs)
+        for i, (t, want) in enumerate(zip(ts[n_args:], fwd)):
+            if t != want:
+                raise TypeMismatch(f"{op}_grad: the cotangent of result {i} must be {want}, got {t}")
+        return tuple(ts[:n_args])
+    return infer
 
 
-lstm.torch(_lstm_torch)
+def _torch_call(helper, extra=(), grad=False):
+    def rule(cg, n, *srcs):
+        a = n.attrs
+        tail = [repr(a[k]) for k in extra] + [repr(a["reverse"])] + ([repr(a["needed"])] if grad else [])
+        return f"{cg.helper(helper)}({', '.join(list(srcs) + tail)})"
+    return rule
+
+
+# ============================================================================
+# lstm: the std LSTM layer over a whole sequence
+# ============================================================================
+
+lstm = defprim("lstm", "the std LSTM cell scanned over axis 1: (h_T, C_T, z_1..z_T)", 6,
+               lambda ts, attrs: _rnn_type("lstm", ts, attrs))
+
+
+@lstm.decompose
+def _(g, args, attrs):
+    forget_bias = attrs["forget_bias"]
+
+    def step(body, states, x, ws):  # the std LSTMCell
+        (h, c), (w, u, b) = states, ws
+        pre = body.op("add", body.op("add", body.op("matmul", x, w), body.op("matmul", h, u)), b)
+        i, f, gg, o = _gates(body, pre, 4, body.type(h).shape[-1])
+        if forget_bias != 0.0:
+            f = body.op("add", f, body.scalar_like(forget_bias, f))
+        c2 = body.op("add", body.op("mul", body.op("sigmoid", f), c),
+                     body.op("mul", body.op("sigmoid", i), body.op("tanh", gg)))
+        return [body.op("mul", body.op("sigmoid", o), body.op("tanh", c2)), c2]
+    return _scan_of("lstm", g, args, attrs, step)
+
+
+lstm.vjp(_fused_vjp)
+lstm.torch(_torch_call("lstm_seq", ("forget_bias",)))
 # NumPy inlines the decomposition; ONNX too (its LSTM op would serve inference only)
-
-
-def _lstm_grad_type(ts, attrs):
-    needed = attrs.get("needed")
-    if not (isinstance(needed, tuple) and len(needed) == 6 and all(isinstance(k, bool) for k in needed)):
-        raise TypeMismatch("lstm_grad: attr needed is 6 bools (which cotangents to compute)")
-    fwd = _lstm_type(ts[:6], attrs)
-    for what, t, want in zip(("h_T", "C_T", "ys"), ts[6:], fwd):
-        if t != want:
-            raise TypeMismatch(f"lstm_grad: the cotangent of {what} must be {want}, got {t}")
-    return tuple(ts[:6])
-
 
 lstm_grad = defprim(
     "lstm_grad", "cotangents of (h0, C0, x, W, U, b) for those of lstm's (h_T, C_T, ys)", 9,
-    _lstm_grad_type)
+    _grad_type("lstm"))
+lstm_grad.torch(_torch_call("lstm_seq_vjp", ("forget_bias",), grad=True))
 
 
-def _lstm_grad_torch(cg, n, *srcs):
-    a = n.attrs
-    return (f"{cg.helper('lstm_seq_vjp')}({', '.join(srcs)}, {a['forget_bias']!r}, "
-            f"{a['reverse']!r}, {a['needed']!r})")
+# ============================================================================
+# gru: the std GRU layer over a whole sequence
+# ============================================================================
+
+gru = defprim("gru", "the std GRU cell scanned over axis 1: (h_T, h_1..h_T)", 6,
+              lambda ts, attrs: _rnn_type("gru", ts, attrs))
 
 
-lstm_grad.torch(_lstm_grad_torch)
+@gru.decompose
+def _(g, args, attrs):
+    def step(body, states, x, ws):  # the std GRUCell
+        (h,), (w, u, bx, bh) = states, ws
+        hid = body.type(h).shape[-1]
+        xr, xu, xn = _gates(body, body.op("add", body.op("matmul", x, w), bx), 3, hid)
+        hr, hu, hn = _gates(body, body.op("add", body.op("matmul", h, u), bh), 3, hid)
+        r = body.op("sigmoid", body.op("add", xr, hr))
+        z = body.op("sigmoid", body.op("add", xu, hu))
+        n = body.op("tanh", body.op("add", xn, body.op("mul", r, hn)))
+        keep = body.op("sub", body.scalar_like(1.0, z), z)
+        return [body.op("add", body.op("mul", keep, n), body.op("mul", z, h))]
+    return _scan_of("gru", g, args, attrs, step)
+
+
+gru.vjp(_fused_vjp)
+gru.torch(_torch_call("gru_seq"))
+
+gru_grad = defprim(
+    "gru_grad", "cotangents of (h0, x, W, U, bx, bh) for those of gru's (h_T, ys)", 8,
+    _grad_type("gru"))
+gru_grad.torch(_torch_call("gru_seq_vjp", grad=True))

@@ -386,16 +386,22 @@ def decomposed_vjp(g, node, ct):
     return [cts.pop(a, None) for a in node.args]
 
 
-@get_primitive("lstm_grad").decompose
-def _lstm_grad_decomposition(g, args, attrs):
-    # the VJP of lstm's decomposition (a reverse scan), as one tuple: the meaning of the
-    # fused rule, and what NumPy and ONNX run (compiler/primitives/recurrent.py)
-    fwd = {k: v for k, v in attrs.items() if k != "needed"}
-    prim = get_primitive("lstm")
-    out = prim.decomposition(g, list(args[:6]), fwd)
-    outs = [g.add("tuple_get", [out], {"index": i}) for i in range(3)]
-    needed = attrs.get("needed", (True,) * 6)
-    wrt = [a for a, k in zip(args[:6], needed) if k]
-    # an operand passed twice (h0 = c0 = zeros) gets its whole cotangent once
-    cts = dict(zip(dict.fromkeys(wrt), vjp(g, outs, list(args[6:]), list(dict.fromkeys(wrt)))))
-    return g.op("pack", *[cts.pop(a) if a in cts else zeros_like(g, a) for a in args[:6]])
+def _rnn_grad_decomposition(op: str, n_res: int):
+    """The decomposition of a recurrent composite's fused VJP (`op`_grad, in
+    compiler/primitives/recurrent.py): the VJP of `op`'s decomposition (a reverse scan)
+    as one tuple, the meaning of the fused rule and what NumPy and ONNX run."""
+    def decomposition(g, args, attrs):
+        n_args = len(args) - n_res
+        fwd = {k: v for k, v in attrs.items() if k != "needed"}
+        out = get_primitive(op).decomposition(g, list(args[:n_args]), fwd)
+        outs = [g.add("tuple_get", [out], {"index": i}) for i in range(n_res)]
+        needed = attrs.get("needed", (True,) * n_args)
+        # an operand passed twice (h0 = c0 = zeros) gets its whole cotangent once
+        wrt = list(dict.fromkeys(a for a, k in zip(args[:n_args], needed) if k))
+        cts = dict(zip(wrt, vjp(g, outs, list(args[n_args:]), wrt)))
+        return g.op("pack", *[cts.pop(a) if a in cts else zeros_like(g, a) for a in args[:n_args]])
+    return decomposition
+
+
+get_primitive("lstm_grad").decompose(_rnn_grad_decomposition("lstm", 3))
+get_primitive("gru_grad").decompose(_rnn_grad_decomposition("gru", 2))

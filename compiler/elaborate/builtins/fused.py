@@ -48,33 +48,46 @@ def dot_product_attention(ev, args, kwargs, span):
     return ev.add("attention", [_tensor(ev, b[k], span, k) for k in ("q", "k", "v")] + [keep], span)
 
 
-def _std_lstm_cell(cell) -> bool:
-    """Whether `cell` is an instance of the std `LSTMCell` (the cell `lstm` fuses)."""
+
+def _std_cell(cell):
+    """The fused op of `cell` when it is an instance of a std cell (`LSTMCell`, `GRUCell`
+    of specs/std/recurrent.dl), else None."""
     from compiler.core.values import Instance
-    return (isinstance(cell, Instance) and cell.defn.name == "LSTMCell"
-            and set(cell.params) == {"W", "U", "b"} and "forget_bias" in cell.hparams)
+    if not isinstance(cell, Instance):
+        return None
+    if cell.defn.name == "LSTMCell" and set(cell.params) == {"W", "U", "b"} \
+            and "forget_bias" in cell.hparams:
+        return "lstm"
+    if cell.defn.name == "GRUCell" and set(cell.params) == {"W", "U", "bx", "bh"}:
+        return "gru"
+    return None
 
 
 @builtin()
-def lstm_scan(ev, args, kwargs, span):
-    """lstm_scan(cell, x, init, reverse=false): scan(cell, x, init = init, axis = 1, reverse = reverse); a std LSTMCell runs as one fused `lstm` op"""
+def rnn_scan(ev, args, kwargs, span):
+    """rnn_scan(cell, x, init, reverse=false): scan(cell, x, init = init, axis = 1, reverse = reverse); a std LSTMCell or GRUCell runs as one fused op"""
     from compiler.core.types import TypeMismatch
     from compiler.core.values import Tensor
     from compiler.elaborate.builtins.forms import scan
-    b = _bind("lstm_scan", args, kwargs, span, ["cell", "x", "init", "reverse"], {"reverse": False})
+    b = _bind("rnn_scan", args, kwargs, span, ["cell", "x", "init", "reverse"], {"reverse": False})
     cell, x, init, reverse = b["cell"], b["x"], b["init"], b["reverse"]
     # the scan as written: it creates the cell's parameters (on its first call) and is the
     # result whenever the fused op does not apply; when it does, the scan is dead code
     out = scan(ev, [cell, x], {"init": init, "axis": 1, "reverse": reverse}, span)
-    if not (_std_lstm_cell(cell) and isinstance(x, Tensor) and isinstance(init, tuple)
-            and len(init) == 2 and all(isinstance(t, Tensor) for t in init)
-            and isinstance(reverse, bool)):
+    op = _std_cell(cell)
+    states = init if isinstance(init, tuple) else (init,)
+    if op is None or not isinstance(x, Tensor) or not isinstance(reverse, bool) \
+            or len(states) != (2 if op == "lstm" else 1) \
+            or not all(isinstance(t, Tensor) for t in states):
         return out
     p = cell.params
     try:
-        t = ev.add("lstm", [init[0], init[1], x, p["W"], p["U"], p["b"]], span,
-                   forget_bias=float(cell.hparams["forget_bias"]), reverse=reverse)
-    except TypeMismatch:  # not the shapes `lstm` takes (no batch axis, say): the scan
+        if op == "lstm":
+            t = ev.add("lstm", [*states, x, p["W"], p["U"], p["b"]], span,
+                       forget_bias=float(cell.hparams["forget_bias"]), reverse=reverse)
+        else:
+            t = ev.add("gru", [*states, x, p["W"], p["U"], p["bx"], p["bh"]], span, reverse=reverse)
+    except TypeMismatch:  # not the shapes the fused op takes (no batch axis, say): the scan
         return out
-    h, c, ys = (ev.add("tuple_get", [t], span, index=i) for i in range(3))
-    return ((h, c), ys)
+    res = [ev.add("tuple_get", [t], span, index=i) for i in range(len(states) + 1)]
+    return (tuple(res[:-1]) if op == "lstm" else res[0], res[-1])
