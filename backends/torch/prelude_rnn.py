@@ -5,18 +5,20 @@ GPU) and their VJPs from torch's fused backward.
 dlc keeps W [in, gates * H] and U [H, gates * H] in torch's gate order (LSTM i, f, g, o;
 GRU r, z, n); torch wants W_ih [gates * H, in] and W_hh [gates * H, H]: the transposes.
 Reverse: run on the time-flipped input and flip the outputs back (y_t stays the step
-that read x_t). Under `torch.compile` (`dlc train --compile`) these run eagerly
-(`torch.compiler.disable`): dynamo cannot trace the CPU kernel (mkldnn_rnn_layer) nor
-autograd inside a step, and the kernels are fused already."""
+that read x_t). Under `torch.compile` (`dlc train --compile`) they run eagerly (a
+`torch.compiler.disable`d call while dynamo traces, a graph break): dynamo traces
+neither the CPU kernel (mkldnn_rnn_layer) nor autograd inside a step, and the kernels
+are fused already."""
 from __future__ import annotations
 
 import torch
 
 
-@torch.compiler.disable
 def lstm_seq(h0, c0, x, W, U, b, forget_bias, reverse):
     """(h_T, c_T, ys) of the std LSTM over x [B, T, in]: one bias (with the constant
     forget bias added to its f block) as torch's input bias, a zero recurrent bias."""
+    if torch.compiler.is_compiling():
+        return torch.compiler.disable(lstm_seq)(h0, c0, x, W, U, b, forget_bias, reverse)
     H = h0.shape[-1]
     if forget_bias != 0.0:
         b = torch.cat([b[:H], b[H:2 * H] + forget_bias, b[2 * H:]])
@@ -35,9 +37,10 @@ def lstm_seq_vjp(h0, c0, x, W, U, b, gh, gc, gys, forget_bias, reverse, needed):
     return rnn_vjp(lstm_seq, (h0, c0, x, W, U, b), (gh, gc, gys), (forget_bias, reverse), needed)
 
 
-@torch.compiler.disable
 def gru_seq(h0, x, W, U, bx, bh, reverse):
     """(h_T, ys) of the std GRU over x [B, T, in]: bx, bh are torch's two biases."""
+    if torch.compiler.is_compiling():
+        return torch.compiler.disable(gru_seq)(h0, x, W, U, bx, bh, reverse)
     if reverse:
         x = torch.flip(x, (1,))
     ys, h = torch._VF.gru(x, h0.unsqueeze(0), (W.t(), U.t(), bx, bh),
@@ -52,10 +55,11 @@ def gru_seq_vjp(h0, x, W, U, bx, bh, gh, gys, reverse, needed):
     return rnn_vjp(gru_seq, (h0, x, W, U, bx, bh), (gh, gys), (reverse,), needed)
 
 
-@torch.compiler.disable
 def rnn_vjp(fn, args, cts, attrs, needed):
     """The fused forward `fn` replayed with autograd on, then torch's fused backward
     (one recomputed forward, cheap next to the per-step loop it replaces)."""
+    if torch.compiler.is_compiling():
+        return torch.compiler.disable(rnn_vjp)(fn, args, cts, attrs, needed)
     with torch.enable_grad():
         leaves = [t.detach().requires_grad_(k) for t, k in zip(args, needed)]
         outs = fn(*leaves, *attrs)
