@@ -161,6 +161,8 @@ def test_native_lowerings_are_used():
         g, r, _ = _build_rnn(op, False, False)
         src = bt.lower(g, r).source
         assert f"torch._VF.{op}" in src and "torch.autograd.grad" in src and "for _t" not in src
+        # forward and VJP in one program: the backward reads the forward's autograd tape
+        assert f"{op}_seq_taped(" in src and "rnn_vjp_taped(" in src
     for case, call in want.items():
         g, r, _ = _build(case, decomposed=False)
         assert call in bt.lower(g, {"value": r["value"]}).source
@@ -274,3 +276,20 @@ def test_std_recurrent_layers_are_the_fused_ops_and_other_cells_stay_scans():
     other = ops("model M() { input x: f32[B, T, 3]\n z = zeros([B, 4])\n"
                 " _, ys = rnn_scan(RNNCell(4), x, z)\n output y = ys }")
     assert "scan" in other and not {"lstm", "gru"} & other
+
+
+@pytest.mark.parametrize("op", ["lstm", "gru"])
+def test_rnn_vjp_without_its_forward_replays_it(op):
+    """A program of the cotangents alone lowers no forward to take a tape from: the VJP
+    replays the fused forward itself; same numbers as the decomposition (1e-10, as above)."""
+    import backends.torch as bt
+    g_ref, r_ref, feeds = _build_rnn(op, True, True, 1.0 if op == "lstm" else 0.0)
+    g, r, _ = _build_rnn(op, False, True, 1.0 if op == "lstm" else 0.0)
+    grads = {k: v for k, v in r.items() if k.startswith("d_")}
+    src = bt.lower(g, grads).source
+    assert f"{op}_seq_vjp(" in src and "_taped(" not in src.split("def forward")[-1]
+    ref = _run("numpy", g_ref, {k: r_ref[k] for k in grads}, feeds, np.float64)
+    got = _run("torch", g, grads, feeds, np.float64)
+    for k in ref:
+        scale = max(1.0, float(np.max(np.abs(ref[k]))))
+        np.testing.assert_allclose(got[k], ref[k], rtol=0, atol=1e-10 * scale, err_msg=k)

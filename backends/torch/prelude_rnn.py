@@ -70,3 +70,40 @@ def rnn_vjp(fn, args, cts, attrs, needed):
         d = next(grads) if k else None
         out.append(torch.zeros_like(t) if d is None else d)
     return tuple(out)
+
+
+def lstm_seq_taped(h0, c0, x, W, U, b, forget_bias, reverse, needed):
+    """`lstm_seq`'s results and, last, the tape its one `lstm_seq_vjp` replays instead."""
+    return rnn_taped(lstm_seq, (h0, c0, x, W, U, b), (forget_bias, reverse), needed)
+
+
+def gru_seq_taped(h0, x, W, U, bx, bh, reverse, needed):
+    """`gru_seq`'s results and, last, the tape its one `gru_seq_vjp` replays instead."""
+    return rnn_taped(gru_seq, (h0, x, W, U, bx, bh), (reverse,), needed)
+
+
+def rnn_taped(fn, args, attrs, needed):
+    """The fused forward run with autograd on (the `needed` operands as leaves) when the
+    program also holds its VJP: the results (detached, as the rest of the program sees
+    them) and the tape (leaves, results) from which `rnn_vjp_taped` gets the cotangents
+    by torch's fused backward alone, as eager autograd does (no second forward)."""
+    if torch.compiler.is_compiling():
+        return torch.compiler.disable(rnn_taped)(fn, args, attrs, needed)
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(k) for t, k in zip(args, needed)]
+        outs = fn(*leaves, *attrs)
+    return tuple(o.detach() for o in outs) + ((leaves, outs),)
+
+
+def rnn_vjp_taped(tape, cts, needed):
+    """Cotangents of the taped forward's operands (zeros where not `needed`)."""
+    if torch.compiler.is_compiling():
+        return torch.compiler.disable(rnn_vjp_taped)(tape, cts, needed)
+    leaves, outs = tape
+    want = [t for t, k in zip(leaves, needed) if k]
+    grads = iter(torch.autograd.grad(outs, want, cts, allow_unused=True))
+    out = []
+    for t, k in zip(leaves, needed):
+        d = next(grads) if k else None
+        out.append(torch.zeros_like(t) if d is None else d)
+    return tuple(out)

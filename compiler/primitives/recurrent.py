@@ -135,11 +135,43 @@ def _grad_type(op):
     return infer
 
 
-def _torch_call(helper, extra=(), grad=False):
+def _partners(cg, n, want_op, n_args):
+    """The `want_op` nodes of the graph being lowered on the same operands and attrs
+    (an op and its VJP: they share x, so both are among x's users)."""
+    g = cg.graph
+    fwd = {k: v for k, v in n.attrs.items() if k != "needed"}
+    x = n.args[RNNS[want_op.removesuffix("_grad")][0]]
+    return [u for u in g.users(x) if g.node(u).op == want_op
+            and tuple(g.node(u).args[:n_args]) == tuple(n.args[:n_args])
+            and {k: v for k, v in g.node(u).attrs.items() if k != "needed"} == fwd]
+
+
+def _torch_fwd(op, extra=()):
+    # with its VJP in the same program (a train step), the forward keeps torch's autograd
+    # tape for it, so the backward is torch's fused backward alone, as in eager PyTorch
     def rule(cg, n, *srcs):
         a = n.attrs
-        tail = [repr(a[k]) for k in extra] + [repr(a["reverse"])] + ([repr(a["needed"])] if grad else [])
-        return f"{cg.helper(helper)}({', '.join(list(srcs) + tail)})"
+        tail = [repr(a[k]) for k in extra] + [repr(a["reverse"])]
+        grads = _partners(cg, n, op + "_grad", len(n.args))
+        if len(grads) == 1:  # the tape serves one backward
+            tail.append(repr(cg.graph.node(grads[0]).attrs["needed"]))
+            return f"{cg.helper(op + '_seq_taped')}({', '.join(list(srcs) + tail)})"
+        return f"{cg.helper(op + '_seq')}({', '.join(list(srcs) + tail)})"
+    return rule
+
+
+def _torch_grad(op, extra=()):
+    def rule(cg, n, *srcs):
+        a = n.attrs
+        n_args = len(n.args) - (RNNS[op][0] + 1)
+        taped = [m for m in _partners(cg, n, op, n_args) if m in cg.env]
+        if taped and len(_partners(cg, cg.graph.node(taped[0]), op + "_grad", n_args)) == 1:
+            cts = ", ".join(srcs[n_args:])
+            return (f"{cg.helper('rnn_vjp_taped')}({cg.env[taped[0]]}[{RNNS[op][0] + 1}], "
+                    f"({cts}), {a['needed']!r})")
+        # no forward lowered before it (a program of the VJP alone): replay the forward
+        tail = [repr(a[k]) for k in extra] + [repr(a["reverse"]), repr(a["needed"])]
+        return f"{cg.helper(op + '_seq_vjp')}({', '.join(list(srcs) + tail)})"
     return rule
 
 
@@ -168,13 +200,13 @@ def _(g, args, attrs):
 
 
 lstm.vjp(_fused_vjp)
-lstm.torch(_torch_call("lstm_seq", ("forget_bias",)))
+lstm.torch(_torch_fwd("lstm", ("forget_bias",)))
 # NumPy inlines the decomposition; ONNX too (its LSTM op would serve inference only)
 
 lstm_grad = defprim(
     "lstm_grad", "cotangents of (h0, C0, x, W, U, b) for those of lstm's (h_T, C_T, ys)", 9,
     _grad_type("lstm"))
-lstm_grad.torch(_torch_call("lstm_seq_vjp", ("forget_bias",), grad=True))
+lstm_grad.torch(_torch_grad("lstm", ("forget_bias",)))
 
 
 # ============================================================================
@@ -201,9 +233,9 @@ def _(g, args, attrs):
 
 
 gru.vjp(_fused_vjp)
-gru.torch(_torch_call("gru_seq"))
+gru.torch(_torch_fwd("gru"))
 
 gru_grad = defprim(
     "gru_grad", "cotangents of (h0, x, W, U, bx, bh) for those of gru's (h_T, ys)", 8,
     _grad_type("gru"))
-gru_grad.torch(_torch_call("gru_seq_vjp", grad=True))
+gru_grad.torch(_torch_grad("gru"))
