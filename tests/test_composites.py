@@ -293,3 +293,19 @@ def test_rnn_vjp_without_its_forward_replays_it(op):
     for k in ref:
         scale = max(1.0, float(np.max(np.abs(ref[k]))))
         np.testing.assert_allclose(got[k], ref[k], rtol=0, atol=1e-10 * scale, err_msg=k)
+
+
+def test_rnn_ops_run_under_torch_compile():
+    """`dlc train --compile`: dynamo can trace neither the CPU LSTM kernel nor
+    autograd.grad, so the helpers run eagerly there (a graph break): the compiled
+    program gives the eager program's numbers exactly."""
+    import torch
+    import backends.torch as bt
+    g, r, feeds = _build_rnn("lstm", False, True, 1.0)
+    module = bt.lower(g, r, dtype="f64")
+    f = {k: torch.as_tensor(np.asarray(v)) for k, v in feeds.items()}
+    with torch.no_grad():
+        want = module(f)
+        got = bt.compile_program(module)(f)
+    for k in want:
+        assert torch.equal(want[k], got[k]), k
