@@ -309,3 +309,28 @@ def test_rnn_ops_run_under_torch_compile():
         got = bt.compile_program(module)(f)
     for k in want:
         assert torch.equal(want[k], got[k]), k
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_second_order_through_the_fused_lstm_vjp(backend):
+    """d/dθ |∂s/∂x|² with s = Σ ys²: through `lstm_grad` (its VJP: the decomposition's,
+    differentiated) and through the cotangent of ys, which depends on θ too (a VJP
+    rule's arguments are independent leaves, else that path counts twice). Reference:
+    central finite differences of the loss in float64 (step 1e-6: error ~1e-10 against
+    entries ~1e-2; 1e-7 bound)."""
+    m = api.load(text="model M() {\n input x: f32[B, T, 3]\n ys, _ = x |> LSTM(4, forget_bias = 1.0)\n"
+                      " gx = grad(sum(ys * ys), x)\n loss L = sum(gx * gx)\n}")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 3))
+    p = {k: np.asarray(v, np.float64) for k, v in m.init_params().items()}
+    k = "lstm0.cell.b"
+    got = m.gradients("L", {"x": x}, p, backend=backend, dtype="f64")[k]
+    fd = np.zeros(4)
+    for i in range(4):
+        vals = []
+        for e in (1e-6, -1e-6):
+            b = p[k].copy()
+            b[i] += e
+            vals.append(float(m.run({"x": x}, {**p, k: b}, dtype="f64")["L"]))
+        fd[i] = (vals[0] - vals[1]) / 2e-6
+    np.testing.assert_allclose(got[:4], fd, rtol=0, atol=1e-7)

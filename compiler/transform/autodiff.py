@@ -41,8 +41,13 @@ def zeros_like(g: Graph, n: int) -> int:
     return g.op("broadcast_like", z, n)
 
 
-def vjp(g: Graph, outputs: list[int], cts: list[int], wrt: list[int], *, span=None) -> list[int]:
-    """Cotangents of `wrt` for sum_i <outputs[i], cts[i]>, built into `g`."""
+def vjp(g: Graph, outputs: list[int], cts: list[int], wrt: list[int], *, span=None,
+        leaves: bool = False) -> list[int]:
+    """Cotangents of `wrt` for sum_i <outputs[i], cts[i]>, built into `g`.
+
+    `leaves`: the partial derivatives, each `wrt` node held as an independent leaf (no
+    cotangent flows from one `wrt` node back into another it depends on): what a VJP
+    rule returns per argument, autodiff then carrying each further itself."""
     wrt_set = set(wrt)
     # The nodes between the seeds and `wrt`: one walk back from all the seeds, then one
     # sweep forward in id (= topological) order. The forward reach stops at
@@ -69,6 +74,8 @@ def vjp(g: Graph, outputs: list[int], cts: list[int], wrt: list[int], *, span=No
         accumulate(o, c)
 
     for n in reversed(order):
+        if leaves and n in wrt_set:
+            continue
         node = g.node(n)
         if node.op == "scan":
             if n in tuple_cts:
@@ -382,7 +389,9 @@ def decomposed_vjp(g, node, ct):
     # an arg passed twice (attention(x, x, x)) gets its whole cotangent once
     wrt = list(dict.fromkeys(a for i, a in enumerate(node.args)
                              if i not in prim.static_args and g.type(a).is_float))
-    cts = dict(zip(wrt, vjp(g, outs, seeds, wrt))) if wrt and outs else {}
+    # leaves: an argument computed from another (lstm_grad's cotangent of ys from W) gets
+    # its own cotangent; autodiff carries it back (else that path would count twice)
+    cts = dict(zip(wrt, vjp(g, outs, seeds, wrt, leaves=True))) if wrt and outs else {}
     return [cts.pop(a, None) for a in node.args]
 
 
@@ -398,7 +407,7 @@ def _rnn_grad_decomposition(op: str, n_res: int):
         needed = attrs.get("needed", (True,) * n_args)
         # an operand passed twice (h0 = c0 = zeros) gets its whole cotangent once
         wrt = list(dict.fromkeys(a for a, k in zip(args[:n_args], needed) if k))
-        cts = dict(zip(wrt, vjp(g, outs, list(args[n_args:]), wrt)))
+        cts = dict(zip(wrt, vjp(g, outs, list(args[n_args:]), wrt, leaves=True)))
         return g.op("pack", *[cts.pop(a) if a in cts else zeros_like(g, a) for a in args[:n_args]])
     return decomposition
 
