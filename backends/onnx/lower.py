@@ -137,7 +137,7 @@ def _inline(o: Builder, prim, node) -> str:
     graph, env = o.graph, o.env
     o.graph, o.env = sub, {i: env[a] for i, a in zip(ins, node.args)}
     try:
-        for m in sub.topo_order([out]):
+        for m in sub.meta["order"]:
             if m not in o.env:
                 lower_node(o, m)
         return o.env[out]

@@ -141,6 +141,8 @@ def elaborate(prog: Program, model: str | None = None, hparams: dict | None = No
     g.meta["hparams"] = {k: v for k, v in scope.vars.items()
                          if k in {h.name for h in d.node.hparams}}
     g.meta["training"] = training
+    # False: the other mode's graph is this one (a copy with the flag flipped serves it)
+    g.meta["reads_training"] = ev.read_training
     g.meta["instances"] = ev
     return g
 
