@@ -4,7 +4,12 @@ Each node is one primitive applied to earlier nodes. Node data:
 ``op`` (primitive name), ``args`` (ordered tuple of node ids), ``attrs`` (static
 parameters; hashable values only, except a scan's ``body`` graph), ``type`` (a
 `TensorType`, or a tuple of them for multi-result ops such as ``scan``), ``span``
-(where in the user's spec it came from) and ``name`` (a user-facing name or None).
+(where in the user's spec it came from), ``name`` (a user-facing name or None),
+``path`` (the layer path of the instance whose call made it, ``dense0`` or
+``encoder/layer1/attn``; gradient nodes ``dense0/grad``; None at model level) and
+``site`` (the outermost call site in the user's own file on the elaborator's call
+stack: where a node made inside an std layer was asked for; None when unknown).
+Builders set ``g.scope`` / ``g.site`` and every node added meanwhile carries them.
 Edges ``u -> v`` with key ``i`` mean "u is argument i of v"; they exist so that
 NetworkX can inspect the graph, while ``args`` keeps argument order.
 
@@ -71,6 +76,9 @@ class Graph:
         self.updates: dict[int, int] = {}
         self.meta: dict[str, Any] = {}
         self._source_names: dict[str, int] = {}  # attrs name -> first source node with it
+        # what `add` stamps on each node as ``path`` / ``site`` (see the module docstring)
+        self.scope: str | None = None
+        self.site = None
         # The static limits, read once per graph: reading the environment per node was a
         # third of the cost of `add` on a 200k-node train step.
         self._limits = (limit("DLC_MAX_GRAPH_NODES"), limit("DLC_MAX_TENSOR_ELEMENTS"),
@@ -98,7 +106,7 @@ class Graph:
         nid = self._next
         self._next += 1
         d = data[nid] = {"op": op, "args": args, "attrs": attrs, "type": type, "span": span,
-                         "name": name}
+                         "name": name, "path": self.scope, "site": self.site}
         if self._nx is not None:
             _nx_add(self._nx, nid, d)
         if op in SOURCE_OPS and "name" in attrs:
