@@ -9,7 +9,9 @@ parameters; hashable values only, except a scan's ``body`` graph), ``type`` (a
 ``encoder/layer1/attn``; gradient nodes ``dense0/grad``; None at model level) and
 ``site`` (the outermost call site in the user's own file on the elaborator's call
 stack: where a node made inside an std layer was asked for; None when unknown).
-Builders set ``g.scope`` / ``g.site`` and every node added meanwhile carries them.
+Builders set ``g.scope`` / ``g.site`` and every node added meanwhile carries them
+(and ``g.default_span``, the span of a node added without one: a gradient node is
+located at the node it differentiates).
 Edges ``u -> v`` with key ``i`` mean "u is argument i of v"; they exist so that
 NetworkX can inspect the graph, while ``args`` keeps argument order.
 
@@ -79,6 +81,7 @@ class Graph:
         # what `add` stamps on each node as ``path`` / ``site`` (see the module docstring)
         self.scope: str | None = None
         self.site = None
+        self.default_span = None  # the span of a node added without one (autodiff: the primal's)
         # The static limits, read once per graph: reading the environment per node was a
         # third of the cost of `add` on a 200k-node train step.
         self._limits = (limit("DLC_MAX_GRAPH_NODES"), limit("DLC_MAX_TENSOR_ELEMENTS"),
@@ -89,6 +92,8 @@ class Graph:
             type: Any = None) -> int:
         """Append ``op(*args)`` and return its id; the type comes from the op's rule."""
         prim = get_primitive(op)
+        if span is None:
+            span = self.default_span
         args = tuple(map(int, args))
         attrs = dict(attrs or {})
         data = self._data
@@ -164,7 +169,7 @@ class Graph:
         h.meta = dict(self.meta)
         h._source_names = dict(self._source_names)
         h._limits = self._limits
-        return h
+        return h  # scope, site and default_span start empty: they belong to a builder
 
     # ---- reading ------------------------------------------------------------
     def node(self, n: int) -> Node:

@@ -68,11 +68,11 @@ def vjp(g: Graph, outputs: list[int], cts: list[int], wrt: list[int], *, span=No
     for o, c in zip(outputs, cts):
         accumulate(o, c)
 
-    saved = g.scope, g.site
+    saved = g.scope, g.site, g.default_span
     try:
         _backward(g, order, relevant, acc, tuple_cts, accumulate, span)
     finally:
-        g.scope, g.site = saved
+        g.scope, g.site, g.default_span = saved
     return [acc[w] if w in acc else zeros_like(g, w) for w in wrt]
 
 
@@ -89,7 +89,7 @@ def _backward(g, order, relevant, acc, tuple_cts, accumulate, span):
     data = g._data
     for n in reversed(order):
         d = data[n]
-        g.scope, g.site = _grad_path(d.get("path")), d.get("site")
+        g.scope, g.site, g.default_span = _grad_path(d.get("path")), d.get("site"), d["span"]
         node = g.node(n)
         if node.op == "scan":
             if n in tuple_cts:
