@@ -285,9 +285,10 @@ def _value_infos(o: Builder, typed, inputs, outputs) -> list:
         if v in skip or not isinstance(t, TensorType):
             continue
         skip.add(v)
-        proto = types.get(t)
+        key = (t.dtype, tuple(t.shape))  # plain tuples hash in C, TensorType in Python
+        proto = types.get(key)
         if proto is None:
-            proto = types[t] = value_info("", o.elem_type(t.dtype), t.shape).type
+            proto = types[key] = value_info("", o.elem_type(t.dtype), t.shape).type
         out.append(onnx.ValueInfoProto(name=v, type=proto))
     return out
 
