@@ -156,11 +156,12 @@ class Graph:
         return ct
 
     def copy(self) -> "Graph":
-        """An independent copy (node dicts copied, attrs and types shared: both are
-        treated as immutable), for a builder that adds to a graph it was handed (the train
-        step) without elaborating the model again."""
+        """An independent copy, for a builder that adds to a graph it was handed (the
+        train step) without elaborating the model again. Node dicts and their attrs
+        dicts are copied (autodiff records a scan's stored carries in its attrs); types,
+        spans and scan bodies are shared (nothing changes those in place)."""
         h = Graph(self.name)
-        h._data = {n: dict(d) for n, d in self._data.items()}
+        h._data = {n: {**d, "attrs": dict(d["attrs"])} for n, d in self._data.items()}
         h._next = self._next
         h.inputs, h.params, h.states, h.noises = (list(self.inputs), list(self.params),
                                                   list(self.states), list(self.noises))
