@@ -82,6 +82,10 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
     roots = list(dict.fromkeys(results.values()))
     where = _Where()
     typed: list[tuple[str, object]] = []  # (value name, type) of each lowered node
+    result_of: dict[int, str] = {}        # node id -> the first result name it is
+    for rname, nid in results.items():
+        if rname not in source_names:
+            result_of.setdefault(nid, rname)
     for nid in graph.topo_order(roots):
         if nid in o.env:
             continue
@@ -90,9 +94,12 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
             source(nid)
         else:
             o.path, o.doc = d.get("path"), where(d)
+            n_before = len(o.nodes)
             lower_node(o, nid)
             v = o.env[nid]
             if isinstance(v, str):
+                if nid in result_of and len(o.nodes) > n_before:
+                    v = o.env[nid] = _name_result(o, v, result_of[nid])
                 typed.append((v, d["type"]))
     o.path = o.doc = None
 
@@ -243,6 +250,18 @@ def lower_scan(o: Builder, node, *args):
             y = o.op("Transpose", y, perm=perm)
         final.append(y)
     return final
+
+
+def _name_result(o: Builder, v: str, rname: str) -> str:
+    """Give a result's value its result name at the node that makes it, instead of an
+    ``Identity`` at the end (a train step has one result per parameter and slot: 12k
+    Identity nodes at 4k parameters). Only when the node was just emitted (nothing has
+    read ``v`` yet) and no dim/shape cache holds ``v`` for later reuse."""
+    last = o.nodes[-1]
+    if len(last.output) != 1 or last.output[0] != v or v in o._dim_cache.values():
+        return v
+    last.output[0] = rname
+    return rname
 
 
 class _Where:
