@@ -151,8 +151,46 @@ def bench_scaling(tmp: Path, e, sizes, repeat) -> list[dict]:
                              "in_process_s": statistics.median(inproc), "repeat": reps}
                 print(f"  {shape:18} {nodes:6d} nodes  {name:18} {row[name]['wall_s']:.3f} s",
                       flush=True)
+            if shape == "deep stack" and target == max(sizes):
+                row["phases"] = phase_profile(tmp, e, n)
             rows.append(row)
     return rows
+
+
+PHASES = textwrap.dedent('''
+    import json, sys, time
+    sys.setrecursionlimit(100000)
+    T = time.process_time
+    out, t = {}, T()
+    from compiler import api
+    from compiler.core import backend_registry
+    from compiler.training.step import build_train_step
+    from compiler.transform.passes import optimize
+    onnx_backend = backend_registry.load("onnx")
+    out["imports"], t = T() - t, T()
+    m = api.load(sys.argv[1], train_block=True)
+    out["load + elaborate"], t = T() - t, T()
+    g, res = build_train_step(m)
+    out["train step (autodiff, optimizer)"], t = T() - t, T()
+    og, res = optimize(g, res)
+    out["passes"], t = T() - t, T()
+    model = onnx_backend.lower(og, res, dtype="f32", params_as="inputs", name=m.name)
+    out["ONNX lowering"], t = T() - t, T()
+    onnx_backend.save(model, sys.argv[2])
+    out["serialise + write"] = T() - t
+    out["_nodes"] = {"step graph": len(g), "after passes": len(og), "onnx nodes": len(model.graph.node)}
+    print(json.dumps(out))
+''')
+
+
+def phase_profile(tmp: Path, e, n: int) -> dict:
+    """CPU seconds per phase of the deep stack's `--train-step` export (one process):
+    where the time goes, for the section's explanation of a missed target."""
+    script, spec = tmp / "phases.py", tmp / f"deep_{n}.dl"
+    script.write_text(PHASES)
+    spec.write_text(DEEP.format(n=n))
+    _, info = run_once([sys.executable, str(script), str(spec), str(tmp / "p.onnx")], e)
+    return info
 
 
 def exponent(points) -> float | None:
@@ -325,6 +363,19 @@ def render(mach, scaling, cold) -> str:
             L += ["", f"Targets at {top['forward_nodes']:,} nodes (deep stack): `dlc check` "
                   f"{_s(c)} (< 2 s: {'met' if c < 2 else '**missed**'}), `--train-step` {_s(t)} "
                   f"(< 5 s: {'met' if t < 5 else '**missed**'})."]
+            prof = top.get("phases")
+            if prof:
+                cpu = sum(v for k, v in prof.items() if not k.startswith("_"))
+                L += ["", f"Where the `--train-step` time goes at {top['forward_nodes']:,} nodes "
+                      f"(CPU seconds per phase in one process, {_s(cpu)} in all; "
+                      f"{', '.join(f'{k} {v:,}' for k, v in prof.get('_nodes', {}).items())}):", "",
+                      "| phase | CPU |", "| --- | ---: |"]
+                L += [f"| {k} | {_s(v)} |" for k, v in prof.items() if not k.startswith("_")]
+                if t >= 5:
+                    L += ["", f"The target is missed by the wall time of the cold process, "
+                          f"{_s(t)}, against {_s(cpu)} of CPU spent by the export itself: "
+                          "the rest is start-up and, on a loaded machine, waiting for a core "
+                          "(see the load average above)."]
         L.append("")
     if cold:
         L += ["## (g) Cold `dlc compile --to onnx` vs `torch.onnx.export`", "",
