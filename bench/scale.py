@@ -34,6 +34,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -319,7 +320,14 @@ def bench_cold(tmp: Path, e, repeat) -> dict:
                                      for k, v in res[m].items()), flush=True)
     check = [sys.executable, "-m", "compiler", "check", str(ROOT / "specs" / "mlp.dl")]
     empty = [sys.executable, "-c", "pass"]
-    res["check_mlp"] = {"median_s": statistics.median(run_once(check, e)[0] for _ in range(repeat * 2))}
+    walls, cpus = [], []
+    for _ in range(repeat * 2):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        walls.append(run_once(check, e)[0])
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    # CPU next to wall: on a shared machine the difference is time spent waiting for a core
+    res["check_mlp"] = {"median_s": statistics.median(walls), "cpu_s": statistics.median(cpus)}
     res["python_empty"] = {"median_s": statistics.median(run_once(empty, e)[0] for _ in range(repeat))}
     return res
 
@@ -393,9 +401,15 @@ def render(mach, scaling, cold) -> str:
             L.append(f"| {m} | {_s(d) if d else r['dlc'].get('error')} | {cells[0][0]} | {cells[0][1]} | "
                      f"{cells[1][0]} | {cells[1][1]} | {'met' if ok else '**missed**'} |")
         c = cold["check_mlp"]["median_s"]
+        cpu = cold["check_mlp"].get("cpu_s")
         L += ["", f"Cold `dlc check specs/mlp.dl`: {_s(c)} (target < 0.35 s: "
-              f"{'met' if c < 0.35 else '**missed**'}); an empty `python -c pass`: "
-              f"{_s(cold['python_empty']['median_s'])}.", ""]
+              f"{'met' if c < 0.35 else '**missed**'}"
+              + (f"; CPU time of the process {_s(cpu)}" if cpu is not None else "")
+              + f"); an empty `python -c pass`: {_s(cold['python_empty']['median_s'])}."]
+        if c >= 0.35 and cpu is not None and cpu < 0.35:
+            L += ["", "The process itself needs less than the target; the wall time above "
+                  "includes waiting for a core on the shared machine (see the load average)."]
+        L.append("")
     L.append(END)
     return "\n".join(L) + "\n"
 
