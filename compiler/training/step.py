@@ -155,8 +155,9 @@ def build_split_step(model, spec: TrainConfig | None = None, player: str | None 
 def build_step(model, cfg: TrainConfig, group: Group, total_steps: int, *,
                split: bool = False) -> StepGraph:
     # A private training-mode graph: the step adds inputs and nodes to it.
-    g = elaborate(model.program, model.model_name, model.hparams, training=True,
-                  dims=model.dims, extra=cfg.updates)
+    g = (model.train_graph.copy() if not cfg.updates else  # elaborated once per model
+         elaborate(model.program, model.model_name, model.hparams, training=True,
+                   dims=model.dims, extra=cfg.updates))
     sg = StepGraph(g, {}, group, split=split)
     _loss_and_metrics(sg, cfg)
     _state_and_rule_updates(sg, cfg)
