@@ -457,7 +457,7 @@ class Scope:
         outer = self.env
         self.env = {i: outer[a] for i, a in zip(ins, node.args)}
         try:
-            for m in sub.topo_order([out]):
+            for m in sub.meta["order"]:
                 if m not in self.env:
                     self.lower_node(sub, m)
             return self.env[out]

@@ -591,19 +591,32 @@ def render_models(res: dict) -> list[str]:
          "(TorchScript exporter), same outputs. Page faults are minor faults per dlc step "
          "(`resource.getrusage`) with glibc's defaults and with `compiler.training.memory."
          "tune_allocator()` (what `dlc train` applies; `DLC_MALLOC=off` opts out).", "",
-         "| model | eager step | dlc torch step | ratio | dlc ONNX train step (ORT) | ratio | "
+         "The torch.compile column is `dlc train --compile`'s step (its compile time in "
+         "parentheses); `dlc train` round / step is one round of the Trainer's loop (noise, "
+         "the step, the one-sync finite check, bookkeeping) over the bare generated step on "
+         "the same batch (target <= 1.05x).", "",
+         "| model | eager step | dlc torch step | ratio | torch.compile step (compile) | ratio | "
+         "`dlc train` round / step | dlc ONNX train step (ORT) | ratio | "
          "ORT inference dlc / torch-exported | faults/step default → tuned (eager) | "
          "losses over 3 steps: dlc / eager |",
-         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         if "error" in r:
-            L.append(f"| {r['model']} | error: {r['error'][:200]} |||||||||")
+            L.append(f"| {r['model']} | error: {r['error'][:200]} ||||||||||||")
             continue
         ld = ", ".join(f"{x:.6f}" for x in r["losses_dlc"])
         le = ", ".join(f"{x:.6f}" for x in r["losses_eager"])
         infer = _ratio(r.get("dlc_onnx_infer"), r.get("torch_onnx_infer"))
+        comp = r.get("dlc_torch_compiled")
+        cs = r.get("compile_s")
+        comp_cell = (f"{_ms(comp)} ({cs:.1f} s)" if isinstance(cs, (int, float)) else _ms(comp))
+        lvs = r.get("loop_vs_step") or {}
+        loop_ratio = _ratio(lvs.get("loop"), lvs.get("step")) if "loop" in lvs else None
+        loop_cell = "n/a" if loop_ratio is None else (
+            f"**{loop_ratio:.2f}x**" if loop_ratio > 1.05 else f"{loop_ratio:.2f}x")
         L.append(f"| {r['model']} | {_ms(r['eager'])} | {_ms(r['dlc_torch'])} | "
-                 f"{_fmt_ratio(_ratio(r['dlc_torch'], r['eager']))} | {_ms(r.get('dlc_ort_train'))} | "
+                 f"{_fmt_ratio(_ratio(r['dlc_torch'], r['eager']))} | {comp_cell} | "
+                 f"{_fmt_ratio(_ratio(comp, r.get('eager_vs_compiled') or r['eager']))} | {loop_cell} | {_ms(r.get('dlc_ort_train'))} | "
                  f"{_fmt_ratio(_ratio(r.get('dlc_ort_train'), r['eager']))} | "
                  f"{_fmt_ratio(infer)} ({_ms(r.get('dlc_onnx_infer'))} / {_ms(r.get('torch_onnx_infer'))}) | "
                  f"{faults0.get(r['model'], '?')} → {r['faults_per_step']} ({r['eager_faults_per_step']}) | "

@@ -66,6 +66,13 @@ class Model:
     @cached_property
     def train_graph(self) -> Graph:
         """The training-mode graph (dropout on, batch statistics, state updates)."""
+        g = self.graph
+        if not g.meta.get("reads_training", True):
+            # nothing in the spec reads `training`: both modes build the same graph, so
+            # the model is elaborated once (on a 10k-node stack that is ~0.6 s a time)
+            t = g.copy()
+            t.meta["training"] = True
+            return t
         return elaborate(self.program, self.model_name, self.hparams, training=True, dims=self.dims)
 
     @property

@@ -1,4 +1,5 @@
-"""A per-user cache of parsed files (the std library), as JSON keyed by content.
+"""A per-user cache of parsed files (the std library and the specs `dlc` is given), as
+JSON keyed by content: a spec read again (`dlc check` then `dlc train`) needs no Lark.
 
 Every `dlc` process used to re-parse `specs/std/*.dl` (~0.1 s). `parse_file_cached`
 keeps the AST of a file as JSON under ``$XDG_CACHE_HOME/dlc/ast`` (default
@@ -39,7 +40,7 @@ def cache_dir() -> Path:
 def _code_key() -> str:
     if not _CODE_KEY:
         h = hashlib.sha256(FORMAT.encode())
-        for name in ("ast.py", "parser.py", "grammar.lark", "astcache.py"):
+        for name in ("ast.py", "parser.py", "source.py", "grammar.lark", "astcache.py"):
             h.update((_HERE / name).read_bytes())
         _CODE_KEY.append(h.hexdigest())
     return _CODE_KEY[0]
@@ -115,7 +116,7 @@ def decode(text: str, src: Source):
 
 def parse_file_cached(path) -> A.Module:
     """`dsl.parser.parse_file(path)`, read from / written to the per-user cache."""
-    from .parser import parse_source, read_source
+    from .source import read_source  # the parser (and Lark) only on a miss
     src = read_source(path)
     d = cache_dir()
     entry = d / (key(src.text) + ".json")
@@ -128,9 +129,12 @@ def parse_file_cached(path) -> A.Module:
             with os.fdopen(fd, "r", encoding="utf-8") as fh:
                 try:
                     if _private(os.fstat(fh.fileno()), stat.S_ISREG):
-                        return decode(fh.read(), src)
+                        module = decode(fh.read(), src)
+                        module.path = src.path  # the same text may live at two paths
+                        return module
                 except (ValueError, TypeError, KeyError):
                     pass  # a damaged entry: parse, and overwrite it below
+    from .parser import parse_source
     module = parse_source(src)
     _store(d, entry, module)
     return module

@@ -108,3 +108,42 @@ def test_onnx_train_step_export_is_linear_in_depth(tmp_path):
     export(2)
     growth = _growth(export, 8)
     assert growth < 2.3, growth
+
+
+def test_onnx_train_step_export_elaborates_the_model_once(tmp_path, monkeypatch):
+    """The eval graph, the train graph and the step's own graph come from one
+    elaboration when the spec never reads `training` (each one is a whole pass over
+    the spec: 0.6 s at 10k nodes); a spec that reads it gets a second one, for the
+    other mode, and no more."""
+    from compiler.elaborate import program
+    counts = []
+    real = program.elaborate
+
+    def counting(*a, **kw):
+        counts.append(kw.get("training"))
+        return real(*a, **kw)
+
+    for mod in ("compiler.api", "compiler.training.step", "compiler.training.spec"):
+        monkeypatch.setattr(f"{mod}.elaborate", counting, raising=False)
+    spec = tmp_path / "deep.dl"
+    spec.write_text(DEEP)
+    m = api.load(spec, hparams={"n": 3}, train_block=True)
+    m.export_onnx(tmp_path / "step.onnx", train_step=True)
+    assert len(counts) == 1, counts
+
+    counts.clear()
+    spec.write_text(DEEP.replace("|> Dense(3)", "|> Dropout(0.1) |> Dense(3)"))
+    m = api.load(spec, hparams={"n": 3}, train_block=True)
+    m.export_onnx(tmp_path / "step.onnx", train_step=True)
+    assert counts == [False, True], counts  # eval mode, then training mode: dropout differs
+
+
+def test_layer_table_is_linear_in_depth(tmp_path):
+    """`dlc check` prints the per-layer table: one row per instance, each row's first
+    parameter found in one pass (a scan of every parameter per row was quadratic)."""
+    from compiler.commands.layers import layer_table
+    spec = tmp_path / "deep.dl"
+    spec.write_text(DEEP)
+    models = {k: api.load(spec, hparams={"n": k}) for k in (50, 100, 200)}
+    growth = _growth(lambda k: layer_table(models[k]), 50)
+    assert growth < 2.3, growth  # measured 2.0 (at n = 16 the names' widths still add 2.4)

@@ -16,38 +16,21 @@
 """
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from compiler import api
-from compiler.commands import cli
 from compiler.core import noise
 from compiler.training import checkpoint
+from tests.helpers import cli_json, train_cli
 from compiler.training.spec import parse_train
 from compiler.training.step import build_step, initial_values
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 WGAN_CLIP = SPECS / "wgan_clip.dl"
-
-
-def _cli(*argv):
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = cli.main([*map(str, argv), "--json"])
-    return rc, json.loads(buf.getvalue().strip().splitlines()[-1])
-
-
-def _train(spec, out: Path, *extra):
-    rc, payload = _cli("train", spec, "--out", out, "--quiet", *extra)
-    assert rc == 0, payload
-    tensors, meta = checkpoint.load(out / "checkpoint.safetensors")
-    return payload, tensors, meta
 
 
 def _write(tmp_path, text, name="t.dl") -> Path:
@@ -133,7 +116,7 @@ train Net on moons(n = 128) {
 """)
     finals = {}
     for backend in ("numpy", "torch", "onnx"):
-        _, tensors, _ = _train(path, tmp_path / backend, "--backend", backend)
+        _, tensors, _ = train_cli(path, tmp_path / backend, "--backend", backend)
         p = checkpoint.namespace(tensors, checkpoint.PARAMS)
         assert np.abs(p["dense0.W"]).max() <= 0.1 + 1e-7
         assert np.isclose(np.abs(p["dense0.W"]).max(), 0.1)  # the bound is active
@@ -154,14 +137,14 @@ train Net on moons(n = 128) {
 ])
 def test_bad_constraints_are_located(tmp_path, line, message):
     path = _write(tmp_path, NET + "train Net on moons {\n  " + line + "\n}\n")
-    rc, payload = _cli("check", path)
+    rc, payload = cli_json("check", path)
     assert rc == 1 and message in payload["message"], payload
     assert payload["line"] == NET.count("\n") + 2
 
 
 def test_a_player_may_constrain_only_its_own_parameters(tmp_path):
     text = WGAN_CLIP.read_text().replace("constrain critic clip", "constrain gen clip")
-    rc, payload = _cli("check", _write(tmp_path, text, "w.dl"))
+    rc, payload = cli_json("check", _write(tmp_path, text, "w.dl"))
     assert rc == 1 and "does not train" in payload["message"], payload
 
 
@@ -219,7 +202,7 @@ def test_wgan_clip_critic_step_matches_torch_rmsprop_and_clamp(backend):
 
 
 def test_wgan_clip_run_keeps_the_critic_in_the_box(tmp_path):
-    payload, tensors, meta = _train(WGAN_CLIP, tmp_path / "run", "--steps", 60)
+    payload, tensors, meta = train_cli(WGAN_CLIP, tmp_path / "run", "--steps", 60)
     assert meta["position"]["group_steps"] == {"critic": 300, "generator": 60}
     p = checkpoint.namespace(tensors, checkpoint.PARAMS)
     c = 0.05
@@ -249,7 +232,7 @@ train LinearRegression on linreg {
   early_stop val.mse patience 3
 }
 """)
-    payload, tensors, _ = _train(path, tmp_path / "run")
+    payload, tensors, _ = train_cli(path, tmp_path / "run")
     hist = _history(tmp_path / "run")
     val = [row["val_mse"] for row in hist]
     best = int(np.argmin(val))
@@ -280,7 +263,7 @@ train LinearRegression on linreg {
     curves = {}
     for name, avg in (("last", ""), ("polyak", "average polyak(decay = 0.95)"),
                       ("uniform", "average uniform"), ("checkpoints", "average checkpoints(n = 5)")):
-        _train(_write(tmp_path, base.replace("AVG", avg), f"{name}.dl"), tmp_path / name)
+        train_cli(_write(tmp_path, base.replace("AVG", avg), f"{name}.dl"), tmp_path / name)
         curves[name] = np.array([r["val_mse"] for r in _history(tmp_path / name)])[10:]
     # measured (evaluations 11-30): std 1.3e-3 (last), 3.0e-4 (polyak), 3.0e-5 (uniform),
     # 3.0e-4 (checkpoints, n = 5); mean 0.0123, 0.0106, 0.0102, 0.0108
@@ -305,9 +288,9 @@ train LinearRegression on linreg {
 }
 """
     path = _write(tmp_path, text.replace("AVG", "average checkpoints(n = 3)"), "ck.dl")
-    payload, tensors, _ = _train(path, tmp_path / "ck")
+    payload, tensors, _ = train_cli(path, tmp_path / "ck")
     plain = _write(tmp_path, text.replace("AVG", ""), "plain.dl")
-    raws = [checkpoint.namespace(_train(plain, tmp_path / f"r{k}", "--steps", k)[1],
+    raws = [checkpoint.namespace(train_cli(plain, tmp_path / f"r{k}", "--steps", k)[1],
                                  checkpoint.TRAIN) for k in (60, 80, 100)]
     deployed = checkpoint.namespace(tensors, checkpoint.PARAMS)
     for k in ("w", "b"):
@@ -315,8 +298,8 @@ train LinearRegression on linreg {
         np.testing.assert_allclose(deployed[k], want, rtol=1e-6)  # float32 mean
         assert not np.allclose(deployed[k], raws[-1][k], rtol=1e-4)
     # a resume restores the ring: 100 steps in two halves deploy the same average
-    _train(path, tmp_path / "halves", "--steps", 60)
-    _, resumed, _ = _train(path, tmp_path / "halves", "--steps", 100, "--resume")
+    train_cli(path, tmp_path / "halves", "--steps", 60)
+    _, resumed, _ = train_cli(path, tmp_path / "halves", "--steps", 100, "--resume")
     for k in ("w", "b"):
         np.testing.assert_array_equal(checkpoint.namespace(resumed, checkpoint.PARAMS)[k],
                                       deployed[k])
@@ -336,7 +319,7 @@ train Net on moons(n = 256) {
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     d = tmp_path_factory.mktemp("pre")
-    payload, tensors, _ = _train(_write(d, PRE, "pre.dl"), d / "run")
+    payload, tensors, _ = train_cli(_write(d, PRE, "pre.dl"), d / "run")
     return d / "run", payload, checkpoint.namespace(tensors, checkpoint.PARAMS)
 
 
@@ -344,7 +327,7 @@ def test_init_from_a_prefix_and_freeze_it(tmp_path, pretrained):
     run, _, pre = pretrained
     text = PRE.replace("epochs 6", f'epochs 2\n  init_from "{run}/checkpoint.safetensors" dense0'
                                   "\n  freeze dense0\n  seed 3")
-    _, tensors, _ = _train(_write(tmp_path, text), tmp_path / "ft")
+    _, tensors, _ = train_cli(_write(tmp_path, text), tmp_path / "ft")
     p = checkpoint.namespace(tensors, checkpoint.PARAMS)
     state = checkpoint.namespace(tensors, checkpoint.TRAIN)
     for k in ("dense0.W", "dense0.b"):  # loaded and never updated
@@ -363,8 +346,8 @@ def test_init_from_everything_starts_at_the_pretrained_loss(tmp_path, pretrained
     run, pre_payload, _ = pretrained
     tuned = PRE.replace("epochs 6", f'epochs 1\n  init_from "{run}"')
     scratch = PRE.replace("epochs 6", "epochs 1")
-    ft, _, _ = _train(_write(tmp_path, tuned, "a.dl"), tmp_path / "a")
-    sc, _, _ = _train(_write(tmp_path, scratch, "b.dl"), tmp_path / "b")
+    ft, _, _ = train_cli(_write(tmp_path, tuned, "a.dl"), tmp_path / "a")
+    sc, _, _ = train_cli(_write(tmp_path, scratch, "b.dl"), tmp_path / "b")
     # Adam's first steps from fresh moments perturb the optimum a little: 20%
     assert ft["train"]["ce"] < 1.2 * pre_payload["train"]["ce"]
     assert sc["train"]["ce"] > 1.5 * ft["train"]["ce"], (sc["train"], ft["train"])
@@ -374,12 +357,12 @@ def test_bad_init_from_is_located(tmp_path, pretrained):
     run, _, _ = pretrained
     bad_shape = NET.replace("hidden = 8", "hidden = 5") + \
         f'train Net on moons {{\n  init_from "{run}"\n}}\n'
-    rc, payload = _cli("train", _write(tmp_path, bad_shape), "--out", tmp_path / "x")
+    rc, payload = cli_json("train", _write(tmp_path, bad_shape), "--out", tmp_path / "x")
     assert rc == 1 and "is [2, 8] in" in payload["message"] and payload["line"] == 10, payload
     missing = NET + 'train Net on moons {\n  init_from "nowhere.safetensors"\n}\n'
-    rc, payload = _cli("train", _write(tmp_path, missing), "--out", tmp_path / "y")
+    rc, payload = cli_json("train", _write(tmp_path, missing), "--out", tmp_path / "y")
     assert rc == 1 and "no checkpoint at" in payload["message"] and payload["line"] == 10
-    rc, payload = _cli("check", _write(tmp_path, NET + "train Net on moons {\n  freeze dens\n}\n"))
+    rc, payload = cli_json("check", _write(tmp_path, NET + "train Net on moons {\n  freeze dens\n}\n"))
     assert rc == 1 and "no parameters under `dens`" in payload["message"]
 
 
@@ -430,10 +413,10 @@ def test_augmented_runs_are_reproducible_and_evaluate_clean_data(tmp_path, monke
     real = augment.apply
     monkeypatch.setattr(augment, "apply", lambda *a: calls.append(a[3]) or real(*a))
     text = AUG.replace("AUG", "augment x noise(std = 0.3)\n  augment x flip(axis = 1)")
-    runs = [_train(_write(tmp_path, text, "a.dl"), tmp_path / f"a{i}") for i in range(2)]
+    runs = [train_cli(_write(tmp_path, text, "a.dl"), tmp_path / f"a{i}") for i in range(2)]
     # once per training round (204 training rows: 7 batches x 3 epochs), never in evaluation
     assert calls == list(range(21)) * 2
-    plain = _train(_write(tmp_path, AUG.replace("AUG", ""), "b.dl"), tmp_path / "b")
+    plain = train_cli(_write(tmp_path, AUG.replace("AUG", ""), "b.dl"), tmp_path / "b")
     pa, pb = (checkpoint.namespace(r[1], checkpoint.PARAMS) for r in (runs[0], plain))
     for k, v in pa.items():
         np.testing.assert_array_equal(v, checkpoint.namespace(runs[1][1], checkpoint.PARAMS)[k])
@@ -454,7 +437,7 @@ def test_augmented_runs_are_reproducible_and_evaluate_clean_data(tmp_path, monke
     ("augment x noise(sd = 1)", "has no option `sd`"),
 ])
 def test_bad_augmentations_are_located(tmp_path, line, message):
-    rc, payload = _cli("check", _write(tmp_path, NET + "train Net on moons {\n  " + line + "\n}\n"))
+    rc, payload = cli_json("check", _write(tmp_path, NET + "train Net on moons {\n  " + line + "\n}\n"))
     assert rc == 1 and message in payload["message"] and payload["line"] == 10, payload
 
 
@@ -476,7 +459,7 @@ def test_bootstrap_counts_are_seeded_samples_with_replacement():
 
 def _bagging_run(tmp_path, seed, epochs=20):
     from compiler.training import datasets
-    _, tensors, _ = _train(BAGGING, tmp_path / f"s{seed}", "--seed", seed, "--epochs", epochs)
+    _, tensors, _ = train_cli(BAGGING, tmp_path / f"s{seed}", "--seed", seed, "--epochs", epochs)
     p = checkpoint.namespace(tensors, checkpoint.PARAMS)
     train, _, test = datasets.load("linreg", n=120, noise=0.5).split((0.5, 0.25, 0.25), seed=0)
     m = api.load(BAGGING)
@@ -545,7 +528,7 @@ def test_exported_onnx_train_step_applies_the_projection(tmp_path):
     """`dlc compile --to onnx --train-step`: onnxruntime running the exported critic
     step gives the NumPy step's clipped weights."""
     import onnxruntime as ort
-    rc, payload = _cli("compile", WGAN_CLIP, "--to", "onnx", "--train-step", "-o",
+    rc, payload = cli_json("compile", WGAN_CLIP, "--to", "onnx", "--train-step", "-o",
                        tmp_path / "step.onnx")
     assert rc == 0, payload
     m = api.load(WGAN_CLIP, dims={"B": 8})
@@ -569,9 +552,9 @@ def test_exported_onnx_train_step_applies_the_projection(tmp_path):
 def test_augmented_run_resumes_bit_exactly(tmp_path):
     text = AUG.replace("AUG", "augment x noise(std = 0.3)").replace("epochs 3", "epochs 2")
     path = _write(tmp_path, text)
-    _, straight, _ = _train(path, tmp_path / "straight")
-    _train(path, tmp_path / "split", "--epochs", 1)
-    _, resumed, _ = _train(path, tmp_path / "split", "--epochs", 2, "--resume")
+    _, straight, _ = train_cli(path, tmp_path / "straight")
+    train_cli(path, tmp_path / "split", "--epochs", 1)
+    _, resumed, _ = train_cli(path, tmp_path / "split", "--epochs", 2, "--resume")
     for k, v in checkpoint.namespace(straight, checkpoint.TRAIN).items():
         np.testing.assert_array_equal(v, checkpoint.namespace(resumed, checkpoint.TRAIN)[k])
 
@@ -608,7 +591,7 @@ train Net on moons(n = 64) {
 ])
 def test_bad_projection_fns_are_located(tmp_path, proj, message):
     path = _write(tmp_path, NET + f"train Net on moons {{\n  constrain dense0.W {proj}\n}}\n")
-    rc, payload = _cli("train", path, "--out", tmp_path / "run", "--steps", 1)
+    rc, payload = cli_json("train", path, "--out", tmp_path / "run", "--steps", 1)
     assert rc == 1 and message in payload["message"] and payload["line"] == 10, payload
 
 
@@ -618,5 +601,5 @@ def test_bad_projection_fns_are_located(tmp_path, proj, message):
     ("average checkpoints(n = 3)\n  early_stop val.ce patience 2", "cannot be combined"),
 ])
 def test_bad_checkpoint_averages_are_located(tmp_path, lines, message):
-    rc, payload = _cli("check", _write(tmp_path, NET + "train Net on moons {\n  " + lines + "\n}\n"))
+    rc, payload = cli_json("check", _write(tmp_path, NET + "train Net on moons {\n  " + lines + "\n}\n"))
     assert rc == 1 and message in payload["message"] and payload["line"] == 10, payload

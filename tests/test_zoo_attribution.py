@@ -11,41 +11,26 @@
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.helpers import cli_json, perturbed_params, train_cli
 from compiler import api
-from compiler.commands import cli
 from compiler.training import checkpoint, datasets
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
-SAL, TGT = SPECS / "saliency.dl", SPECS / "targeted_attack.dl"
-
-
-def _cli(*argv):
-    buf = io.StringIO()
-    extra = ["--json", "--quiet"] if argv[0] == "train" else ["--json"]
-    with contextlib.redirect_stdout(buf):
-        rc = cli.main([*map(str, argv), *extra])
-    return rc, json.loads(buf.getvalue().strip().splitlines()[-1])
-
-
-def _train(spec, out: Path, *extra):
-    rc, payload = _cli("train", spec, "--out", out, *extra)
-    assert rc == 0, payload
-    tensors, _ = checkpoint.load(out / "checkpoint.safetensors")
-    return payload, checkpoint.namespace(tensors, checkpoint.TRAIN)
-
 
 def _params(m, seed=0, scale=0.1):
-    rng = np.random.default_rng(seed)
-    return {k: v.astype(np.float64) + scale * rng.standard_normal(v.shape)
-            for k, v in m.init_params(seed).items()}
+    return perturbed_params(m, seed, scale)
+
+
+def _train(spec, out, *extra):
+    payload, tensors, _ = train_cli(spec, out, *extra)
+    return payload, checkpoint.namespace(tensors, checkpoint.TRAIN)
+
+SAL, TGT = SPECS / "saliency.dl", SPECS / "targeted_attack.dl"
 
 
 def _digits(n, start=0):
@@ -69,7 +54,7 @@ def _onnx_ok(m, tmp_path):
 
 
 def _gradcheck(spec, *sets):
-    rc, payload = _cli("gradcheck", spec, "--max-entries", "12", *sets)
+    rc, payload = cli_json("gradcheck", spec, "--max-entries", "12", *sets)
     assert rc == 0 and payload["ok"], [t for t in payload.get("tensors", []) if not t["ok"]]
 
 

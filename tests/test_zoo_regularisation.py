@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from compiler import api
+from tests.helpers import trainer_for
 from compiler.training import datasets
 
 torch = pytest.importorskip("torch")
@@ -19,16 +20,7 @@ BACKENDS = ("numpy", "torch", "onnx")
 
 
 def _train(spec, tmp_path, **data):
-    """The spec's own train block through compiler.training (what `dlc train` runs)."""
-    from compiler.training.loop import Trainer
-    from compiler.training.spec import load_data, model_for, parse_train
-    m = api.load(SPECS / spec)
-    cfg = parse_train(m)
-    cfg.data_options = {**cfg.data_options, **data}
-    model = model_for(m, cfg)
-    ds = load_data(cfg, model)
-    parts = ds.split(cfg.split, seed=0)
-    tr = Trainer(model, cfg, parts, seed=0, out=tmp_path)
+    tr, parts, ds = trainer_for(SPECS / spec, tmp_path, **data)
     tr.run()
     return tr, parts, ds
 

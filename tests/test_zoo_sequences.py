@@ -16,33 +16,12 @@ import numpy as np
 import pytest
 
 from compiler import api
+from tests.helpers import copy_into as _copy, max_err as _err, perturbed_params as _params, t64 as _t
 
 torch = pytest.importorskip("torch")
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 TOL = 1e-9
-
-
-def _params(m, seed=0, scale=0.1):
-    """Initial params in float64, moved off their initial values (zero biases)."""
-    rng = np.random.default_rng(seed)
-    return {k: v.astype(np.float64) + scale * rng.standard_normal(v.shape)
-            for k, v in m.init_params(seed).items()}
-
-
-def _t(a):
-    return torch.tensor(np.asarray(a, dtype=np.float64))
-
-
-def _copy(dst, src):
-    with torch.no_grad():
-        assert tuple(dst.shape) == tuple(src.shape), (dst.shape, src.shape)
-        dst.copy_(_t(src))
-
-
-def _err(a, b):
-    a = a.detach().numpy() if hasattr(a, "detach") else np.asarray(a)
-    return float(np.max(np.abs(a - np.asarray(b))))
 
 
 def _check(errors, tol=TOL):

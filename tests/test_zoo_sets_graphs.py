@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from compiler import api
+from tests.helpers import trainer_for
 from compiler.training import datasets
 
 torch = pytest.importorskip("torch")
@@ -18,16 +19,7 @@ BACKENDS = ("numpy", "torch", "onnx")
 
 
 def _train(spec, tmp_path, **data):
-    """The spec's own train block through compiler.training (what `dlc train` runs)."""
-    from compiler.training.loop import Trainer
-    from compiler.training.spec import load_data, model_for, parse_train
-    m = api.load(SPECS / spec)
-    cfg = parse_train(m)
-    cfg.data_options = {**cfg.data_options, **data}
-    model = model_for(m, cfg)
-    ds = load_data(cfg, model)
-    parts = [p for p in ds.split(cfg.split, seed=0)]
-    tr = Trainer(model, cfg, parts, seed=0, out=tmp_path)
+    tr, parts, ds = trainer_for(SPECS / spec, tmp_path, **data)
     held = [p for p in parts[1:] if p.n][-1:] or parts[:1]   # the test part, else val, else train
     before = tr.evaluate(held[0])
     tr.run()

@@ -112,14 +112,24 @@ class Builder:
         self._consts: dict = {}
         self.inputs: list[onnx.ValueInfoProto] = []
         self.lazy_source = None               # root: fn(node id) -> value name or None
+        # The graph node being lowered: its layer path names the ONNX nodes it emits
+        # (``dense0/MatMul``, made unique at the root) and ``doc`` (its spec location)
+        # becomes their doc_string. Set by the lowering loop, kept across an inlined
+        # composite (whose template graph has no paths of its own).
+        self.path: str | None = None
+        self.doc: str | None = None
+        self._node_names: dict[str, int] = {}  # root: base node name -> uses so far
+        self._np_dtypes: dict[str, np.dtype] = {}
         self.f32_ops: frozenset = frozenset()  # root: op types run in float32 in f64 runs
 
     # ---- dtypes -------------------------------------------------------------
     def np_dtype(self, dtype):
-        if isinstance(dtype, str):
-            if dtype in FLOAT_DTYPES:
-                return np.dtype(_NP[self.run_dtype])
-            return np.dtype(_NP[dtype])
+        if isinstance(dtype, str):  # memoised: every binary op's lowering asks, twice
+            dt = self._np_dtypes.get(dtype)
+            if dt is None:
+                dt = self._np_dtypes[dtype] = np.dtype(
+                    _NP[self.run_dtype] if dtype in FLOAT_DTYPES else _NP[dtype])
+            return dt
         dt = np.dtype(dtype)
         return np.dtype(_NP[self.run_dtype]) if dt.kind == "f" else dt
 
@@ -152,14 +162,29 @@ class Builder:
         for x in ins:
             if not isinstance(x, str):
                 raise TypeError(f"{op_type}: inputs must be value names, got {x!r}")
+        if not attrs:  # most nodes: no attribute to convert
+            self.nodes.append(helper.make_node(op_type, ins, list(outs),
+                                               name=self._node_name(op_type),
+                                               doc_string=self.doc, domain=domain or None))
+            return
         clean = {k: _attr(v) for k, v in attrs.items() if v is not None}
         empty = [k for k, v in clean.items() if isinstance(v, list) and not v]
-        node = helper.make_node(op_type, ins, list(outs), name=self.names.fresh(op_type),
-                                domain=domain or None,
+        node = helper.make_node(op_type, ins, list(outs), name=self._node_name(op_type),
+                                doc_string=self.doc, domain=domain or None,
                                 **{k: v for k, v in clean.items() if k not in empty})
         for k in empty:  # an empty list has no inferable type: ints is what ops take
             node.attribute.append(helper.make_attribute(k, [], attr_type=onnx.AttributeProto.INTS))
         self.nodes.append(node)
+
+    def _node_name(self, op_type: str) -> str:
+        """``path/OpType`` (``_2``, ``_3``... on repeats), or a fresh name off any layer."""
+        if self.path is None:
+            return self.names.fresh(op_type)
+        base = f"{self.path}/{op_type}"
+        used = self.root._node_names
+        k = used.get(base, 0)
+        used[base] = k + 1
+        return base if k == 0 else f"{base}_{k + 1}"
 
     def const(self, value) -> str:
         arr = np.asarray(value)

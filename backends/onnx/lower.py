@@ -80,13 +80,28 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
 
     o.lazy_source = source
     roots = list(dict.fromkeys(results.values()))
+    where = _Where()
+    typed: list[tuple[str, object]] = []  # (value name, type) of each lowered node
+    result_of: dict[int, str] = {}        # node id -> the first result name it is
+    for rname, nid in results.items():
+        if rname not in source_names:
+            result_of.setdefault(nid, rname)
     for nid in graph.topo_order(roots):
         if nid in o.env:
             continue
-        if graph.data(nid)["op"] in SOURCE_OPS:
+        d = graph.data(nid)
+        if d["op"] in SOURCE_OPS:
             source(nid)
         else:
+            o.path, o.doc = d.get("path"), where(d)
+            n_before = len(o.nodes)
             lower_node(o, nid)
+            v = o.env[nid]
+            if isinstance(v, str):
+                if nid in result_of and len(o.nodes) > n_before:
+                    v = o.env[nid] = _name_result(o, v, result_of[nid])
+                typed.append((v, d["type"]))
+    o.path = o.doc = None
 
     outputs = []
     bound = set(fed) | {t.name for t in o.initializers}
@@ -102,7 +117,7 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
 
     inputs = sorted(o.inputs, key=lambda vi: fed[vi.name])
     g = helper.make_graph(o.nodes, name, inputs, outputs, initializer=o.initializers,
-                          doc_string=doc)
+                          doc_string=doc, value_info=_value_infos(o, typed, inputs, outputs))
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
                               ir_version=ir_version(), producer_name="dlc")
     return model
@@ -137,7 +152,7 @@ def _inline(o: Builder, prim, node) -> str:
     graph, env = o.graph, o.env
     o.graph, o.env = sub, {i: env[a] for i, a in zip(ins, node.args)}
     try:
-        for m in sub.topo_order([out]):
+        for m in sub.meta["order"]:
             if m not in o.env:
                 lower_node(o, m)
         return o.env[out]
@@ -188,12 +203,15 @@ def lower_scan(o: Builder, node, *args):
     for kid, kname in zip(b_in[nc + nx_:], consts):
         b.env[kid] = kname
 
+    where = _Where()
     for nid in body.topo_order(res):
         if nid in b.env:
             continue
-        if body.data(nid)["op"] in SOURCE_OPS:
+        d = body.data(nid)
+        if d["op"] in SOURCE_OPS:
             raise ValueError(f"scan body source %{nid} ({body.data(nid)['op']}) is not one "
                              f"of the body's inputs")
+        b.path, b.doc = d.get("path") or o.path, where(d) or o.doc
         lower_node(b, nid)
 
     cond_out = b.names.fresh("cond_out")
@@ -232,6 +250,66 @@ def lower_scan(o: Builder, node, *args):
             y = o.op("Transpose", y, perm=perm)
         final.append(y)
     return final
+
+
+def _name_result(o: Builder, v: str, rname: str) -> str:
+    """Give a result's value its result name at the node that makes it, instead of an
+    ``Identity`` at the end (a train step has one result per parameter and slot: 12k
+    Identity nodes at 4k parameters). Only when the node was just emitted (nothing has
+    read ``v`` yet) and no dim/shape cache holds ``v`` for later reuse."""
+    last = o.nodes[-1]
+    if len(last.output) != 1 or last.output[0] != v or v in o._dim_cache.values():
+        return v
+    last.output[0] = rname
+    return rname
+
+
+class _Where:
+    """A node's spec location as ``file:line:col`` (plus ``; called at file:line:col``,
+    the user's call site, for a node made inside an std layer), memoised per span:
+    the nodes of one layer call share spans."""
+
+    def __init__(self):
+        self.memo: dict = {}
+
+    def __call__(self, d) -> str | None:
+        span, site = d["span"], d.get("site")
+        if span is None:
+            return None
+        key = (id(span), id(site))
+        text = self.memo.get(key)
+        if text is None:
+            text = f"{_short(span.path)}:{span.line}:{span.col}"
+            if site is not None and site.source is not span.source:
+                text += f"; called at {_short(site.path)}:{site.line}:{site.col}"
+            self.memo[key] = text
+        return text
+
+
+def _short(path: str) -> str:
+    """The bundled std library by its place in the package (``std/layers.dl``), not by
+    where this installation lives; the user's files as they were named."""
+    i = path.replace("\\", "/").rfind("/specs/std/")
+    return path[i + len("/specs/"):] if i >= 0 else path
+
+
+def _value_infos(o: Builder, typed, inputs, outputs) -> list:
+    """``value_info`` of every intermediate value: the inferred shapes, symbolic dims
+    by name (``B``). One TypeProto per distinct type, copied: ~1 µs a value."""
+    skip = {vi.name for vi in inputs} | {vi.name for vi in outputs}
+    skip.update(t.name for t in o.initializers)
+    types: dict = {}
+    out = []
+    for v, t in typed:
+        if v in skip or not isinstance(t, TensorType):
+            continue
+        skip.add(v)
+        key = (t.dtype, tuple(t.shape))  # plain tuples hash in C, TensorType in Python
+        proto = types.get(key)
+        if proto is None:
+            proto = types[key] = value_info("", o.elem_type(t.dtype), t.shape).type
+        out.append(onnx.ValueInfoProto(name=v, type=proto))
+    return out
 
 
 def _flat(shape):

@@ -140,8 +140,9 @@ def make_node(op_type: str, inputs, outputs, name: str | None = None,
         node.doc_string = doc_string
     if domain is not None:
         node.domain = domain
-    node.attribute.extend(make_attribute(k, v) for k, v in sorted(kwargs.items())
-                          if v is not None)
+    if kwargs:  # most nodes have none: an empty extend costs as much as the node
+        node.attribute.extend(make_attribute(k, v) for k, v in sorted(kwargs.items())
+                              if v is not None)
     return node
 
 

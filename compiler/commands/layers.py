@@ -101,8 +101,8 @@ def layer_table(m, dims: dict | None = None, dtype: str = "f32") -> dict:
                 r["_last"], r["output_shape"] = nid, list(node.type.shape)
     # a layer's output: the latest node that reads its parameters, then what follows it
     # directly through elementwise ops (the activation of Dense(h, relu)) stays its own
-    ordered = sorted(rows.values(), key=lambda r: (_first_param(g, param_path, r["layer"]),
-                                                   r["depth"]))
+    first = _first_params(param_path)
+    ordered = sorted(rows.values(), key=lambda r: (first.get(r["layer"], 1 << 60), r["depth"]))
     for r in ordered:
         r.pop("_last", None)
         r["flops"] = 2 * r["macs"]
@@ -118,9 +118,20 @@ def layer_table(m, dims: dict | None = None, dtype: str = "f32") -> dict:
             "hparams": {k: _plain(v) for k, v in g.meta.get("hparams", {}).items()}}
 
 
-def _first_param(g, param_path, path):
-    ids = [n for n, p in param_path.items() if p == path or p.startswith(path + ".")]
-    return min(ids) if ids else 1 << 60
+def _first_params(param_path) -> dict:
+    """Each layer path (and every prefix of one) -> the smallest id of a parameter under
+    it. One pass over the parameters: a scan of them per row was quadratic (2,000 rows
+    of a 10k-node stack: seconds)."""
+    first: dict = {}
+    for n, p in param_path.items():
+        if not p:
+            continue
+        parts = p.split(".")
+        for i in range(1, len(parts) + 1):
+            key = ".".join(parts[:i])
+            if n < first.get(key, 1 << 60):
+                first[key] = n
+    return first
 
 
 def _plain(v):

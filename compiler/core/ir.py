@@ -4,7 +4,14 @@ Each node is one primitive applied to earlier nodes. Node data:
 ``op`` (primitive name), ``args`` (ordered tuple of node ids), ``attrs`` (static
 parameters; hashable values only, except a scan's ``body`` graph), ``type`` (a
 `TensorType`, or a tuple of them for multi-result ops such as ``scan``), ``span``
-(where in the user's spec it came from) and ``name`` (a user-facing name or None).
+(where in the user's spec it came from), ``name`` (a user-facing name or None),
+``path`` (the layer path of the instance whose call made it, ``dense0`` or
+``encoder/layer1/attn``; gradient nodes ``dense0/grad``; None at model level) and
+``site`` (the outermost call site in the user's own file on the elaborator's call
+stack: where a node made inside an std layer was asked for; None when unknown).
+Builders set ``g.scope`` / ``g.site`` and every node added meanwhile carries them
+(and ``g.default_span``, the span of a node added without one: a gradient node is
+located at the node it differentiates).
 Edges ``u -> v`` with key ``i`` mean "u is argument i of v"; they exist so that
 NetworkX can inspect the graph, while ``args`` keeps argument order.
 
@@ -71,12 +78,22 @@ class Graph:
         self.updates: dict[int, int] = {}
         self.meta: dict[str, Any] = {}
         self._source_names: dict[str, int] = {}  # attrs name -> first source node with it
+        # what `add` stamps on each node as ``path`` / ``site`` (see the module docstring)
+        self.scope: str | None = None
+        self.site = None
+        self.default_span = None  # the span of a node added without one (autodiff: the primal's)
+        # The static limits, read once per graph: reading the environment per node was a
+        # third of the cost of `add` on a 200k-node train step.
+        self._limits = (limit("DLC_MAX_GRAPH_NODES"), limit("DLC_MAX_TENSOR_ELEMENTS"),
+                        limit("DLC_MAX_PARAM_BYTES"))
 
     # ---- building -----------------------------------------------------------
     def add(self, op: str, args=(), attrs: dict | None = None, *, span=None, name=None,
             type: Any = None) -> int:
         """Append ``op(*args)`` and return its id; the type comes from the op's rule."""
         prim = get_primitive(op)
+        if span is None:
+            span = self.default_span
         args = tuple(map(int, args))
         attrs = dict(attrs or {})
         data = self._data
@@ -94,7 +111,7 @@ class Graph:
         nid = self._next
         self._next += 1
         d = data[nid] = {"op": op, "args": args, "attrs": attrs, "type": type, "span": span,
-                         "name": name}
+                         "name": name, "path": self.scope, "site": self.site}
         if self._nx is not None:
             _nx_add(self._nx, nid, d)
         if op in SOURCE_OPS and "name" in attrs:
@@ -137,6 +154,23 @@ class Graph:
         if kept:
             ct = self.op("sum", ct, axis=kept, keepdims=True)
         return ct
+
+    def copy(self) -> "Graph":
+        """An independent copy, for a builder that adds to a graph it was handed (the
+        train step) without elaborating the model again. Node dicts and their attrs
+        dicts are copied (autodiff records a scan's stored carries in its attrs); types,
+        spans and scan bodies are shared (nothing changes those in place)."""
+        h = Graph(self.name)
+        h._data = {n: {**d, "attrs": dict(d["attrs"])} for n, d in self._data.items()}
+        h._next = self._next
+        h.inputs, h.params, h.states, h.noises = (list(self.inputs), list(self.params),
+                                                  list(self.states), list(self.noises))
+        h.outputs, h.output_kinds = dict(self.outputs), dict(self.output_kinds)
+        h.dim_sources, h.updates = dict(self.dim_sources), dict(self.updates)
+        h.meta = dict(self.meta)
+        h._source_names = dict(self._source_names)
+        h._limits = self._limits
+        return h  # scope, site and default_span start empty: they belong to a builder
 
     # ---- reading ------------------------------------------------------------
     def node(self, n: int) -> Node:
@@ -259,19 +293,20 @@ def _op_label(op: str) -> str:
 def _check_limits(g: "Graph", op: str, t, span) -> None:
     """Static resource limits (compiler.core.limits): located errors, never a MemoryError."""
     # len(g), not len(g.nx): the NetworkX view is built on first use and costs an import
-    if len(g) >= limit("DLC_MAX_GRAPH_NODES"):
+    max_nodes, max_elems, max_bytes = g._limits
+    if len(g) >= max_nodes:
         raise SpecError(f"the graph has more than {describe('DLC_MAX_GRAPH_NODES')} nodes", span)
     for tt in (t if isinstance(t, tuple) else (t,)):
         n = 1
         for d in tt.shape:
             if isinstance(d, int):
                 n *= d
-        if n > limit("DLC_MAX_TENSOR_ELEMENTS"):
+        if n > max_elems:
             raise SpecError(f"a tensor of shape [{', '.join(map(str, tt.shape))}] has {n:,} elements, "
                             f"over the limit of {describe('DLC_MAX_TENSOR_ELEMENTS')}", span)
         if op in ("param", "state"):
             total = g.meta.get("_param_bytes", 0) + 4 * n
             g.meta["_param_bytes"] = total
-            if total > limit("DLC_MAX_PARAM_BYTES"):
+            if total > max_bytes:
                 raise SpecError(f"the parameters take {total:,} bytes, over the limit of "
                                 f"{describe('DLC_MAX_PARAM_BYTES')}", span)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from contextlib import contextmanager
+from pathlib import Path
 
 from compiler.core.types import TypeMismatch
 from compiler.core.values import Builtin, Closure, Instance, LayerDef, Record, Sequential
@@ -11,6 +12,16 @@ from compiler.elaborate.checks import _NO_RETURN, MAX_CALL_DEPTH, _call_site, _c
 from compiler.elaborate.scope import Scope
 from dsl import ast as A
 from dsl.errors import ShapeError, SpecError
+
+
+# the bundled std library: a call site in it is not the user's (see `Graph.site`)
+_STD_DIR = str(Path(__file__).resolve().parents[2] / "specs" / "std")
+
+
+def _in_user_code(span) -> bool:
+    src = getattr(span, "source", None)
+    path = getattr(src, "path", None)
+    return path is not None and not str(path).startswith(_STD_DIR)
 
 
 class Calls:
@@ -161,6 +172,12 @@ class Calls:
         saved = self.instance
         self.instance = inst
         inst.site_counter = {}
+        g = self.frame.graph if self.frame is not None else None
+        outer = (g.scope, g.site) if g is not None else None
+        if g is not None:  # the nodes this call adds carry the layer path and user call site
+            g.scope = inst.path(self).replace(".", "/")
+            if g.site is None and _in_user_code(span):
+                g.site = span
         with self.entering(d.name, span), _call_site(f"`{d.name}`", span):
             try:
                 if d.is_model:
@@ -180,6 +197,8 @@ class Calls:
                 return out
             finally:
                 self.instance = saved
+                if g is not None:
+                    g.scope, g.site = outer
 
     def bind_inputs(self, name, params, args, kwargs, span, scope):
         """A layer call's inputs: by position, or by name for the ones with a name; an

@@ -22,6 +22,7 @@ class Evaluator(Expressions, Calls, Statements):
     def __init__(self, frame: Frame | None, *, training: bool = False):
         self.frame = frame
         self.training = training
+        self.read_training = False  # set when the spec reads `training`
         self.instance: Instance | None = None  # whose params a `param` declares
         self.call_stack: list[str] = []
         self.model_counters: dict = {}

@@ -22,6 +22,7 @@ class Expressions:
 
     def eval_Name(self, e: A.Name, scope):
         if e.id == "training":
+            self.read_training = True  # the graph depends on the mode (see `elaborate`)
             return self.training
         try:
             return scope.lookup(e.id)

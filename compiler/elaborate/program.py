@@ -12,8 +12,8 @@ from compiler.elaborate.checks import describe
 from compiler.elaborate.evaluator import Evaluator
 from compiler.elaborate.scope import Frame, Scope
 from dsl import ast as A
+from dsl.astcache import parse_file_cached  # no Lark import unless a file misses the cache
 from dsl.errors import DslError, Source, Span, SpecError
-from dsl.parser import parse_file, parse_source
 
 SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
 STD_DIR = SPECS_DIR / "std"
@@ -54,9 +54,10 @@ def builtin_scope() -> Scope:
 def load_program(path=None, *, text: str | None = None) -> Program:
     """Parse a spec (and its imports) and collect its definitions."""
     if text is not None:
+        from dsl.parser import parse_source
         module = parse_source(Source(str(path or "<string>"), text))
-    else:
-        module = parse_file(path)
+    else:  # cached by content like the std library: an unchanged spec needs no parser
+        module = parse_file_cached(path)
     scope = Scope(builtin_scope(), kind="global")
     prog = Program(str(path or "<string>"), scope, module=module)
     _load_into(module, scope, prog.path, {str(Path(prog.path).resolve())}, prog)
@@ -72,7 +73,7 @@ def _load_into(module: A.Module, scope: Scope, path: str, seen: set, prog: Progr
             if key in seen:
                 raise SpecError(f"import cycle: `{item.path}` is already being imported", item.span)
             sub = Scope(builtin_scope(), kind="global")
-            _load_into(parse_file(target), sub, str(target), seen | {key})
+            _load_into(parse_file_cached(target), sub, str(target), seen | {key})
             if item.alias:
                 scope.define(item.alias, ModuleRef(str(target), sub), item.span, unique=True,
                              what="import alias")
@@ -141,6 +142,8 @@ def elaborate(prog: Program, model: str | None = None, hparams: dict | None = No
     g.meta["hparams"] = {k: v for k, v in scope.vars.items()
                          if k in {h.name for h in d.node.hparams}}
     g.meta["training"] = training
+    # False: the other mode's graph is this one (a copy with the flag flipped serves it)
+    g.meta["reads_training"] = ev.read_training
     g.meta["instances"] = ev
     g.meta["scope"] = scope  # the model's scope: a train block's projections `fn(w) -> ...`
     return g

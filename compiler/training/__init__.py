@@ -10,8 +10,19 @@ metrics.csv, curves) and `datasets` (embedded data, generators, user files).
 Imports point down: training uses the compiler core (`elaborate`, `transform`, `core`)
 and reaches backends only through `compiler.core.backend_registry`.
 """
-from compiler.training.loop import Trainer
-from compiler.training.step import StepGraph, build_step, build_train_step, initial_values, total_rounds
+import importlib
+
+# Imported on first use: `dlc check` reads `compiler.training.spec` only, and importing
+# this package must not load the loop (and what it imports) for it.
+_LAZY = {"Trainer": "loop", "StepGraph": "step", "build_step": "step",
+         "build_train_step": "step", "initial_values": "step", "total_rounds": "step"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"compiler.training.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["StepGraph", "Trainer", "build_step", "build_train_step", "initial_values",
            "total_rounds"]

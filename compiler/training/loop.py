@@ -246,15 +246,17 @@ class Trainer:
         msg = f"training diverged at step {step + 1}{who}: `{bad}` is {kind}"
         where = _first_nonfinite(self.model, sg, feeds)
         span = None
+        notes = []
         if where is not None:
-            op, span = where
+            op, span, note = where
             msg += f"; the first non-finite value is computed by `{op}` here"
+            notes = [note] if note else []
         elif sg.group.optimizer is not None and sg.group.optimizer.span is not None:
             # the model's own values are finite: the update made it (lr = huge, eps = 0)
             span = sg.group.optimizer.span
             msg += f"; the model's values are finite, so the update of `{sg.group.optimizer.name}` made it"
         err = SpecError(msg, span, hint="lower the learning rate, clip gradients "
-                        "(`clip_grad_norm`), or guard logs and divisions")
+                        "(`clip_grad_norm`), or guard logs and divisions", notes=notes)
         payload = err.to_json()
         payload.update(error="NonFinite", step=step + 1, tensor=bad)
         raise Diverged(msg, payload, err.render())
@@ -529,7 +531,16 @@ def _first_nonfinite(model, sg: StepGraph, feeds) -> tuple[str, object] | None:
         return None
     for n in located:
         if not np.isfinite(out[f"n{n}"]).all():
-            return g.node(n).op, g.node(n).span
+            return g.node(n).op, g.node(n).span, _user_call_note(g.data(n))
     return None
+
+
+def _user_call_note(d) -> tuple | None:
+    """A node made inside a library layer: the note at the user's own call of it."""
+    site, span = d.get("site"), d.get("span")
+    if site is None or span is None or site.source is span.source:
+        return None
+    path = d.get("path")
+    return (f"in layer `{path}`, called here" if path else "called here", site)
 
 

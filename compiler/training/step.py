@@ -155,8 +155,12 @@ def build_split_step(model, spec: TrainConfig | None = None, player: str | None 
 def build_step(model, cfg: TrainConfig, group: Group, total_steps: int, *,
                split: bool = False) -> StepGraph:
     # A private training-mode graph: the step adds inputs and nodes to it.
-    g = elaborate(model.program, model.model_name, model.hparams, training=True,
-                  dims=model.dims, extra=cfg.updates)
+    # A `constrain ... fn(w) -> ...` projection is evaluated by the evaluator that built
+    # the graph, so it needs a graph of its own, as update rules do.
+    fresh = cfg.updates or any(c.kind == "fn" for c in group.constraints)  # (top-level ones included)
+    g = (model.train_graph.copy() if not fresh else  # elaborated once per model
+         elaborate(model.program, model.model_name, model.hparams, training=True,
+                   dims=model.dims, extra=cfg.updates))
     sg = StepGraph(g, {}, group, split=split)
     _loss_and_metrics(sg, cfg)
     _state_and_rule_updates(sg, cfg)

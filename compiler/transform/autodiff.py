@@ -73,9 +73,32 @@ def vjp(g: Graph, outputs: list[int], cts: list[int], wrt: list[int], *, span=No
     for o, c in zip(outputs, cts):
         accumulate(o, c)
 
+    saved = g.scope, g.site, g.default_span
+    try:
+        _backward(g, order, relevant, acc, tuple_cts, accumulate, span,
+                  wrt_set if leaves else frozenset())
+    finally:
+        g.scope, g.site, g.default_span = saved
+    return [acc[w] if w in acc else zeros_like(g, w) for w in wrt]
+
+
+def _grad_path(path):
+    """The layer path of the gradient nodes of a node at ``path`` (``dense0/grad``)."""
+    if path is None:
+        return "grad"
+    return path if path == "grad" or path.endswith("/grad") else path + "/grad"
+
+
+def _backward(g, order, relevant, acc, tuple_cts, accumulate, span, stop=frozenset()):
+    """The reverse sweep of `vjp`: each node's rule, its nodes labelled with the node's
+    layer path (``.../grad``) and user call site, so artifacts and errors name them.
+    Nodes in `stop` (`vjp(leaves=True)`'s wrt) keep their cotangent, passing none on."""
+    data = g._data
     for n in reversed(order):
-        if leaves and n in wrt_set:
+        if n in stop:
             continue
+        d = data[n]
+        g.scope, g.site, g.default_span = _grad_path(d.get("path")), d.get("site"), d["span"]
         node = g.node(n)
         if node.op == "scan":
             if n in tuple_cts:
@@ -111,7 +134,6 @@ def vjp(g: Graph, outputs: list[int], cts: list[int], wrt: list[int], *, span=No
             if i in prim.static_args:
                 continue
             accumulate(a, c)
-    return [acc[w] if w in acc else zeros_like(g, w) for w in wrt]
 
 
 def _multi_vjp(g: Graph, node, cts: dict[int, int], accumulate, span, relevant=()) -> None:

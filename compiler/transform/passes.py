@@ -228,6 +228,7 @@ def optimize(g: Graph, results: dict[str, int], passes=DEFAULT_PASSES) -> tuple[
     out = Graph(g.name)
     out.meta = dict(g.meta)
     m = _rebuild(g, out, list(results.values()) + list(g.updates.values()), passes, {})
+    out.scope = out.site = None
     for sym, (n, axis) in g.dim_sources.items():
         if n in m:
             out.dim_sources[sym] = (m[n], axis)
@@ -256,6 +257,8 @@ def _rebuild(g: Graph, out: Graph, roots, passes, m: dict) -> dict:
         if n in m:
             continue
         node = g.node(n)
+        d = g._data[n]  # a rewrite's nodes keep the layer path and call site of the original
+        out.scope, out.site = d.get("path"), d.get("site")
         if node.op in SOURCE_OPS:
             _copy_source(g, out, n, m)
             continue
