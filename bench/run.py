@@ -695,14 +695,21 @@ def notes(res: dict) -> list[str]:
                    "sort and ancestors are all it is used for; its import is a large part of "
                    "the import time). The ONNX lowering itself is not the cost.")
     if "b" in missed:
-        out.append("(b) missed: Adam's update is now `torch.lerp` + one in-place `addcdiv` "
-                   "chain per parameter (the `lerp`/`adam_param` composites), the loss a "
+        out.append("(b) missed: the optimizer's per-parameter updates run as grouped "
+                   "`torch._foreach_*` calls (backends/torch/foreach.py) and the loss as a "
                    "fused `F.cross_entropy`; what is left is one tensor op per remaining "
-                   "graph node (the L2 term, the schedule's scalar ops) against "
-                   "torch.optim.Adam's multi-tensor `_foreach_*` kernels over all "
-                   "parameters at once. What would fix it: a variadic optimizer composite "
-                   "lowered to `torch._foreach_*` over every parameter, or `torch.compile` "
-                   "of the generated step (`dlc train --compile`, not done).")
+                   "graph node (the L2 term, the schedule's scalar ops). `dlc train "
+                   "--compile` (the torch.compile column of the zoo table) removes it.")
+    if "c" in missed:
+        out.append("(c) missed: dlc's inference ONNX is the same graph of 9 nodes as "
+                   "before (a MatMul/Add/Relu chain and a Softmax); the 1-thread medians "
+                   "are ~60 us against ~40-90 us for the torch exports across runs on this "
+                   "shared machine, so this row flips with the load. Since this round the "
+                   "artifacts carry `value_info` (every intermediate's shape, symbolic "
+                   "dims named, issue 15): with it onnxruntime fuses Add + "
+                   "LayerNormalization into its contrib `SkipLayerNormalization`, which "
+                   "measured 1.2-1.3x slower than the unfused pair on the transformer (1 "
+                   "thread, interleaved runs); see the zoo table's ORT inference column.")
     if "e" in missed:
         out.append("(e) missed: the loss is now one native NumPy `softmax_cross_entropy` "
                    "(take_along_axis, no one-hot) and its VJP the fused (softmax - onehot) / N; "
@@ -733,26 +740,23 @@ def model_notes(res: dict) -> list[str]:
     lstm = [r for k, r in rows.items() if k.startswith("lstm")]
     if lstm:
         ratios = ", ".join(f"{r['model']}: {_ratio(r['dlc_torch'], r['eager']):.2f}x" for r in lstm)
-        out.append(f"LSTM missed ({ratios}, PyTorch backend). Profile: the scan is a Python "
-                   "loop; per step the forward body is 18 torch ops and the backward body 26 "
-                   "(was 59: it no longer recomputes the cell, it reads the 5 stored gate "
-                   "activations; the weight and bias gradients are 3 ops after the loop over "
-                   "the stacked steps instead of 1,600 small matmuls; the gate gradient is "
-                   "one `torch.cat`, no `F.pad`), plus the per-step slicing of xs and "
-                   "residuals: ~9,000 ops at T = 200 (was 33,815) against eager's two fused "
-                   "LSTM kernels. Gradient graphs: lstm.dl and gru.dl are within 3x now. "
-                   "What would close it: lowering the std LSTM/GRU to `torch._VF.lstm` / "
-                   "`gru` (a composite recognised from the cell) needs a fused backward "
-                   "that torch exposes only through autograd, so dlc would have to call "
-                   "autograd for that node; ONNX `LSTM` (inference) has the layout already.")
+        out.append(f"LSTM ({ratios}, PyTorch backend): the std `LSTM` layer is the "
+                   "composite `lstm` (compiler/primitives/recurrent.py): its decomposition is "
+                   "the `LSTMCell` scan (NumPy and ONNX run it), its torch lowering "
+                   "`torch._VF.lstm`, and its fused VJP one `torch.autograd.grad` on the "
+                   "forward's tape (no second forward). The remaining gap at T = 200 is the "
+                   "layout conversion (transposed weights, the forget bias folded into the "
+                   "input bias) and the output stacking per step against eager's "
+                   "contiguous weights. The torch.compile column graph-breaks at the fused "
+                   "kernel, so it is slower than not compiling for the LSTM.")
     c = rows.get("cnn")
     if c:
-        out.append("cnn missed (torch step, ORT inference): not profiled in this "
-                   "session. Suspects, unverified: the conv VJPs are two separate "
-                   "convolutions (`conv_transpose`, `conv_weight_grad`) where eager autograd "
-                   "calls one `convolution_backward`, and the max-pool VJP's scatter; for "
-                   "ORT, dlc adds the conv bias as a broadcast `Add` of a reshaped bias "
-                   "where torch's export passes it as `Conv`'s bias input.")
+        out.append("cnn: profiled against eager; the gap was the max-pool VJP (it "
+                   "re-ran the forward pooling: 400 `max_pool2d_with_indices` calls against "
+                   "eager's 200), not the convolutions (dlc's two VJP convolutions cost "
+                   "~49 ms per 100 steps, eager's `convolution_backward` ~65 ms). The "
+                   "pooling now returns its argmax indices once and the gradient routes "
+                   "through `aten.max_pool2d_with_indices_backward`.")
     t = rows.get("transformer")
     if t:
         out.append("transformer: layer norm, softmax cross-entropy and attention run as "
@@ -760,18 +764,17 @@ def model_notes(res: dict) -> list[str]:
                    "the page faults (thousands per step with glibc's defaults) are gone "
                    "with `tune_allocator` (`dlc train` applies it). Its gradient graph is "
                    "3.04x its (now smaller) forward: see the graph-size note.")
-    out.append("The zoo-model table was measured by `python bench/models.py` run on its "
-               "own (the machine was shared with other benchmarks; eager and dlc samples "
-               "are interleaved to share that load) and merged with `--from-json`; "
-               "(e)'s hand-written baseline ran while other jobs loaded the machine, so "
-               "its 0.47x is not a real 2x win (it was 1.27x on an idle machine before "
-               "the native NumPy `softmax_cross_entropy`).")
-    out.append("Not done in this session: the `dlc train` loop vs the generated step "
-               "column, `dlc train --compile` (torch.compile of the "
-               "generated step), a variadic `_foreach_*` optimizer composite, fused "
-               "LSTM/GRU lowerings, batch norm as a composite; peak memory of LSTM "
-               "T = 200 was not re-measured (the backward now stores 5 gate activations "
-               "per step, as eager does, instead of recomputing them).")
+    out.append("The zoo-model table comes from `bench/models.py` in the same run "
+               "(eager and dlc samples interleaved); torch.compile times include inductor's "
+               "C++ compilation with a cold cache.")
+    out.append("Not done in this session: the ONNX `LSTM` op for inference (the "
+               "gate reorder i, o, f, c), a fused GRU on the CPU (torch's CPU GRU kernel "
+               "is itself a per-step loop and measured slower than dlc's scan, so the std "
+               "GRU stays a scan), batch norm as a composite, `dlc train`'s round down "
+               "to 1.05x the bare step (the remainder is the one fused finite check over "
+               "every result, ~0.14 ms on mlp; checking fewer tensors would miss an "
+               "optimizer slot overflowing while the params stay finite), and peak "
+               "memory of LSTM T = 200 (not re-measured).")
     return out
 
 

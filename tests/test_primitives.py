@@ -45,6 +45,16 @@ NOT_FD_CHECKED = {
     "stop_gradient": "its derivative is zero by definition; finite differences see the identity",
     "tuple_get": "autodiff gathers the cotangents of projections itself (no VJP rule)",
     "scan": "its VJP (a reverse scan) lives in compiler/transform/autodiff.py, not in a VJP rule",
+    # the fused recurrent composites: values and all six gradients against their
+    # decomposition (a scan, itself finite-difference checked through the globbed
+    # gradcheck of lstm.dl / gru.dl), and lstm_grad's own derivative against finite
+    # differences, in tests/test_composites.py (test_rnn_native_matches_decomposition,
+    # test_second_order_through_the_fused_lstm_vjp)
+    "lstm": "checked against its decomposition in tests/test_composites.py",
+    "gru": "checked against its decomposition in tests/test_composites.py",
+    "lstm_grad": "lstm's VJP; second order against finite differences in tests/test_composites.py",
+    "gru_grad": "gru's VJP; checked against the decomposition's VJP in tests/test_composites.py",
+    "pack": "bundles lstm_grad's results; autodiff gathers its projections' cotangents (no rule)",
 }
 
 
