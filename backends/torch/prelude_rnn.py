@@ -58,18 +58,7 @@ def gru_seq_vjp(h0, x, W, U, bx, bh, gh, gys, reverse, needed):
 def rnn_vjp(fn, args, cts, attrs, needed):
     """The fused forward `fn` replayed with autograd on, then torch's fused backward
     (one recomputed forward, cheap next to the per-step loop it replaces)."""
-    if torch.compiler.is_compiling():
-        return torch.compiler.disable(rnn_vjp)(fn, args, cts, attrs, needed)
-    with torch.enable_grad():
-        leaves = [t.detach().requires_grad_(k) for t, k in zip(args, needed)]
-        outs = fn(*leaves, *attrs)
-        want = [t for t, k in zip(leaves, needed) if k]
-        grads = iter(torch.autograd.grad(outs, want, cts, allow_unused=True))
-    out = []
-    for t, k in zip(leaves, needed):
-        d = next(grads) if k else None
-        out.append(torch.zeros_like(t) if d is None else d)
-    return tuple(out)
+    return rnn_vjp_taped(rnn_taped(fn, args, attrs, needed)[-1], cts, needed)
 
 
 def lstm_seq_taped(h0, c0, x, W, U, b, forget_bias, reverse, needed):
