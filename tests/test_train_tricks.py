@@ -58,6 +58,20 @@ model Net(hidden = 8) {
 """
 
 
+def _constrained_sgd_step(path, lr=0.5):
+    """One step of the spec's `sgd(lr)` train block from perturbed params on a random
+    batch, and the plain SGD step from `Model.gradients` the projections must act on."""
+    m = api.load(path)
+    cfg = parse_train(m)
+    rng = np.random.default_rng(0)
+    params = {k: v.astype(np.float64) + 0.3 * rng.standard_normal(v.shape)
+              for k, v in m.init_params(0).items()}
+    batch = {"x": rng.standard_normal((16, 2)), "y": rng.integers(0, 2, 16)}
+    out, _ = _step_once(m, cfg, cfg.groups[0], params, batch)
+    g = m.gradients("ce", batch, params, dtype="f64")
+    return out, {k: params[k] - lr * g[k] for k in params}
+
+
 def _step_once(m, cfg, group, params, batch, backend="numpy", dtype="f64", seed=0):
     """One step of `group` from `params` (slots at their initial fill): its results."""
     sg = build_step(m, cfg, group, 10)
@@ -84,15 +98,7 @@ train Net on moons(n = 64) {
   constrain dense0.b dense1.b nonneg
 }
 """)
-    m = api.load(path)
-    cfg = parse_train(m)
-    rng = np.random.default_rng(0)
-    params = {k: v.astype(np.float64) + 0.3 * rng.standard_normal(v.shape)
-              for k, v in m.init_params(0).items()}
-    batch = {"x": rng.standard_normal((16, 2)), "y": rng.integers(0, 2, 16)}
-    out, _ = _step_once(m, cfg, cfg.groups[0], params, batch)
-    g = m.gradients("ce", batch, params, dtype="f64")
-    sgd = {k: params[k] - 0.5 * g[k] for k in params}
+    out, sgd = _constrained_sgd_step(path)
     np.testing.assert_allclose(out["new:dense0.W"], np.clip(sgd["dense0.W"], -0.05, 0.05),
                                rtol=1e-12)
     w = sgd["dense1.W"]
@@ -568,15 +574,7 @@ train Net on moons(n = 64) {
   constrain dense0.b fn(b) -> b - mean(b)                              # zero-mean bias
 }
 """)
-    m = api.load(path)
-    cfg = parse_train(m)
-    rng = np.random.default_rng(0)
-    params = {k: v.astype(np.float64) + 0.3 * rng.standard_normal(v.shape)
-              for k, v in m.init_params(0).items()}
-    batch = {"x": rng.standard_normal((16, 2)), "y": rng.integers(0, 2, 16)}
-    out, _ = _step_once(m, cfg, cfg.groups[0], params, batch)
-    g = m.gradients("ce", batch, params, dtype="f64")
-    sgd = {k: params[k] - 0.5 * g[k] for k in params}
+    out, sgd = _constrained_sgd_step(path)
     w = sgd["dense1.W"]
     assert np.linalg.norm(w) > 0.7  # the ball constraint is active
     np.testing.assert_allclose(out["new:dense1.W"], w * 0.7 / np.linalg.norm(w), rtol=1e-12)
