@@ -8,6 +8,7 @@ import difflib
 from dsl import ast as A
 from dsl.errors import DslError, SpecError, Span
 
+from compiler.training.options import check_names, lookup
 from compiler.training.spec_types import Call, EarlyStop, DEFAULT_SPLIT
 
 
@@ -101,34 +102,27 @@ class _Options:
             check(c)
         return c
 
+    # `average KIND(options)`: each kind's options and their defaults
+    AVERAGES = {"uniform": {}, "polyak": {"decay": 0.999}, "checkpoints": {"n": 5}}
+
     def average(self) -> Call | None:
         c = self.call("average")
         if c is None:
             return None
-        if c.name == "uniform":
-            if c.kwargs:
-                raise SpecError("`average uniform` takes no options", c.span)
-        elif c.name == "polyak":
-            extra = set(c.kwargs) - {"decay"}
-            if extra:
-                raise SpecError(f"`polyak` has no option `{sorted(extra)[0]}`", c.span,
-                                hint="polyak(decay = 0.999)")
-            d = c.kwargs.setdefault("decay", 0.999)
-            if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1:
-                raise SpecError(f"polyak `decay` must be in [0, 1), found {_show(d)}", c.span)
-        elif c.name == "checkpoints":
-            extra = set(c.kwargs) - {"n"}
-            if extra:
-                raise SpecError(f"`checkpoints` has no option `{sorted(extra)[0]}`", c.span,
-                                hint="checkpoints(n = 5)")
-            n = c.kwargs.setdefault("n", 5)
-            if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-                raise SpecError(f"checkpoints `n` must be an integer >= 2, found {_show(n)}",
-                                c.span)
-        else:
-            raise SpecError(f"unknown average `{c.name}`", c.span,
-                            hint="`average polyak(decay = 0.999)`, `average uniform` or "
-                            "`average checkpoints(n = 5)`")
+        try:
+            defaults = lookup("average", self.AVERAGES, c.name)
+            check_names("average", c.name, c.kwargs, defaults)
+        except ValueError as e:
+            raise SpecError(str(e), c.span, hint="`average polyak(decay = 0.999)`, "
+                            "`average uniform` or `average checkpoints(n = 5)`") from None
+        for k, v in defaults.items():
+            c.kwargs.setdefault(k, v)
+        d, n = c.kwargs.get("decay"), c.kwargs.get("n")
+        if c.name == "polyak" and (isinstance(d, bool) or not isinstance(d, (int, float))
+                                   or not 0 <= d < 1):
+            raise SpecError(f"polyak `decay` must be in [0, 1), found {_show(d)}", c.span)
+        if c.name == "checkpoints" and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
+            raise SpecError(f"checkpoints `n` must be an integer >= 2, found {_show(n)}", c.span)
         return c
 
     def early_stop(self, model) -> EarlyStop | None:
