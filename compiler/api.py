@@ -28,6 +28,7 @@ from compiler.transform.autodiff import grad as _grad
 from compiler.elaborate import Program, elaborate, load_program
 from compiler.core.init import initial_value
 from compiler.core.ir import Graph
+from compiler.core.index_ranges import index_limits, out_of_range
 from compiler.transform.passes import optimize
 from compiler.core.types import TensorType
 
@@ -311,6 +312,11 @@ def check_feeds(graph: Graph, data: dict) -> None:
         if bad:
             raise FeedError(f"input `{name}` has shape {list(shape)} but the model declares "
                              f"{t.dtype}[{', '.join(map(str, t.shape))}]")
+        limit = index_limits(graph).get(name)
+        span = out_of_range(data[name], limit[0]) if limit else None
+        if span:
+            raise FeedError(f"input `{name}` holds values in [{span[0]}, {span[1]}], but the "
+                            f"model uses it to index a table of {limit[0]} rows")
 
 
 def _bfloat16():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from compiler import api
 from compiler.commands.cli import main
@@ -41,3 +42,13 @@ def test_the_limit_is_found_through_layout_ops_and_fitting_data_passes(tmp_path,
     capsys.readouterr()
     assert main(["train", str(spec), "--out", str(tmp_path / "bad"), "--quiet"]) == 1
     assert "data field `ids` holds values in [-1, 2]" in capsys.readouterr().err  # NumPy would wrap -1
+
+
+def test_api_feeds_past_the_table_are_a_feed_error_naming_the_input():
+    # the same limits guard `Model.run`: NumPy would raise a bare IndexError, and wrap -1
+    m = api.load(text="model M() {\n  input ids: i64[B]\n  output h = ids |> Embedding(4, 2)\n}\n")
+    p = m.init_params()
+    assert m.run({"ids": np.array([0, 3])}, p)["h"].shape == (2, 2)
+    for bad in ([0, 4], [-1, 2]):
+        with pytest.raises(api.FeedError, match=r"input `ids` holds values in .* table of 4 rows"):
+            m.run({"ids": np.array(bad)}, p)
