@@ -186,7 +186,7 @@ class _Interrupts:
         else:
             self.previous_hook(info)
 
-    def __enter__(self):
+    def install(self):
         import signal
         import threading
         if threading.current_thread() is threading.main_thread():
@@ -204,12 +204,12 @@ class _Interrupts:
 def main(argv=None) -> int:
     own_process = argv is None
     argv = sys.argv[1:] if argv is None else argv
-    with_interrupts = _Interrupts().__enter__()
+    interrupts = _Interrupts().install()
     try:
         code = _main(argv)
     finally:
-        with_interrupts.restore(own_process)
-    if with_interrupts.seen and code != 130:
+        interrupts.restore(own_process)
+    if interrupts.seen and code != 130:
         # the interrupt was swallowed somewhere (see _Interrupts); the checkpoint the
         # run wrote before its final evaluation is intact, so say so and exit 130
         print("interrupted", file=sys.stderr)
