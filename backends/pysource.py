@@ -39,6 +39,7 @@ import types
 from typing import Any, Callable
 
 from compiler.core.ir import SOURCE_OPS, Graph
+from .liveness import free_dead_locals
 from compiler.primitives import get_primitive, render_template
 from compiler.core.types import FLOAT_DTYPES, TensorType, check_run_dtype, parse_dim
 
@@ -280,6 +281,7 @@ class PyModuleGen:
         body = self.prologue(scope, sources) + source_lines + dim_lines + scope.lines
         ret = ", ".join(f"{quote(k)}: {scope.env[v]}" for k, v in results.items())
         body.append(f"return {{{ret}}}")
+        body = free_dead_locals(body)
         feeds = [graph.node(n).attrs["name"] for n in sources]
         feeds += [f for f in dim_feeds if f not in feeds]
         head = self.header(graph, results).strip()
