@@ -182,7 +182,8 @@ def cold_breakdown(tmp: Path, repeat: int) -> dict:
     runs = []
     for _ in range(repeat):
         p = subprocess.run([sys.executable, str(script), str(SPEC), str(tmp / "b.onnx")],
-                           cwd=ROOT, capture_output=True, text=True)
+                           cwd=ROOT, capture_output=True, text=True,
+                           env=dict(os.environ, PYTHONPATH=str(ROOT)))  # the script is in tmp
         if p.returncode != 0:
             raise RuntimeError(p.stderr[-2000:])
         runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
@@ -593,16 +594,19 @@ def render_models(res: dict) -> list[str]:
          "tune_allocator()` (what `dlc train` applies; `DLC_MALLOC=off` opts out).", "",
          "The torch.compile column is `dlc train --compile`'s step (its compile time in "
          "parentheses); `dlc train` round / step is one round of the Trainer's loop (noise, "
-         "the step, the one-sync finite check, bookkeeping) over the bare generated step on "
-         "the same batch (target <= 1.05x).", "",
+         "the step, the loss read and checked, the whole state checked every 16 rounds, "
+         "bookkeeping) over the bare generated step on the same batch (target <= 1.05x). "
+         "Peak step memory is the resident memory one train step adds over what is resident "
+         "before it (params, slots, batch), each side in a fresh process "
+         "(`bench/models.py --peak`: malloc_trim, /proc/self/clear_refs, VmHWM).", "",
          "| model | eager step | dlc torch step | ratio | torch.compile step (compile) | ratio | "
          "`dlc train` round / step | dlc ONNX train step (ORT) | ratio | "
          "ORT inference dlc / torch-exported | faults/step default → tuned (eager) | "
-         "losses over 3 steps: dlc / eager |",
-         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+         "peak step memory dlc / eager | losses over 3 steps: dlc / eager |",
+         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         if "error" in r:
-            L.append(f"| {r['model']} | error: {r['error'][:200]} ||||||||||||")
+            L.append(f"| {r['model']} | error: {r['error'][:200]} |||||||||||||")
             continue
         ld = ", ".join(f"{x:.6f}" for x in r["losses_dlc"])
         le = ", ".join(f"{x:.6f}" for x in r["losses_eager"])
@@ -620,8 +624,15 @@ def render_models(res: dict) -> list[str]:
                  f"{_fmt_ratio(_ratio(r.get('dlc_ort_train'), r['eager']))} | "
                  f"{_fmt_ratio(infer)} ({_ms(r.get('dlc_onnx_infer'))} / {_ms(r.get('torch_onnx_infer'))}) | "
                  f"{faults0.get(r['model'], '?')} → {r['faults_per_step']} ({r['eager_faults_per_step']}) | "
-                 f"{ld} / {le} |")
+                 f"{_peak_cell(r.get('peak_step_kib'))} | {ld} / {le} |")
     return L
+
+
+def _peak_cell(p):
+    if not isinstance(p, dict) or "dlc" not in p:
+        return "n/a" if p is None else f"error: {str(p.get('error', p))[:80]}"
+    return (f"{p['dlc'] / 1024:.1f} MB / {p['eager'] / 1024:.1f} MB "
+            f"({p['dlc'] / max(p['eager'], 1):.2f}x)")
 
 
 def _fmt_ratio(x):
