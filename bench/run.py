@@ -792,6 +792,17 @@ def model_notes(res: dict) -> list[str]:
     return out
 
 
+def _write_keeping_scale(path: Path, text: str) -> None:
+    """Write the report, keeping the section bench/scale.py wrote into the old file
+    (between its markers): the two scripts share RESULTS.md."""
+    begin, end = "<!-- bench/scale.py: begin -->", "<!-- bench/scale.py: end -->"
+    old = path.read_text() if path.exists() else ""
+    if begin in old and end in old and begin not in text:
+        block = begin + old.split(begin, 1)[1].split(end, 1)[0] + end
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -807,7 +818,7 @@ def main(argv=None) -> int:
     if args.from_json:
         res = json.loads(Path(args.from_json).read_text())
         res["notes"] = notes(res)
-        Path(args.out).write_text(render(res))
+        _write_keeping_scale(Path(args.out), render(res))
         return 0
     _set_threads_env(args.threads)
     sys.path.insert(0, str(ROOT))
@@ -874,7 +885,7 @@ def main(argv=None) -> int:
               "ratio": _ratio(e.get("dlc"), e.get("hand")), "target": 1.2})
     res["notes"] = notes(res)
     text = render(res)
-    Path(args.out).write_text(text)
+    _write_keeping_scale(Path(args.out), text)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=str))
     print(text)
