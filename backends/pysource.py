@@ -266,6 +266,7 @@ class PyModuleGen:
             if r not in graph:
                 raise KeyError(f"result node {r} is not in graph {graph.name!r}")
         order = self.schedule(graph, graph.topo_order(roots), results)
+        self.lowering = (graph, frozenset(order))  # what this module computes
         scope = Scope(self)
         sources = [n for n in order if graph.data(n)["op"] in SOURCE_OPS]
         source_lines = []
@@ -362,6 +363,9 @@ class Scope:
         self._suffix: dict[str, int] = {}  # next suffix to try per base name
         self.env: dict[int, str] = {}
         self.graph: Graph | None = None  # the graph of the node being lowered
+        # what lowering rules bound here beyond a node's value, for a later rule to
+        # read (a layer norm's saved statistics for its fused backward)
+        self.memo: dict = {}
 
     # ---- the lowering contract ------------------------------------------------
     def dim(self, d) -> str:
