@@ -345,6 +345,43 @@ def test_second_order_through_the_fused_lstm_vjp(backend):
     np.testing.assert_allclose(got[:4], fd, rtol=0, atol=1e-7)
 
 
+SECOND_ORDER = {
+    # d/dθ |∂s/∂x|²: through the fused VJP node (its VJP: its decomposition's, by autodiff)
+    "layer_norm_grad": ("model M() {\n input x: f32[B, 6]\n y = x |> LayerNorm()\n"
+                        " gx = grad(sum(y * y * y), x)\n loss L = sum(gx * gx)\n}", (2, 6)),
+    "attention_grad": ("model M() {\n input x: f32[B, T, 4]\n param w: [4, 4] ~ normal(0.0, 0.5)\n"
+                       " o = dot_product_attention(x @ w, x, x)\n"
+                       " gx = grad(sum(o * o * o), x)\n loss L = sum(gx * gx)\n}", (2, 3, 4)),
+}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("op", sorted(SECOND_ORDER))
+def test_second_order_through_the_fused_vjps(op, backend):
+    """Every parameter's gradient of a loss built from a first gradient, against central
+    finite differences of the loss in float64 (step 1e-6; 1e-6 bound on entries of
+    order 1: the difference quotient's error is ~1e-9)."""
+    text, shape = SECOND_ORDER[op]
+    m = api.load(text=text)
+    g, res = m.gradient_results("L")
+    assert op in {g.node(n).op for n in g.topo_order(list(res.values()))}
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=shape)
+    p = {k: np.asarray(v, np.float64) + 0.3 * rng.normal(size=np.shape(v))
+         for k, v in m.init_params().items()}
+    got = m.gradients("L", {"x": x}, p, backend=backend, dtype="f64")
+    for k in p:
+        flat = p[k].reshape(-1)
+        for i in range(flat.size):
+            vals = []
+            for e in (1e-6, -1e-6):
+                b = flat.copy()
+                b[i] += e
+                vals.append(float(m.run({"x": x}, {**p, k: b.reshape(p[k].shape)}, dtype="f64")["L"]))
+            fd = (vals[0] - vals[1]) / 2e-6
+            assert abs(got[k].reshape(-1)[i] - fd) <= 1e-6 * max(1.0, abs(fd)), (k, i, got[k], fd)
+
+
 def test_layer_norm_vjp_without_its_forward_recomputes_the_statistics():
     # a program of the gradients alone lowers no layer_norm: its fused backward then
     # computes mean and 1/σ itself; same numbers as the decomposition's VJP (f64)

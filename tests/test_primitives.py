@@ -54,6 +54,10 @@ NOT_FD_CHECKED = {
     "gru": "checked against its decomposition in tests/test_composites.py",
     "lstm_grad": "lstm's VJP; second order against finite differences in tests/test_composites.py",
     "gru_grad": "gru's VJP; checked against the decomposition's VJP in tests/test_composites.py",
+    "layer_norm_grad": "layer_norm's VJP (values in tests/opcases); second order against "
+                       "finite differences in tests/test_composites.py",
+    "attention_grad": "attention's VJP (values in tests/opcases); second order against "
+                      "finite differences in tests/test_composites.py",
     "pack": "bundles lstm_grad's results; autodiff gathers its projections' cotangents (no rule)",
 }
 

@@ -362,7 +362,7 @@ def _computed_users(cg, n, op):
 
 def _attn_torch(cg, n, q, k, v, keep):
     mask = _attn_mask(cg, n, keep)
-    if _computed_users(cg, n, "attention_grad"):
+    if len(_computed_users(cg, n, "attention_grad")) == 1:  # a tape serves one backward
         # a train step: the forward keeps torch's autograd tape (SDPA saves what its
         # fused backward reads: the flash kernel's logsumexp on the CPU), as eager does
         tape = cg.fresh("attn_taped")

@@ -36,6 +36,18 @@ def _attn_ref(q, k, v, keep):
     return torch.softmax(torch.where(keep, s, torch.tensor(-1e9, dtype=s.dtype)), -1) @ v
 
 
+def _vjp_ref(fn, wrt, ct, *rest):
+    """Independent reference of a fused VJP: torch autograd of `fn` (float64)."""
+    leaves = [t.clone().requires_grad_() for t in wrt]
+    with torch.enable_grad():
+        return torch.autograd.grad(fn(*leaves, *rest), leaves, ct)
+
+
+def _ln_grad_ref(x, g, ct, eps):
+    return _vjp_ref(lambda x, g, b: F.layer_norm(x, (x.shape[-1],), g, b, eps),
+                    [x, g, torch.zeros_like(g)], ct)
+
+
 def _gelu_grad_ref(ct, x):
     cdf = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
     return ct * (cdf + x * torch.exp(-x * x / 2) / math.sqrt(2 * math.pi))
@@ -56,6 +68,14 @@ CASES = [
          ref=_attn_ref),
     Case("attention", [normal(2, 2, 3, 4), normal(2, 2, 3, 4), normal(2, 2, 3, 4),
                        lambda rng: np.ones((), bool)], name="keep_all", ref=_attn_ref),
+    # the fused VJPs (multi-result: values here; their own derivatives, second order of
+    # the op, against finite differences in tests/test_composites.py)
+    Case("layer_norm_grad", [normal(3, 8, scale=2.0, shift=1.0), normal(8), normal(3, 8)],
+         {"eps": 1e-5}, ref=lambda x, g, ct: _ln_grad_ref(x, g, ct, 1e-5)),
+    Case("attention_grad", [normal(2, 4, 8), normal(2, 5, 8), normal(2, 5, 3), _mask(2, 1, 5),
+                            normal(2, 4, 3)],
+         ref=lambda q, k, v, keep, ct: _vjp_ref(lambda q, k, v: _attn_ref(q, k, v, keep),
+                                                [q, k, v], ct)),
 ]
 
 
