@@ -146,6 +146,8 @@ class PyModuleGen:
     prelude_package = ""
     # Import lines every generated module starts with.
     imports: tuple[str, ...] = ()
+    # The class of each generated function's body (a backend may plan more in it).
+    scope_class: type = None  # Scope, set below its definition
     # Run dtypes this backend computes in, and why others are missing.
     run_dtypes: tuple[str, ...] = FLOAT_DTYPES
     no_dtype_why = ""
@@ -265,7 +267,8 @@ class PyModuleGen:
             if r not in graph:
                 raise KeyError(f"result node {r} is not in graph {graph.name!r}")
         order = self.schedule(graph, graph.topo_order(roots), results)
-        scope = Scope(self)
+        scope = self.scope_class(self)
+        scope.plan(graph, order, set(roots))
         sources = [n for n in order if graph.data(n)["op"] in SOURCE_OPS]
         source_lines = []
         for n in sources:
@@ -360,6 +363,7 @@ class Scope:
         self._suffix: dict[str, int] = {}  # next suffix to try per base name
         self.env: dict[int, str] = {}
         self.graph: Graph | None = None  # the graph of the node being lowered
+        self._shared: dict = {}  # key -> variable (see `shared`)
 
     # ---- the lowering contract ------------------------------------------------
     def dim(self, d) -> str:
@@ -401,6 +405,22 @@ class Scope:
         self.names.add(name)
         return name
 
+    def plan(self, graph: Graph, order: list[int], keep: set[int]) -> None:
+        """Told before lowering: this function computes ``order`` of ``graph`` and
+        returns ``keep`` (a backend's scope may plan in-place writes from it)."""
+
+    def shared(self, key, expr: str, hint: str) -> str:
+        """A variable holding ``expr``, emitted the first time ``key`` is asked for in this
+        function and reused after: two lowerings that need the same intermediate (a loss
+        and its VJP, both reading the softmax of the same logits) compute it once. The
+        body is straight-line code, so the first emission runs before every later use.
+        ``key`` names the argument variables; the value must not be written in place."""
+        if key not in self._shared:
+            var = self.fresh(hint)
+            self.emit(f"{var} = {expr}")
+            self._shared[key] = var
+        return self._shared[key]
+
     def bind(self, n: int, var: str) -> str:
         self.env[n] = var
         return var
@@ -412,9 +432,11 @@ class Scope:
         the enclosing function's dims (``_d_*``) and helpers as closures.
         """
         name = self.fresh(hint)
-        sub = Scope(self.mod, tag=hint.strip("_").removesuffix("body"))
+        sub = type(self)(self.mod, tag=hint.strip("_").removesuffix("body"))
         args = [sub.bind(p, sub.fresh(node_hint(graph.node(p)))) for p in params]
-        for n in graph.topo_order(list(dict.fromkeys(results))):
+        order = graph.topo_order(list(dict.fromkeys(results)))
+        sub.plan(graph, order, set(results))
+        for n in order:
             if n in sub.env:
                 continue
             node = graph.node(n)
@@ -463,6 +485,9 @@ class Scope:
             return self.env[out]
         finally:
             self.env = outer
+
+
+PyModuleGen.scope_class = Scope
 
 
 # ---- scan: a nested body function and a Python loop ---------------------------------
