@@ -714,12 +714,12 @@ def notes(res: dict) -> list[str]:
                    "measured 1.2-1.3x slower than the unfused pair on the transformer (1 "
                    "thread, interleaved runs); see the zoo table's ORT inference column.")
     if "e" in missed:
-        out.append("(e) missed: the loss is now one native NumPy `softmax_cross_entropy` "
-                   "(take_along_axis, no one-hot) and its VJP the fused (softmax - onehot) / N; "
-                   "the rest is per-call overhead of small NumPy calls the hand-written step "
-                   "does in place (`np.where` for relu's VJP, which keeps a NaN cotangent at "
-                   "an inactive unit at 0 where `g * mask` would not, and the one-hot "
-                   "subtraction where the hand-written step indexes `d[rows, y] -= 1`).")
+        out.append("(e) missed: the loss and its VJP already share one softmax "
+                   "(`sce_parts`), dead temporaries are written in place and transposes "
+                   "inlined; what is left is per-call overhead the hand-written step skips "
+                   "(each feed's `np.asarray(..., dtype=...)`, relu's VJP as a bit mask that "
+                   "keeps a NaN cotangent at an inactive unit at 0 where the hand-written "
+                   "`g * (z > 0)` would not).")
     if res.get("device") != "cuda":
         out.append("(b) on a GPU: not measured in this run (`python bench/run.py --device cuda` "
                    "adds it on a machine with CUDA).")

@@ -26,11 +26,11 @@ def sce_parts(z, y):
     e = np.exp(s)
     tot = np.add.reduce(e, axis=-1, keepdims=True)
     labels = y.reshape(-1)
-    # one compare for 0 <= label < K: a negative label read unsigned is huge
-    ok = labels.view(np.dtype(f"u{labels.dtype.itemsize}")) < k
-    if ok.all():
-        ok = None
-    else:
+    # 0 <= label < K for all in one reduction: a negative label read unsigned is huge
+    unsigned = labels.view(np.dtype(f"u{labels.dtype.itemsize}"))
+    ok = None
+    if np.maximum.reduce(unsigned, initial=0) >= k:
+        ok = unsigned < k
         labels = np.where(ok, labels, 0)
     at = np.arange(0, labels.size * k, k) + labels
     return s, e, tot, ok, at
