@@ -39,6 +39,7 @@ import types
 from typing import Any, Callable
 
 from compiler.core.ir import SOURCE_OPS, Graph
+from .liveness import free_dead_locals
 from compiler.primitives import get_primitive, render_template
 from compiler.core.types import FLOAT_DTYPES, TensorType, check_run_dtype, parse_dim
 
@@ -267,6 +268,7 @@ class PyModuleGen:
             if r not in graph:
                 raise KeyError(f"result node {r} is not in graph {graph.name!r}")
         order = self.schedule(graph, graph.topo_order(roots), results)
+        self.lowering = (graph, frozenset(order))  # what this module computes
         scope = self.scope_class(self)
         scope.plan(graph, order, set(roots))
         sources = [n for n in order if graph.data(n)["op"] in SOURCE_OPS]
@@ -283,6 +285,7 @@ class PyModuleGen:
         body = self.prologue(scope, sources) + source_lines + dim_lines + scope.lines
         ret = ", ".join(f"{quote(k)}: {scope.env[v]}" for k, v in results.items())
         body.append(f"return {{{ret}}}")
+        body = free_dead_locals(body)
         feeds = [graph.node(n).attrs["name"] for n in sources]
         feeds += [f for f in dim_feeds if f not in feeds]
         head = self.header(graph, results).strip()
@@ -363,7 +366,9 @@ class Scope:
         self._suffix: dict[str, int] = {}  # next suffix to try per base name
         self.env: dict[int, str] = {}
         self.graph: Graph | None = None  # the graph of the node being lowered
-        self._shared: dict = {}  # key -> variable (see `shared`)
+        # what lowering rules bound here beyond a node's value, for a later rule to
+        # read (a layer norm's saved statistics for its fused backward; `shared`'s)
+        self.memo: dict = {}
 
     # ---- the lowering contract ------------------------------------------------
     def dim(self, d) -> str:
@@ -415,11 +420,12 @@ class Scope:
         and its VJP, both reading the softmax of the same logits) compute it once. The
         body is straight-line code, so the first emission runs before every later use.
         ``key`` names the argument variables; the value must not be written in place."""
-        if key not in self._shared:
+        key = ("shared",) + tuple(key)
+        if key not in self.memo:
             var = self.fresh(hint)
             self.emit(f"{var} = {expr}")
-            self._shared[key] = var
-        return self._shared[key]
+            self.memo[key] = var
+        return self.memo[key]
 
     def bind(self, n: int, var: str) -> str:
         self.env[n] = var

@@ -377,6 +377,60 @@ def faults_case(label, spec, hp, build, kind, out_kind, repeat, tmp):
     return {"model": label, "faults_per_step": minor_faults(step, 20)}
 
 
+def _rss_kib(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def peak_case(label, spec, hp, build, kind, out_kind, repeat, tmp, who):
+    """Peak resident memory of one train step over the memory resident before it, in a
+    process of its own (`who`: dlc or eager): warm up, return freed memory to the OS
+    (malloc_trim), reset the kernel's high-water mark (/proc/self/clear_refs, 5), run
+    3 steps, read VmHWM. Both sides hold their params, optimizer slots and batch in the
+    baseline; the step's activations, residuals and gradients are what is measured."""
+    import ctypes
+    import gc
+
+    import numpy as np
+    batch = batch_of(label.split()[0], np.random.default_rng(0), 200 if "200" in label else 50)
+    m2, cfg, g, res, values = dlc_setup(spec, hp)
+    grp = cfg.groups[0]
+    if who == "dlc":
+        step = dlc_torch_step(g, res, values, batch)
+    else:
+        net = build({k: np.array(v, copy=True) for k, v in values.items()})
+        step = eager_step(net, batch, kind=kind, lr=float(grp.optimizer.kwargs.get("lr", 1e-3)),
+                          wd=grp.weight_decay, clip=grp.clip_grad_norm,
+                          schedule=grp.schedule.name if grp.schedule else "constant")
+    for _ in range(3):
+        step()
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    base = _rss_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")
+    for _ in range(3):
+        step()
+    return {"model": label, "who": who, "peak_step_kib": _rss_kib("VmHWM") - base,
+            "baseline_kib": base}
+
+
+def peak_memory(label: str) -> dict:
+    """`peak_case` for dlc and for eager, each in a fresh process (glibc keeps what one
+    contender freed, which would flatter the other)."""
+    import subprocess
+    out = {}
+    for who in ("dlc", "eager"):
+        p = subprocess.run([sys.executable, __file__, "--peak", who, "--only", label],
+                           capture_output=True, text=True,
+                           env=dict(os.environ, PYTHONPATH=str(ROOT), DLC_MALLOC="off"))
+        if p.returncode:
+            return {"error": p.stderr[-300:]}
+        out[who] = json.loads(p.stdout.strip().splitlines()[-1])["peak_step_kib"]
+    return out
+
+
 def bench_case(label, spec, hp, build, kind, out_kind, repeat, tmp):
     import numpy as np
     import torch
@@ -419,6 +473,7 @@ def bench_case(label, spec, hp, build, kind, out_kind, repeat, tmp):
         r["loop_vs_step"] = dlc_loop_vs_step(spec, hp, repeat)
     except Exception as e:  # noqa: BLE001
         r["loop_vs_step"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+    r["peak_step_kib"] = peak_memory(label)
     try:
         r["dlc_ort_train"] = timeit(dlc_ort_train(m2, g, res, values, batch), repeat=repeat, warmup=5)
     except Exception as e:  # noqa: BLE001
@@ -446,6 +501,8 @@ def main(argv=None):
                     help="apply compiler.training.memory.tune_allocator() first (as `dlc train` does)")
     ap.add_argument("--faults-only", action="store_true")
     ap.add_argument("--json", default=None, help="write the list of results here")
+    ap.add_argument("--peak", choices=["dlc", "eager"], default=None,
+                    help="only the peak memory of one side's step (a child of peak_memory)")
     a = ap.parse_args(argv)
     import tempfile
 
@@ -460,7 +517,10 @@ def main(argv=None):
         for case in CASES:
             if a.only and case[0] not in a.only.split(","):
                 continue
-            r = (faults_case if a.faults_only else bench_case)(*case, repeat, tmp)
+            if a.peak:
+                r = peak_case(*case, repeat, tmp, a.peak)
+            else:
+                r = (faults_case if a.faults_only else bench_case)(*case, repeat, tmp)
             print(json.dumps(r, default=str), flush=True)
             out.append(r)
     if a.json:

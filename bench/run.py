@@ -182,7 +182,8 @@ def cold_breakdown(tmp: Path, repeat: int) -> dict:
     runs = []
     for _ in range(repeat):
         p = subprocess.run([sys.executable, str(script), str(SPEC), str(tmp / "b.onnx")],
-                           cwd=ROOT, capture_output=True, text=True)
+                           cwd=ROOT, capture_output=True, text=True,
+                           env=dict(os.environ, PYTHONPATH=str(ROOT)))  # the script is in tmp
         if p.returncode != 0:
             raise RuntimeError(p.stderr[-2000:])
         runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
@@ -593,16 +594,19 @@ def render_models(res: dict) -> list[str]:
          "tune_allocator()` (what `dlc train` applies; `DLC_MALLOC=off` opts out).", "",
          "The torch.compile column is `dlc train --compile`'s step (its compile time in "
          "parentheses); `dlc train` round / step is one round of the Trainer's loop (noise, "
-         "the step, the one-sync finite check, bookkeeping) over the bare generated step on "
-         "the same batch (target <= 1.05x).", "",
+         "the step, the loss read and checked, the whole state checked every 16 rounds, "
+         "bookkeeping) over the bare generated step on the same batch (target <= 1.05x). "
+         "Peak step memory is the resident memory one train step adds over what is resident "
+         "before it (params, slots, batch), each side in a fresh process "
+         "(`bench/models.py --peak`: malloc_trim, /proc/self/clear_refs, VmHWM).", "",
          "| model | eager step | dlc torch step | ratio | torch.compile step (compile) | ratio | "
          "`dlc train` round / step | dlc ONNX train step (ORT) | ratio | "
          "ORT inference dlc / torch-exported | faults/step default → tuned (eager) | "
-         "losses over 3 steps: dlc / eager |",
-         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+         "peak step memory dlc / eager | losses over 3 steps: dlc / eager |",
+         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         if "error" in r:
-            L.append(f"| {r['model']} | error: {r['error'][:200]} ||||||||||||")
+            L.append(f"| {r['model']} | error: {r['error'][:200]} |||||||||||||")
             continue
         ld = ", ".join(f"{x:.6f}" for x in r["losses_dlc"])
         le = ", ".join(f"{x:.6f}" for x in r["losses_eager"])
@@ -620,8 +624,15 @@ def render_models(res: dict) -> list[str]:
                  f"{_fmt_ratio(_ratio(r.get('dlc_ort_train'), r['eager']))} | "
                  f"{_fmt_ratio(infer)} ({_ms(r.get('dlc_onnx_infer'))} / {_ms(r.get('torch_onnx_infer'))}) | "
                  f"{faults0.get(r['model'], '?')} → {r['faults_per_step']} ({r['eager_faults_per_step']}) | "
-                 f"{ld} / {le} |")
+                 f"{_peak_cell(r.get('peak_step_kib'))} | {ld} / {le} |")
     return L
+
+
+def _peak_cell(p):
+    if not isinstance(p, dict) or "dlc" not in p:
+        return "n/a" if p is None else f"error: {str(p.get('error', p))[:80]}"
+    return (f"{p['dlc'] / 1024:.1f} MB / {p['eager'] / 1024:.1f} MB "
+            f"({p['dlc'] / max(p['eager'], 1):.2f}x)")
 
 
 def _fmt_ratio(x):
@@ -781,6 +792,17 @@ def model_notes(res: dict) -> list[str]:
     return out
 
 
+def _write_keeping_scale(path: Path, text: str) -> None:
+    """Write the report, keeping the section bench/scale.py wrote into the old file
+    (between its markers): the two scripts share RESULTS.md."""
+    begin, end = "<!-- bench/scale.py: begin -->", "<!-- bench/scale.py: end -->"
+    old = path.read_text() if path.exists() else ""
+    if begin in old and end in old and begin not in text:
+        block = begin + old.split(begin, 1)[1].split(end, 1)[0] + end
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -796,7 +818,7 @@ def main(argv=None) -> int:
     if args.from_json:
         res = json.loads(Path(args.from_json).read_text())
         res["notes"] = notes(res)
-        Path(args.out).write_text(render(res))
+        _write_keeping_scale(Path(args.out), render(res))
         return 0
     _set_threads_env(args.threads)
     sys.path.insert(0, str(ROOT))
@@ -863,7 +885,7 @@ def main(argv=None) -> int:
               "ratio": _ratio(e.get("dlc"), e.get("hand")), "target": 1.0})
     res["notes"] = notes(res)
     text = render(res)
-    Path(args.out).write_text(text)
+    _write_keeping_scale(Path(args.out), text)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=str))
     print(text)

@@ -193,9 +193,13 @@ def test_source_is_readable_straight_line_code():
         assert name in src, name
     assert '"dense0.W"' in src
     assert "import torch" not in src and "compiler" not in src
-    # one line per node (reads included), then the return; no dim is needed here
+    # one line per node (reads included), the `del`s of dead temporaries (each right
+    # after a statement: backends/liveness.py), then the return; no dim is needed here
     body = src[src.index("def run"):src.index('if __name__')].strip().splitlines()[1:]
-    assert len(body) == len(g.topo_order([res["loss"]])) + 1
+    code = [l for l in body if not l.strip().startswith("del ")]
+    assert len(code) == len(g.topo_order([res["loss"]])) + 1
+    assert all(not a.strip().startswith("del ") for a, b in zip(body, body[1:])
+               if b.strip().startswith("del "))
     assert "_d_B" not in src
 
 

@@ -183,6 +183,11 @@ def test_native_lowerings_are_used():
     for case, call in want.items():
         g, r, _ = _build(case, decomposed=False)
         assert call in bt.lower(g, {"value": r["value"]}).source
+    # with its VJP: the forward keeps its statistics for aten's fused backward
+    g, r, _ = _build("layer_norm", decomposed=False)
+    src = bt.lower(g, r).source
+    assert "aten.native_layer_norm(" in src and src.count("native_layer_norm(") == 1
+    assert "native_layer_norm_backward(" in src and "F.layer_norm" not in src
 
 
 def test_cross_entropy_is_stable_at_large_logits():
@@ -226,7 +231,8 @@ def test_cross_entropy_out_of_range_label_is_a_zero_term_on_every_backend():
 
 # ---- lstm, gru (compiler/primitives/recurrent.py): several results, a fused VJP -----------
 
-MULTI_RESULT = {"lstm", "lstm_grad", "gru", "gru_grad"}  # *_grad: exercised as their VJPs
+# *_grad: exercised as their VJPs (layer_norm_grad, attention_grad: their op's cases)
+MULTI_RESULT = {"lstm", "lstm_grad", "gru", "gru_grad", "layer_norm_grad", "attention_grad"}
 
 
 def _build_rnn(op: str, decomposed: bool, reverse: bool, forget_bias: float = 0.0):
@@ -354,3 +360,54 @@ def test_second_order_through_the_fused_lstm_vjp(backend):
             vals.append(float(m.run({"x": x}, {**p, k: b}, dtype="f64")["L"]))
         fd[i] = (vals[0] - vals[1]) / 2e-6
     np.testing.assert_allclose(got[:4], fd, rtol=0, atol=1e-7)
+
+
+def test_layer_norm_vjp_without_its_forward_recomputes_the_statistics():
+    # a program of the gradients alone lowers no layer_norm: its fused backward then
+    # computes mean and 1/σ itself; same numbers as the decomposition's VJP (f64)
+    import backends.torch as bt
+    g_ref, r_ref, feeds = _build("layer_norm", decomposed=True)
+    ref = _run("numpy", g_ref, r_ref, feeds, np.float64)
+    g, r, _ = _build("layer_norm", decomposed=False)
+    grads = {k: v for k, v in r.items() if k.startswith("d_")}
+    assert "native_layer_norm(" in bt.lower(g, grads).source
+    got = _run("torch", g, grads, feeds, np.float64)
+    for k in grads:
+        np.testing.assert_allclose(got[k], ref[k], rtol=0, atol=1e-9 * max(1.0, np.abs(ref[k]).max()))
+
+
+@pytest.mark.parametrize("shapes", [((2, 3, 5, 8), (2, 1, 6, 8), (2, 1, 6, 4)),  # k, v shared by heads
+                                    ((5, 8), (6, 8), (6, 4))])                    # no batch axes
+def test_attention_vjp_on_torch_sums_broadcast_operands(shapes):
+    # torch's fused backward runs on the forward's tape; broadcast operands get their
+    # cotangents summed back to their own shapes, as the decomposition's VJP does (f64)
+    import backends.torch as bt
+
+    def build(decomposed):
+        g = Graph("attn_bcast")
+        q, k, v = (_inp(g, n, "f32", s) for n, s in zip("qkv", shapes))
+        keep = g.const(True, "bool", ())
+        prim = get_primitive("attention")
+        out = prim.decomposition(g, [q, k, v, keep], {}) if decomposed else g.add("attention", [q, k, v, keep], {})
+        ct = _inp(g, "ct_out", "f32", g.type(out).shape)
+        res = {"value": out}
+        res.update({f"d_{n}": c for n, c in zip("qkv", vjp(g, [out], [ct], [q, k, v]))})
+        return g, res
+
+    rng = np.random.default_rng(3)
+    feeds = {n: rng.normal(size=s) for n, s in zip("qkv", shapes)}
+    g, r = build(True)
+    feeds["ct_out"] = rng.normal(size=g.type(r["value"]).shape)
+    ref = _run("numpy", g, r, feeds, np.float64)
+    g, r = build(False)
+    assert "attention_taped(" in bt.lower(g, r).source
+    got = _run("torch", g, r, feeds, np.float64)
+    for k in ref:
+        assert got[k].shape == ref[k].shape, k
+        np.testing.assert_allclose(got[k], ref[k], rtol=0, atol=1e-9 * max(1.0, np.abs(ref[k]).max()), err_msg=k)
+    # the gradients alone: the forward is replayed under autograd
+    grads = {k: v for k, v in r.items() if k.startswith("d_")}
+    assert "attention_vjp(" in bt.lower(g, grads).source
+    got = _run("torch", g, grads, feeds, np.float64)
+    for k in grads:
+        np.testing.assert_allclose(got[k], ref[k], rtol=0, atol=1e-9 * max(1.0, np.abs(ref[k]).max()), err_msg=k)

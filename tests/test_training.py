@@ -320,6 +320,33 @@ train Bad on linreg {
     assert "computed by `log`" in payload["message"] and payload["line"] == 6
 
 
+SLOT_OVERFLOW = """
+model Slot(features = 4) {
+  input x: f32[B, features]
+  input y: f32[B]
+  param w: [features] ~ zeros
+  loss l = 1e25 * mean(x @ w)
+}
+train Slot on linreg {
+  optimizer adam(lr = 0.1)
+  epochs 2
+}
+"""
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_state_only_overflow_is_named_at_its_own_step(tmp_path, backend):
+    # Adam's second moment overflows at step 1 (g^2 ~ 1e48 in f32) while the loss and
+    # w stay exactly 0 (m / sqrt(inf) = 0): only the full state check can see it, and it
+    # runs every 16 rounds; the replay must still name step 1 and the slot
+    code, payload = train(write(tmp_path, SLOT_OVERFLOW), tmp_path / "run", backend=backend)
+    assert code == 1 and payload["error"] == "NonFinite"
+    assert payload["step"] == 1, payload["message"]
+    assert payload["tensor"].startswith("new:") and payload["tensor"] != "new:w"
+    assert "the update of `adam` made it" in payload["message"]
+    assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
+
+
 def test_huge_learning_rate_stops_at_the_first_non_finite_step(tmp_path):
     text = (SPECS / "linear_regression.dl").read_text().replace("sgd(lr = 0.05)", "sgd(lr = 1e30)")
     code, payload = train(write(tmp_path, text), tmp_path / "run")

@@ -185,20 +185,80 @@ def _(g, args, attrs):
 
 @layer_norm.vjp
 def _(g, n, ct):
+    # one fused node for (dx, dgamma, dbeta): see layer_norm_grad
+    x, gamma, beta = n.args
+    back = g.op("layer_norm_grad", x, gamma, ct, eps=n.attrs["eps"])
+    return [g.op("tuple_get", back, index=i) for i in range(3)]
+
+
+def _ln_grad_type(ts, attrs):
+    x, gamma, ct = ts
+    _ln_type([x, gamma, gamma], attrs)
+    if ct != x:
+        raise TypeMismatch(f"layer_norm_grad: the cotangent must be {x}, got {ct}")
+    return (x, gamma, gamma)
+
+
+layer_norm_grad = defprim(
+    "layer_norm_grad", "(dx, dgamma, dbeta) of layer_norm(x, gamma, ·) for the cotangent ct",
+    3, _ln_grad_type)
+
+
+@layer_norm_grad.decompose
+def _(g, args, attrs):
     # dx = rstd (gx - mean(gx) - x̂ mean(gx ⊙ x̂)), gx = ct ⊙ gamma: the textbook fused
     # rule (two reductions) instead of the VJP of every node of the decomposition
-    x, gamma, beta = n.args
-    xhat, rstd = _xhat(g, x, n.attrs["eps"])
+    x, gamma, ct = args
+    xhat, rstd = _xhat(g, x, attrs["eps"])
     gx = g.op("mul", ct, gamma)
     m1 = g.op("mean", gx, axis=-1, keepdims=True)
     m2 = g.op("mean", g.op("mul", gx, xhat), axis=-1, keepdims=True)
     dx = g.op("mul", rstd, g.op("sub", g.op("sub", gx, m1), g.op("mul", xhat, m2)))
-    return [dx, g.unbroadcast(g.op("mul", ct, xhat), gamma), g.unbroadcast(ct, beta)]
+    return g.op("pack", dx, g.unbroadcast(g.op("mul", ct, xhat), gamma), g.unbroadcast(ct, gamma))
+
+
+def _ln_partner(cg, n):
+    """The layer_norm node whose VJP `n` is, if it was lowered in this scope (its
+    statistics are then bound: `_ln_torch`)."""
+    x, gamma = n.args[:2]
+    for u in cg.graph.users(x):
+        m = cg.graph.node(u)
+        key = ("ln_stats", id(cg.graph), u)
+        if m.op == "layer_norm" and tuple(m.args[:2]) == (x, gamma) and \
+                m.attrs["eps"] == n.attrs["eps"] and key in cg.memo:
+            return cg.memo[key]
+    return None
 
 
 def _ln_torch(cg, n, x, gamma, beta):
     d = cg.dim(n.type.shape[-1])
-    return f"F.layer_norm({x}, ({d},), {gamma}, {beta}, {n.attrs['eps']!r})"
+    eps = n.attrs["eps"]
+    graph, computed = getattr(cg.mod, "lowering", (None, ()))
+    grads = [u for u in cg.graph.users(n.args[0]) if cg.graph.node(u).op == "layer_norm_grad"
+             and cg.graph is graph and u in computed]
+    if not grads:
+        return f"F.layer_norm({x}, ({d},), {gamma}, {beta}, {eps!r})"
+    # a train step: keep the forward's mean and 1/σ for aten's fused backward, as
+    # autograd does (F.layer_norm is this same kernel)
+    stats = cg.fresh("ln_stats")
+    cg.emit(f"{stats} = torch.ops.aten.native_layer_norm({x}, ({d},), {gamma}, {beta}, {eps!r})")
+    cg.memo[("ln_stats", id(cg.graph), n.id)] = stats  # (out, mean, rstd)
+    return f"{stats}[0]"
+
+
+def _ln_grad_torch(cg, n, x, gamma, ct):
+    d = cg.dim(cg.graph.type(n.args[0]).shape[-1])
+    stats = _ln_partner(cg, n)
+    if stats is None:  # the VJP without its forward in this program: statistics anew
+        stats = cg.fresh("ln_stats")
+        cg.emit(f"{stats} = torch.ops.aten.native_layer_norm({x}, ({d},), None, None, "
+                f"{n.attrs['eps']!r})")
+    # bias: only its presence matters (dbeta = sum ct); gamma stands in for it
+    return (f"torch.ops.aten.native_layer_norm_backward({ct}, {x}, ({d},), {stats}[1], "
+            f"{stats}[2], {gamma}, {gamma}, [True, True, True])")
+
+
+layer_norm_grad.torch(_ln_grad_torch)
 
 
 layer_norm.torch(_ln_torch)
@@ -306,18 +366,77 @@ def _is_true(cg, n):
     return node.op == "const" and node.attrs["value"] is True
 
 
-def _attn_torch(cg, n, q, k, v, keep):
+def _attn_mask(cg, n, keep):
     # an additive mask: 0 where kept, -1e9 where dropped, as in the decomposition
     # (a bool mask would give -inf and NaN rows where every key is dropped)
     if _is_true(cg, n.args[3]):
-        return f"F.scaled_dot_product_attention({q}, {k}, {v})"
-    mask = f"torch.where({keep}, 0.0, -1e9).to({q}.dtype)"
+        return "None"
+    mask = f"torch.where({keep}, 0.0, -1e9).to({cg.env[n.args[0]]}.dtype)"
     if cg.graph.type(n.args[3]).rank < 2:  # torch wants a mask of rank >= 2
         mask = f"torch.atleast_2d({mask})"
+    return mask
+
+
+def _computed_users(cg, n, op):
+    """The `op` users of n's first operand with n's operands that this module lowers."""
+    graph, computed = getattr(cg.mod, "lowering", (None, ()))
+    if cg.graph is not graph:
+        return []
+    return [u for u in cg.graph.users(n.args[0]) if u in computed and
+            cg.graph.node(u).op == op and cg.graph.node(u).args[:len(n.args)] == n.args]
+
+
+def _attn_torch(cg, n, q, k, v, keep):
+    mask = _attn_mask(cg, n, keep)
+    if _computed_users(cg, n, "attention_grad"):
+        # a train step: the forward keeps torch's autograd tape (SDPA saves what its
+        # fused backward reads: the flash kernel's logsumexp on the CPU), as eager does
+        tape = cg.fresh("attn_taped")
+        cg.emit(f"{tape} = {cg.helper('attention_taped')}({q}, {k}, {v}, {mask})")
+        cg.memo[("attn_tape", id(cg.graph), n.id)] = tape
+        return f"{tape}[0]"
+    if mask == "None":
+        return f"F.scaled_dot_product_attention({q}, {k}, {v})"
     return f"F.scaled_dot_product_attention({q}, {k}, {v}, attn_mask={mask})"
 
 
 attention.torch(_attn_torch)
+
+
+@attention.vjp
+def _(g, n, ct):
+    # one fused node for (dq, dk, dv): see attention_grad
+    q, k, v, keep = n.args
+    back = g.op("attention_grad", q, k, v, keep, ct)
+    return [g.op("tuple_get", back, index=i) for i in range(3)] + [None]
+
+
+def _attn_grad_type(ts, attrs):
+    out = _attn_type(ts[:4], attrs)
+    if ts[4] != out:
+        raise TypeMismatch(f"attention_grad: the cotangent must be {out}, got {ts[4]}")
+    return tuple(ts[:3])
+
+
+# its decomposition, the VJP of attention's decomposition, needs autodiff (a later
+# layer), which registers it: compiler/transform/autodiff.py
+attention_grad = defprim(
+    "attention_grad", "(dq, dk, dv) of attention(q, k, v, keep) for the cotangent ct", 5,
+    _attn_grad_type, static_args=(3,))
+
+
+def _attn_grad_torch(cg, n, q, k, v, keep, ct):
+    fwd = [u for u in cg.graph.users(n.args[0]) if cg.graph.node(u).op == "attention"
+           and cg.graph.node(u).args == n.args[:4]
+           and ("attn_tape", id(cg.graph), u) in cg.memo]
+    if fwd:  # torch's fused backward on the forward's tape
+        tape = cg.memo[("attn_tape", id(cg.graph), fwd[0])]
+        return f"{cg.helper('rnn_vjp_taped')}({tape}[1], ({ct},), (True, True, True))"
+    # no forward lowered in this program: replay it with autograd on
+    return f"{cg.helper('attention_vjp')}({q}, {k}, {v}, {_attn_mask(cg, n, keep)}, {ct})"
+
+
+attention_grad.torch(_attn_grad_torch)
 # ONNX (opset 18) has no attention op; onnxruntime's contrib Attention fuses the
 # projections too (another layout): ONNX inlines the decomposition.
 

@@ -43,6 +43,9 @@ EVAL_NOISE = 1 << 40
 SNAPSHOT_NOISE = 1 << 41
 EXIT_OK, EXIT_FAIL, EXIT_INTERRUPTED = 0, 1, 130
 RING = "ckavg/"  # checkpoint namespace of `average checkpoints(n)`'s last n params
+# rounds between two checks of the whole training state (params, optimizer slots,
+# running statistics): a full check reads every tensor (~10% of an MLP step on the CPU)
+STATE_CHECK_EVERY = 16
 CHECKPOINT, METRICS, CURVES, ONNX_MODEL = ("checkpoint.safetensors", "metrics.csv",
                                            "curves.png", "model.onnx")
 
@@ -82,12 +85,21 @@ class Position:
 class Trainer:
     def __init__(self, model, cfg: TrainConfig, parts, *, backend="numpy", device="cpu",
                  seed=0, out: Path, progress=None, comm: Comm | None = None,
-                 dtype: str = "f32", horizon: int | None = None, compile: bool = False):
+                 dtype: str = "f32", horizon: int | None = None, compile: bool = False,
+                 check_every: int = STATE_CHECK_EVERY):
         self.model, self.cfg, self.backend, self.device = model, cfg, backend, device
         self.seed, self.out, self.dtype = seed, out, dtype
         # data-parallel: each step is split into a gradient half and an update half,
         # with one all-reduce between them (compiler/training/distributed.py)
         self.comm = comm or Comm()
+        # the loss and logged scalars are checked every step (one host read); the whole
+        # state every `check_every` rounds and before anything reads it, replaying the
+        # rounds since the last verified state on a failure (see `verify`)
+        # (data-parallel: every step, as a rank's own batch-norm statistics may differ and
+        # a replay on one rank alone would leave the others waiting in the all-reduce)
+        self.check_every = 1 if self.comm.active else max(1, int(check_every))
+        self._verified: tuple | None = None  # (values, position) last seen finite
+        self._since: list = []  # the batches run since then
         if cfg.bagging is not None:  # each member's bootstrap sample, seeded by the run's seed
             from compiler.training import bagging
             parts = bagging.resample(cfg.bagging, parts, seed)
@@ -147,12 +159,13 @@ class Trainer:
         ug.updates = {}
         return self._lower(sg.graph, grad_res), self._lower(ug, upd_res)
 
-    def _step(self, sg: StepGraph, prog, feeds: dict, weight: int, step: int):
+    def _step(self, sg: StepGraph, prog, feeds: dict, weight: int, step: int, full: bool):
         """One step program; data-parallel: gradient half, all-reduce, update half.
-        Returns (results, the logged scalars), read back with the finite check at once."""
+        Returns (results, the logged scalars), read back with the finite check at once
+        (of every result when `full`, else of the logged scalars: the loss)."""
         if not sg.split:
             out = prog(feeds)
-            finite, scalars = finite_and_scalars(out, sg.logged)  # one host sync
+            finite, scalars = finite_and_scalars(out, sg.logged, full=full)  # one host read
             if not finite:
                 self._check_finite(sg, feeds, out, step)  # names the culprit
             return out, scalars
@@ -160,12 +173,12 @@ class Trainer:
         # every result of the gradient half is a per-sample mean (gradients, losses,
         # metrics, new states): their row-weighted average over ranks is the global one
         out, _ = self.comm.reduce_mean(grad_prog(feeds), weight)
-        if not finite_and_scalars(out, ())[0]:
+        if full and not finite_and_scalars(out, ())[0]:
             self._check_finite(sg, feeds, out, step)  # the same on every rank: all stop
         feeds = {**feeds, **{k: out[k] for k in sg.reduced}}
         upd = update_prog(feeds)
         merged = {**out, **upd}
-        finite, scalars = finite_and_scalars(merged, sg.logged)
+        finite, scalars = finite_and_scalars(merged, sg.logged, full=full)
         if not finite:
             self._check_finite(sg, feeds, upd, step)
         return merged, scalars
@@ -191,6 +204,7 @@ class Trainer:
                         self._evaluate_and_log()
                     if self.pos.round >= self.total_rounds or self.pos.stopped:
                         break
+                self.verify()  # a replay never crosses an epoch (nor SVRG's snapshot)
                 if self.pos.batch >= self.nb:
                     self.pos.epoch += 1
                     self.pos.batch = 0
@@ -198,9 +212,49 @@ class Trainer:
                         self._evaluate_and_log()
             if self.pos.count:  # steps left since the last row (e.g. `steps N` mid-epoch)
                 self._evaluate_and_log()
+            self.verify()
         self.pos.elapsed = time.perf_counter() - start
 
     def _round(self, batch: dict):
+        """One round of the loop: the loss checked at every step, the whole state every
+        `check_every` rounds (`verify`)."""
+        if self.check_every == 1:
+            return self._run_round(batch, full=True)
+        if not self._since:
+            self._verified = (self.values, copy.deepcopy(self.pos))
+        self._since.append(batch)
+        try:
+            self._run_round(batch, full=False)
+        except Diverged:  # the state may have gone bad in an earlier round
+            self._replay()
+            raise
+        if len(self._since) >= self.check_every:
+            self.verify()
+
+    def verify(self):
+        """Check the whole state; if a value is not finite, replay the rounds since the
+        last verified state with every step checked, so `Diverged` names the exact step
+        and tensor, as a check at every step would (the rounds are deterministic: data
+        order, noise and augmentation are seeded by the position)."""
+        if self._since and not finite_and_scalars(self.values, ())[0]:
+            self._replay()
+            # not reproduced (a nondeterministic kernel): report it at the current step
+            sg = self.steps[-1]
+            self._check_finite(sg, self.last_feeds.get(sg.group.name, {}), self.values,
+                               self.pos.noise_step - 1)
+        self._since = []
+
+    def _replay(self):
+        """The rounds since the last verified state again, each step fully checked:
+        raises `Diverged` at the first step with a non-finite result."""
+        since, self._since = self._since, []
+        values, pos = self._verified
+        self.values, self.pos = values, copy.deepcopy(pos)
+        with np.errstate(all="ignore"):
+            for batch in since:
+                self._run_round(batch, full=True)
+
+    def _run_round(self, batch: dict, full: bool):
         """Every group's steps on one batch; values and position change only when the
         whole round succeeded (so an interrupt leaves a consistent state)."""
         values = dict(self.values)
@@ -218,7 +272,7 @@ class Trainer:
                 feeds = {**values, **batch,
                          **noise.draw(sg.graph, batch, seed, noise_step, sg.noise_names),
                          "step": np.asarray(group_steps[sg.group.name], np.float32)}
-                out, scalars = self._step(sg, prog, feeds, weight, noise_step)
+                out, scalars = self._step(sg, prog, feeds, weight, noise_step, full)
                 self.last_feeds[sg.group.name] = feeds
                 for k, v in out.items():
                     if k.startswith("new:"):
@@ -314,6 +368,7 @@ class Trainer:
         return {k: v / n for k, v in sums.items()}
 
     def _evaluate_and_log(self):
+        self.verify()  # nothing evaluates, averages or writes unverified values
         p = self.pos
         if self.cfg.checkpoint_average:
             self.ring = (self.ring + [{k: _numpy(self.values[k]).copy()
@@ -374,6 +429,7 @@ class Trainer:
         return config_hash(self.cfg, self.model, self.seed)
 
     def save_checkpoint(self):
+        self.verify()
         # namespaces (see `checkpoint`): the weights to deploy apart from the training state
         tensors = {checkpoint.TRAIN + k: _numpy(v) for k, v in self.values.items()}
         if self.best_values is not None:

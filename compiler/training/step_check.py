@@ -18,11 +18,21 @@ import math
 import numpy as np
 
 
-def finite_and_scalars(out: dict, keys) -> tuple[bool, list[float]]:
-    """(every float result is finite, [float(out[k]) for k in keys])."""
+def finite_and_scalars(out: dict, keys, full: bool = True) -> tuple[bool, list[float]]:
+    """(every float result is finite, [float(out[k]) for k in keys]); with `full` off,
+    only the scalars read are checked (the loss: the Trainer's every-step check)."""
+    keys = list(keys)
+    if not full:
+        vals = [out[k] for k in keys]
+        if len(vals) > 1 and any(getattr(v, "is_cuda", False) for v in vals):
+            import torch  # one transfer, not a sync per scalar
+            host = torch.stack([v.detach().reshape(()).to(torch.float64) for v in vals]).tolist()
+        else:
+            host = [float(v) for v in vals]
+        return all(map(math.isfinite, host)), host
     vals = list(out.values())
     if vals and all(hasattr(v, "detach") for v in vals):
-        return _torch(out, vals, list(keys))
+        return _torch(out, vals, keys)
     ok = all(np.asarray(v).dtype.kind != "f" or bool(np.isfinite(v).all()) for v in vals)
     return ok, [float(np.asarray(out[k])) for k in keys]
 

@@ -434,5 +434,16 @@ def _rnn_grad_decomposition(op: str, n_res: int):
     return decomposition
 
 
+def _attention_grad_decomposition(g, args, attrs):
+    """attention_grad's meaning (compiler/primitives/composite.py): the VJP of
+    attention's decomposition, as one tuple (dq, dk, dv); NumPy and ONNX run it."""
+    q, k, v, keep, ct = args
+    out = get_primitive("attention").decomposition(g, [q, k, v, keep], {})
+    wrt = list(dict.fromkeys((q, k, v)))  # attention(x, x, x): x's whole cotangent once
+    cts = dict(zip(wrt, vjp(g, [out], [ct], wrt, leaves=True)))
+    return g.op("pack", *[cts.pop(a) if a in cts else zeros_like(g, a) for a in (q, k, v)])
+
+
+get_primitive("attention_grad").decompose(_attention_grad_decomposition)
 get_primitive("lstm_grad").decompose(_rnn_grad_decomposition("lstm", 3))
 get_primitive("gru_grad").decompose(_rnn_grad_decomposition("gru", 2))
