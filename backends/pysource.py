@@ -147,6 +147,8 @@ class PyModuleGen:
     prelude_package = ""
     # Import lines every generated module starts with.
     imports: tuple[str, ...] = ()
+    # The class of each generated function's body (a backend may plan more in it).
+    scope_class: type = None  # Scope, set below its definition
     # Run dtypes this backend computes in, and why others are missing.
     run_dtypes: tuple[str, ...] = FLOAT_DTYPES
     no_dtype_why = ""
@@ -267,7 +269,8 @@ class PyModuleGen:
                 raise KeyError(f"result node {r} is not in graph {graph.name!r}")
         order = self.schedule(graph, graph.topo_order(roots), results)
         self.lowering = (graph, frozenset(order))  # what this module computes
-        scope = Scope(self)
+        scope = self.scope_class(self)
+        scope.plan(graph, order, set(roots))
         sources = [n for n in order if graph.data(n)["op"] in SOURCE_OPS]
         source_lines = []
         for n in sources:
@@ -364,7 +367,7 @@ class Scope:
         self.env: dict[int, str] = {}
         self.graph: Graph | None = None  # the graph of the node being lowered
         # what lowering rules bound here beyond a node's value, for a later rule to
-        # read (a layer norm's saved statistics for its fused backward)
+        # read (a layer norm's saved statistics for its fused backward; `shared`'s)
         self.memo: dict = {}
 
     # ---- the lowering contract ------------------------------------------------
@@ -407,6 +410,23 @@ class Scope:
         self.names.add(name)
         return name
 
+    def plan(self, graph: Graph, order: list[int], keep: set[int]) -> None:
+        """Told before lowering: this function computes ``order`` of ``graph`` and
+        returns ``keep`` (a backend's scope may plan in-place writes from it)."""
+
+    def shared(self, key, expr: str, hint: str) -> str:
+        """A variable holding ``expr``, emitted the first time ``key`` is asked for in this
+        function and reused after: two lowerings that need the same intermediate (a loss
+        and its VJP, both reading the softmax of the same logits) compute it once. The
+        body is straight-line code, so the first emission runs before every later use.
+        ``key`` names the argument variables; the value must not be written in place."""
+        key = ("shared",) + tuple(key)
+        if key not in self.memo:
+            var = self.fresh(hint)
+            self.emit(f"{var} = {expr}")
+            self.memo[key] = var
+        return self.memo[key]
+
     def bind(self, n: int, var: str) -> str:
         self.env[n] = var
         return var
@@ -418,9 +438,11 @@ class Scope:
         the enclosing function's dims (``_d_*``) and helpers as closures.
         """
         name = self.fresh(hint)
-        sub = Scope(self.mod, tag=hint.strip("_").removesuffix("body"))
+        sub = type(self)(self.mod, tag=hint.strip("_").removesuffix("body"))
         args = [sub.bind(p, sub.fresh(node_hint(graph.node(p)))) for p in params]
-        for n in graph.topo_order(list(dict.fromkeys(results))):
+        order = graph.topo_order(list(dict.fromkeys(results)))
+        sub.plan(graph, order, set(results))
+        for n in order:
             if n in sub.env:
                 continue
             node = graph.node(n)
@@ -469,6 +491,9 @@ class Scope:
             return self.env[out]
         finally:
             self.env = outer
+
+
+PyModuleGen.scope_class = Scope
 
 
 # ---- scan: a nested body function and a Python loop ---------------------------------

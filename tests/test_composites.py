@@ -37,6 +37,21 @@ def _case_sce(g):
     return "softmax_cross_entropy", [z, y], {}, feeds
 
 
+def _case_sce_grad(g):
+    z = _inp(g, "z", "f32", (6, 5, 7))
+    y = _inp(g, "y", "i64", (6, 5))
+    ct = _inp(g, "ct", "f32", ())
+    labels = RNG.integers(0, 7, size=(6, 5))
+    labels[0, 1], labels[3, 4] = -1, 7  # out of [0, K): zero rows, the masked path
+    feeds = {"z": RNG.normal(size=(6, 5, 7)) * 3, "y": labels, "ct": np.array(1.3)}
+    return "softmax_cross_entropy_grad", [z, y, ct], {}, feeds
+
+
+def _case_sce_grad_valid(g):
+    op, args, attrs, feeds = _case_sce_grad(g)
+    return op, args, attrs, dict(feeds, y=RNG.integers(0, 7, size=(6, 5)))  # every label in range
+
+
 def _case_ln(g):
     x = _inp(g, "x", "f32", (4, 3, 16))
     ga = _inp(g, "gamma", "f32", (16,))
@@ -91,7 +106,9 @@ def _case_adam(g):
     return "adam_param", ins, {"eps": 1e-8}, feeds
 
 
-CASES = {"lerp": _case_lerp, "adam_param": _case_adam, "softmax_cross_entropy": _case_sce, "layer_norm": _case_ln, "gelu": _case_gelu,
+CASES = {"lerp": _case_lerp, "adam_param": _case_adam, "softmax_cross_entropy": _case_sce,
+         "softmax_cross_entropy_grad": _case_sce_grad,
+         "softmax_cross_entropy_grad_valid": _case_sce_grad_valid, "layer_norm": _case_ln, "gelu": _case_gelu,
          "gelu_grad": _case_gelu_grad, "attention": _case_attention,
          "attention_nomask": _case_attention_nomask}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from compiler.core.types import TensorType
 
 from ..pysource import PyModuleGen, literal, quote
+from .scope import NumpyScope
 
 _NP_DTYPES = {"f64": "np.float64", "f32": "np.float32", "f16": "np.float16",
               "i64": "np.int64", "i32": "np.int32", "bool": "np.bool_"}
@@ -14,6 +15,7 @@ class NumpyGen(PyModuleGen):
     prelude_package = "backends.numpy"
     imports = ("import numpy as np",)
     no_dtype_why = "; NumPy has no bfloat16: run bf16 on the torch backend"
+    scope_class = NumpyScope
 
     def dtype(self, dtype: str) -> str:
         """Float dtypes are the run dtype (np.float32 in an f32 run)."""

@@ -63,15 +63,35 @@ def _label_count(g, y, like):
 
 @softmax_cross_entropy.vjp
 def _(g, n, ct):
-    # d/dz = (softmax(z) - onehot(y)) * ct / N: one fused rule, no log_softmax VJP
+    # one op, so a backend can fuse it with the forward (the NumPy kernel shares its softmax)
     z, y = n.args
+    return [g.op("softmax_cross_entropy_grad", z, y, ct), None]
+
+
+def _sce_grad_type(ts, attrs) -> TensorType:
+    z, y, ct = ts
+    _sce_type([z, y], attrs)
+    if ct.rank != 0 or ct.dtype != z.dtype:
+        raise TypeMismatch(f"the loss cotangent must be a {z.dtype} scalar, got {ct}")
+    return z
+
+
+softmax_cross_entropy_grad = defprim(
+    "softmax_cross_entropy_grad", "(softmax(z) - onehot(y)) ct / N, the loss's VJP in z", 3,
+    _sce_grad_type, static_args=(1,))
+
+
+@softmax_cross_entropy_grad.decompose
+def _(g, args, attrs):
+    # d/dz = (softmax(z) - onehot(y)) * ct / N: one fused rule, no log_softmax VJP
+    z, y, ct = args
     k = g.type(z).shape[-1]
     p = g.op("softmax", z, axis=-1)
     hot = g.op("one_hot", y, depth=k, dtype=g.type(z).dtype)
     scale = g.op("div", ct, _label_count(g, y, z))
     # a label outside [0, K) has a zero one-hot row and a zero term: no gradient either
     valid = g.op("sum", hot, axis=-1, keepdims=True)
-    return [g.op("mul", g.op("mul", g.op("sub", p, hot), valid), scale), None]
+    return g.op("mul", g.op("mul", g.op("sub", p, hot), valid), scale)
 
 
 # A label outside [0, K) contributes a zero term to the mean, as in the decomposition
@@ -102,18 +122,24 @@ def _sce_onnx(o, n, z, y):
     return o.op("ReduceMean", o.op("Where", ok, terms, zero), keepdims=0)
 
 
+def _sce_parts(cg, z, y) -> str:
+    # shifted logits, their exponentials and row sums, the labels' flat indices: computed
+    # once per function for the loss and its VJP alike (the first to be lowered emits it)
+    return cg.shared(("sce_parts", z, y), f"{cg.helper('sce_parts')}({z}, {y})", "ce_parts")
+
+
 def _sce_numpy(cg, n, z, y):
-    # shifted logits, then the label's entry picked, not a one-hot product
-    s, ok, yy = cg.fresh("ce_shifted"), cg.fresh("ce_valid"), cg.fresh("ce_labels")
-    cg.emit(f"{s} = {z} - np.max({z}, axis=-1, keepdims=True)")
-    cg.emit(f"{ok} = ({y} >= 0) & ({y} < {s}.shape[-1])")
-    cg.emit(f"{yy} = np.where({ok}, {y}, 0)")
-    picked = f"np.take_along_axis({s}, np.expand_dims({yy}, -1), axis=-1)[..., 0]"
-    lse = f"np.log(np.sum(np.exp({s}), axis=-1))"
-    return f"np.asarray(np.mean(np.where({ok}, {lse} - {picked}, 0.0)), dtype={cg.dtype(n.type.dtype)})"
+    # the label's entry picked by flat index, not a one-hot product
+    return f"{cg.helper('sce_loss')}({_sce_parts(cg, z, y)})"
+
+
+def _sce_grad_numpy(cg, n, z, y, ct):
+    # softmax(z), 1 subtracted at each label in place, scaled by ct / N
+    return f"{cg.helper('sce_grad')}({_sce_parts(cg, z, y)}, {ct})"
 
 
 softmax_cross_entropy.numpy(_sce_numpy)
+softmax_cross_entropy_grad.numpy(_sce_grad_numpy)
 softmax_cross_entropy.torch(_sce_torch)
 softmax_cross_entropy.onnx(_sce_onnx)
 

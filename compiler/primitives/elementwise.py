@@ -34,10 +34,17 @@ def _back(g, arg, make):
     return g.unbroadcast(make(), arg) if g.type(arg).is_float else None
 
 
+_NP_OPERATOR = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
+
+
 def _np_binary(ufunc: str):
     """A NumPy ufunc call that keeps a float result in the run dtype: NumPy widens
-    int64 with float32 to float64, where `binary_arith` (and torch) give float32."""
+    int64 with float32 to float64, where `binary_arith` (and torch) give float32.
+    Operands already of the float result's dtype take the operator (no keyword to parse)."""
     def lower(cg, n, x, y):
+        same = all(cg.graph.type(a).dtype == n.type.dtype for a in n.args)
+        if n.type.is_float and same and ufunc in _NP_OPERATOR:
+            return f"{x} {_NP_OPERATOR[ufunc]} {y}"
         dt = f", dtype={cg.dtype(n.type.dtype)}" if n.type.is_float else ""
         return f"np.{ufunc}({x}, {y}{dt})"
     return lower
@@ -314,7 +321,8 @@ def _(g, n, ct):
     return [g.op("relu_grad", ct, n.args[1]), None]
 
 
-relu_grad.numpy(lambda cg, n, ct, x: f"np.where({x} > 0, {ct}, 0).astype({cg.dtype(n.type.dtype)}, copy=False)")
+# a bit mask, not np.where (2x slower): a NaN ct at an inactive unit is still 0
+relu_grad.numpy(lambda cg, n, ct, x: f"{cg.helper('relu_grad')}({ct}, {x})")
 relu_grad.torch("torch.ops.aten.threshold_backward({0}, {1}, 0.0)")
 relu_grad.onnx(lambda o, n, ct, x: o.op("Where", o.op("Greater", x, o.const(np.zeros((), o.np_dtype(n.type.dtype)))),
                                          ct, o.const(np.zeros((), o.np_dtype(n.type.dtype)))))

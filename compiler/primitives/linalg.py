@@ -86,7 +86,7 @@ def _(g, n, ct):
     return [da, db]
 
 
-matmul.numpy("np.matmul({0}, {1})")
+matmul.numpy("{0} @ {1}")
 matmul.torch("torch.matmul({0}, {1})")
 
 

@@ -58,6 +58,14 @@ CASES = [
          ref=lambda z, y: F.cross_entropy(z, y)),
     Case("softmax_cross_entropy", [normal(2, 3, 5), ints(0, 5, 2, 3)], name="batched",
          ref=lambda z, y: F.cross_entropy(z.reshape(-1, 5), y.reshape(-1))),
+    # the loss's VJP in z (its own op, so NumPy fuses it with the loss); second order
+    # is the decomposition's VJP, grad-checked here
+    Case("softmax_cross_entropy_grad", [normal(4, 6, scale=2.0), ints(0, 6, 4),
+                                        lambda rng: np.array(0.7)],
+         ref=lambda z, y, ct: (torch.softmax(z, -1) - F.one_hot(y, 6).to(z.dtype)) * ct / 4),
+    Case("softmax_cross_entropy_grad", [normal(2, 3, 5), ints(0, 5, 2, 3),
+                                        lambda rng: np.array(1.3)], name="batched",
+         ref=lambda z, y, ct: (torch.softmax(z, -1) - F.one_hot(y, 5).to(z.dtype)) * ct / 6),
     Case("layer_norm", [normal(3, 8, scale=2.0, shift=1.0), normal(8), normal(8)],
          {"eps": 1e-5}, ref=lambda x, g, b: F.layer_norm(x, (8,), g, b, 1e-5)),
     Case("layer_norm", [normal(2, 3, 4), normal(4), normal(4)], {"eps": 0.1}, name="eps",
