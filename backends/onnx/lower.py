@@ -18,13 +18,14 @@ from compiler.primitives import get_primitive
 from compiler.core.types import TensorType, dim_add, norm_axis
 
 from .builder import OPSET, ORT_F32_ONLY, Builder, Names, ir_version, value_info
+from .peephole import fuse_gemm
 
 PARAMS_AS = ("inputs", "initializers")
 
 
 def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: str = "dlc",
           params_as: str | None = None, param_values: dict | None = None,
-          f32_ops=(), doc: str | None = None) -> onnx.ModelProto:
+          f32_ops=(), doc: str | None = None, peephole: bool = True) -> onnx.ModelProto:
     """The ONNX model computing ``results`` (name -> node id) of ``graph``.
 
     ``dtype`` is the run float (``"f32"`` or ``"f64"``): every float node runs in it.
@@ -33,8 +34,10 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
     ``param_values[name]``); the default is initializers when ``param_values`` is
     given. Inputs and noises are always graph inputs. ``f32_ops``: ONNX op types to
     compute in float32 (with casts) in a float64 model; pass ``True`` for
-    `ORT_F32_ONLY`, the ops onnxruntime has no double kernel for. Raises `MissingRule`
-    when a primitive on the way has no ONNX rule.
+    `ORT_F32_ONLY`, the ops onnxruntime has no double kernel for. ``peephole``: rewrite
+    the built nodes (2-D MatMul + bias Add -> Gemm, backends/onnx/peephole.py); off
+    gives the node-per-primitive graph. Raises `MissingRule` when a primitive on the
+    way has no ONNX rule.
     """
     results = dict(results)
     if params_as is None:
@@ -53,6 +56,7 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
 
     o = Builder(graph, dtype, names=Names(list(source_names) + list(results)))
     o.f32_ops = frozenset(ORT_F32_ONLY if f32_ops is True else (f32_ops or ()))
+    o.peephole = peephole
     fed: dict[str, int] = {}        # graph input name -> node id (for ordering)
 
     def source(nid: int) -> str | None:
@@ -100,6 +104,7 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
             if isinstance(v, str):
                 if nid in result_of and len(o.nodes) > n_before:
                     v = o.env[nid] = _name_result(o, v, result_of[nid])
+                    o.types[v] = d["type"]
                 typed.append((v, d["type"]))
     o.path = o.doc = None
 
@@ -116,6 +121,11 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
         outputs.append(value_info(rname, o.elem_type(t.dtype), t.shape))
 
     inputs = sorted(o.inputs, key=lambda vi: fed[vi.name])
+    gone = ()
+    if peephole:
+        o.nodes, gone = fuse_gemm(o.nodes, o.types, keep=[vi.name for vi in outputs])
+    if gone:
+        typed = [(v, t) for v, t in typed if v not in gone]
     g = helper.make_graph(o.nodes, name, inputs, outputs, initializer=o.initializers,
                           doc_string=doc, value_info=_value_infos(o, typed, inputs, outputs))
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -134,6 +144,10 @@ def lower_node(o: Builder, nid: int) -> None:
     if not callable(rule):
         raise TypeError(f"ONNX lowering of `{node.op}` must be a function, got {rule!r}")
     args = [o.env[a] for a in node.args]
+    types = o.root.types
+    for a, v in zip(node.args, args):
+        if isinstance(v, str):
+            types[v] = o.graph.type(a)
     out = rule(o, node, *args)
     if isinstance(out, tuple):
         out = list(out)
@@ -141,6 +155,8 @@ def lower_node(o: Builder, nid: int) -> None:
     if not ok:
         raise TypeError(f"ONNX lowering of `{node.op}` returned {out!r}, not a value name")
     o.env[nid] = out
+    if isinstance(out, str):
+        types[out] = node.type
 
 
 def _inline(o: Builder, prim, node) -> str:
@@ -231,6 +247,8 @@ def lower_scan(o: Builder, node, *args):
             # evaluator); for 1-D values both give [steps, n]. Reshaped back below.
             b._emit("Reshape", [v, b.ints([-1])], [nm], {})
             g_outputs.append(value_info(nm, b.elem_type(t.dtype), [_flat(t.shape)]))
+    if o.root.peephole:
+        b.nodes, _ = fuse_gemm(b.nodes, o.root.types, keep=[vi.name for vi in g_outputs])
     gp = helper.make_graph(b.nodes, o.names.fresh("scan_body"), g_inputs, g_outputs)
 
     outs = o.op("Loop", o.dim_scalar(length), o.const(np.array(True)), *carries,

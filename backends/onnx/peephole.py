@@ -1,0 +1,133 @@
+"""Peephole rewrites of a built ONNX node list (the main graph or a loop body).
+
+`fuse_gemm`: a 2-D ``MatMul`` whose product feeds only an ``Add`` of a bias becomes one
+``Gemm(A, B, C)``, and a ``Transpose(perm=[1, 0])`` feeding either operand becomes
+``transA`` / ``transB``. It is what `torch.onnx.export` emits for ``nn.Linear``: one
+node instead of two or three, whatever the runtime (onnxruntime re-fuses MatMul + Add
+itself, but only when it knows the shapes; other runtimes and the gradient's
+``Xᵀ dY`` products get the fused form only from the exporter). Gemm computes
+``A' B' + C`` exactly as MatMul then Add do, up to float rounding.
+"""
+from __future__ import annotations
+
+from compiler.core.types import FLOAT_DTYPES, TensorType
+
+from .proto import helper
+
+
+def _uses(nodes, keep) -> dict[str, int]:
+    """How many times each value is read: node inputs here and in every subgraph
+    (a loop body reads outer values by name), plus once per name in ``keep``."""
+    n: dict[str, int] = {}
+    stack = [nodes]
+    while stack:
+        for node in stack.pop():
+            for x in node.input:
+                if x:
+                    n[x] = n.get(x, 0) + 1
+            for a in node.attribute:
+                if a.HasField("g"):
+                    stack.append(a.g.node)
+                stack.extend(g.node for g in a.graphs)
+    for x in keep:
+        n[x] = n.get(x, 0) + 1
+    return n
+
+
+def _float_rank(types, name, rank=None):
+    """The rank of a float value of known type, else None."""
+    t = types.get(name)
+    if not isinstance(t, TensorType) or t.dtype not in FLOAT_DTYPES:
+        return None
+    return t.rank if rank is None or t.rank == rank else None
+
+
+def _perm(node):
+    for a in node.attribute:
+        if a.name == "perm":
+            return list(a.ints)
+    return None
+
+
+def fuse_gemm(nodes: list, types: dict, keep=()) -> tuple[list, set]:
+    """``nodes`` with 2-D MatMul (+ bias Add) (+ operand transposes) as Gemm.
+
+    ``types``: value name -> `TensorType` (what the lowering knows; a value missing is
+    left alone). ``keep``: names read from outside ``nodes`` (graph outputs). Returns
+    the new list and the value names that no longer exist (for ``value_info``).
+    """
+    if not any(n.op_type == "MatMul" for n in nodes):
+        return nodes, set()
+    uses = _uses(nodes, keep)
+    made = {o: i for i, n in enumerate(nodes) for o in n.output}
+    consumer: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        for x in n.input:
+            consumer.setdefault(x, i)
+    out = list(nodes)
+    gone: set[str] = set()
+    names = {n.name for n in nodes}
+    for i, mm in enumerate(nodes):
+        if mm.op_type != "MatMul" or mm.domain not in ("", "ai.onnx"):
+            continue
+        a, b = mm.input
+        if _float_rank(types, a, 2) is None or _float_rank(types, b, 2) is None:
+            continue
+        ins, attrs = [a, b], {}
+        for k, flag in ((0, "transA"), (1, "transB")):
+            j = made.get(ins[k])
+            if j is not None and out[j] is not None and out[j].op_type == "Transpose" \
+                    and _perm(out[j]) in (None, [1, 0]):
+                src = out[j].input[0]
+                uses[ins[k]] -= 1
+                uses[src] = uses.get(src, 0) + 1
+                ins[k] = src
+                attrs[flag] = 1
+        m, at, c, y = mm.output[0], i, None, mm.output[0]
+        j = consumer.get(m)
+        # (out[j] is nodes[j]: that Add is not already another MatMul's Gemm)
+        if uses.get(m) == 1 and j is not None and out[j] is nodes[j] \
+                and nodes[j].op_type == "Add" and nodes[j].domain in ("", "ai.onnx"):
+            add = nodes[j]
+            other = add.input[1] if add.input[0] == m else add.input[0]
+            tm, ty = types.get(m), types.get(add.output[0])
+            # C must broadcast to [M, N] one way: the sum having the product's shape
+            # (the IR checked the broadcast) and C of rank <= 2 says exactly that
+            if other != m and _float_rank(types, other) is not None \
+                    and _float_rank(types, other) <= 2 and isinstance(tm, TensorType) \
+                    and isinstance(ty, TensorType) and tuple(tm.shape) == tuple(ty.shape) \
+                    and tm.dtype == ty.dtype:
+                c, y, at = other, add.output[0], j
+        if c is None and not attrs:
+            continue  # a bare MatMul: Gemm would gain nothing
+        if c is not None:
+            ins.append(c)
+            out[at] = None  # the Add; the Gemm takes its place (C is made before it)
+            gone.add(m)
+        gemm = helper.make_node("Gemm", ins, [y], name=_rename(mm.name, names),
+                                doc_string=mm.doc_string or None, **attrs)
+        out[i] = None
+        out[at] = gemm
+    # transposes read by nothing any more (every reader folded them in)
+    for j, n in enumerate(out):
+        if n is not None and n.op_type == "Transpose" and uses.get(n.output[0], 0) == 0:
+            out[j] = None
+            gone.add(n.output[0])
+    return [n for n in out if n is not None], gone
+
+
+def _rename(name: str, taken: set) -> str:
+    """``dense0/MatMul_2`` -> ``dense0/Gemm_2`` (unique among ``taken``)."""
+    if not name:
+        return name
+    head, _, last = name.rpartition("/")
+    new = (head + "/" if head else "") + last.replace("MatMul", "Gemm", 1)
+    base, k = new, 2
+    while new in taken and new != name:
+        new = f"{base}_{k}"
+        k += 1
+    taken.add(new)
+    return new
+
+
+__all__ = ["fuse_gemm"]
