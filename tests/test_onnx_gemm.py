@@ -1,5 +1,6 @@
-"""The Gemm peephole (backends/onnx/peephole.py): a 2-D matmul plus a bias broadcast
-over rows lowers to one ONNX ``Gemm``, operand transposes fold into transA/transB.
+"""The ONNX peepholes (backends/onnx/peephole.py): a 2-D matmul plus a bias broadcast
+over rows lowers to one ONNX ``Gemm``, operand transposes fold into transA/transB; an
+Add read only by a LayerNormalization is a ``Sum`` (onnxruntime keeps it unfused).
 
 Expected node counts are written from the specs' structure (three Dense layers are
 three Gemms), and every rewritten model is checked against the NumPy backend and
@@ -193,3 +194,37 @@ def test_a_scan_body_gets_gemms_too():
     for t in range(6):
         hh = np.tanh(hh @ feeds["U"] + feeds["x"][t] @ feeds["W"])
     np.testing.assert_allclose(out["h"], hh, **TOL)
+
+
+# ---- Add -> LayerNormalization as Sum (onnxruntime's slow SkipLayerNormalization) ------
+
+def test_residuals_into_layer_norm_are_sums_and_ort_keeps_layer_norm(tmp_path):
+    import onnxruntime as ort
+    m = api.load(ROOT / "specs" / "transformer.dl")
+    params = m.init_params(0)
+    og, res = optimize(m.graph, {"probs": m.graph.outputs["probs"]})
+    x = np.random.default_rng(8).integers(0, 10, (3, 12))
+    x[2] = 0  # an all-blank sequence: every key masked, the where's -1e9 branch
+    fused, plain, out = both(og, res, {"x": x}, params_as="initializers", param_values=params)
+    # post-norm blocks, 2 layers: LN(x + SA(x)) and LN(x + FF(x)) each: 4 residual sums
+    assert ops(fused)["Sum"] == 4 and ops(fused)["LayerNormalization"] == 4
+    assert ops(plain)["Sum"] == 0
+    made = {o: n for n in fused.graph.node for o in n.output}
+    for n in fused.graph.node:
+        if n.op_type == "LayerNormalization":
+            assert made[n.input[0]].op_type == "Sum"
+    # what onnxruntime makes of each with its default (all) optimisations
+    def optimized(model, name):
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = str(tmp_path / name)
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return ops(onnx.load(tmp_path / name))
+    # (float32: SkipLayerNormalization has no double kernel, so f64 models never fuse)
+    kw = dict(params_as="initializers", param_values=params)
+    got = optimized(bo.lower(og, res, "f32", **kw), "fused.onnx")
+    was = optimized(bo.lower(og, res, "f32", peephole=False, **kw), "plain.onnx")
+    assert got["SkipLayerNormalization"] == 0 and got["LayerNormalization"] == 4, got
+    assert was["SkipLayerNormalization"] == 4, was  # the fusion the Sum avoids (can fail
+    # when onnxruntime stops fusing: then the rewrite is no longer needed)
+    want = m.run({"x": x}, params, backend="numpy", dtype="f64", outputs=["probs"])["probs"]
+    np.testing.assert_allclose(out["probs"], want, rtol=1e-10, atol=1e-12)
