@@ -228,3 +228,40 @@ def test_residuals_into_layer_norm_are_sums_and_ort_keeps_layer_norm(tmp_path):
     # when onnxruntime stops fusing: then the rewrite is no longer needed)
     want = m.run({"x": x}, params, backend="numpy", dtype="f64", outputs=["probs"])["probs"]
     np.testing.assert_allclose(out["probs"], want, rtol=1e-10, atol=1e-12)
+
+
+# ---- identity Reshape / Cast dropped --------------------------------------------------
+
+def test_mlp_losses_lose_the_identity_reshape_and_cast():
+    # cross_entropy flattens logits [B, 10] to [-1, 10] and labels to [-1], and casts
+    # the i64 labels to i64: all identities here, dropped; ce and acc as NumPy has them
+    m = api.load(ROOT / "specs" / "mlp.dl")
+    params = m.init_params(0)
+    og, res = optimize(m.graph, m.inference_results(None, with_losses=True))
+    rng = np.random.default_rng(9)
+    feeds = {"x": rng.normal(size=(7, 64)), "y": rng.integers(0, 10, 7)}
+    fused, plain, out = both(og, res, feeds, params_as="initializers", param_values=params)
+    made = {o: n for n in fused.graph.node for o in n.output}
+    sce = next(n for n in fused.graph.node if n.op_type == "SoftmaxCrossEntropyLoss")
+    assert made[sce.input[0]].op_type == "Gemm"  # the logits themselves, no Reshape
+    assert not any(n.op_type == "Cast" and n.input[0] == "y" for n in fused.graph.node)
+    assert any(n.op_type == "Cast" and n.input[0] == "y" for n in plain.graph.node)
+    assert ops(fused)["Reshape"] < ops(plain)["Reshape"]
+    want = m.run(feeds, params, backend="numpy", dtype="f64", outputs=list(res))
+    for k in res:
+        np.testing.assert_allclose(out[k], want[k], **TOL, err_msg=k)
+
+
+@pytest.mark.parametrize("shape,dropped", [(("B", 6), True), ((2, "B", 3), False)])
+def test_a_reshape_is_dropped_only_when_it_is_the_identity(shape, dropped):
+    g = Graph()
+    x = src(g, "input", "x", ("B", 6))
+    g.dim_sources["B"] = (x, 0)
+    y = g.op("reshape", g.op("tanh", x), shape=shape)
+    res = {"y": g.op("exp", y)}
+    x_ = np.random.default_rng(10).normal(size=(4, 6))
+    fused, plain, out = both(g, res, {"x": x_})
+    assert ops(plain)["Reshape"] == 1
+    assert ops(fused)["Reshape"] == (0 if dropped else 1)
+    np.testing.assert_allclose(out["y"], np.exp(np.tanh(x_)).reshape(
+        tuple(4 if d == "B" else d for d in shape)), **TOL)

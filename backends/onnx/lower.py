@@ -18,7 +18,7 @@ from compiler.primitives import get_primitive
 from compiler.core.types import TensorType, dim_add, norm_axis
 
 from .builder import OPSET, ORT_F32_ONLY, Builder, Names, ir_version, value_info
-from .peephole import rewrite
+from .peephole import int_consts, rewrite
 
 PARAMS_AS = ("inputs", "initializers")
 
@@ -35,8 +35,8 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
     given. Inputs and noises are always graph inputs. ``f32_ops``: ONNX op types to
     compute in float32 (with casts) in a float64 model; pass ``True`` for
     `ORT_F32_ONLY`, the ops onnxruntime has no double kernel for. ``peephole``: rewrite
-    the built nodes (2-D MatMul + bias Add -> Gemm, Add -> LayerNormalization as Sum:
-    backends/onnx/peephole.py); off
+    the built nodes (2-D MatMul + bias Add -> Gemm, Add -> LayerNormalization as Sum,
+    identity Reshape/Cast dropped: backends/onnx/peephole.py); off
     gives the node-per-primitive graph. Raises `MissingRule` when a primitive on the
     way has no ONNX rule.
     """
@@ -124,7 +124,8 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
     inputs = sorted(o.inputs, key=lambda vi: fed[vi.name])
     gone = ()
     if peephole:
-        o.nodes, gone = rewrite(o.nodes, o.types, keep=[vi.name for vi in outputs])
+        o.nodes, gone = rewrite(o.nodes, o.types, keep=[vi.name for vi in outputs],
+                                consts=int_consts(o.initializers), elem_of=o.elem_type)
     if gone:
         typed = [(v, t) for v, t in typed if v not in gone]
     g = helper.make_graph(o.nodes, name, inputs, outputs, initializer=o.initializers,
@@ -249,7 +250,8 @@ def lower_scan(o: Builder, node, *args):
             b._emit("Reshape", [v, b.ints([-1])], [nm], {})
             g_outputs.append(value_info(nm, b.elem_type(t.dtype), [_flat(t.shape)]))
     if o.root.peephole:
-        b.nodes, _ = rewrite(b.nodes, o.root.types, keep=[vi.name for vi in g_outputs])
+        b.nodes, _ = rewrite(b.nodes, o.root.types, keep=[vi.name for vi in g_outputs],
+                             consts=int_consts(o.root.initializers), elem_of=o.elem_type)
     gp = helper.make_graph(b.nodes, o.names.fresh("scan_body"), g_inputs, g_outputs)
 
     outs = o.op("Loop", o.dim_scalar(length), o.const(np.array(True)), *carries,

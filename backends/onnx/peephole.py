@@ -16,13 +16,19 @@ all as ``value_info``), and that kernel is 3.5-6x slower than the pair it replac
 ([32, 40, 32]: 297 us vs 83 us; [32, 40, 256]: 2.6 ms vs 0.44 ms; 1 thread, docs/
 ort_bugs.md). ``Sum`` is not matched, costs what ``Add`` costs, and is standard ONNX.
 
-`rewrite` runs both; `lower` applies it to the main graph and every loop body.
+`drop_noops`: a ``Reshape`` to a constant shape the value already has, or a ``Cast``
+to the type it already has (composites flatten [B, C] logits to [-1, C] and cast i64
+labels to i64 whatever they are given), is dropped and its readers read its input.
+
+`rewrite` runs them all; `lower` applies it to the main graph and every loop body.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from compiler.core.types import FLOAT_DTYPES, TensorType
 
-from .proto import helper
+from .proto import TensorProto, helper
 
 
 def _uses(nodes, keep) -> dict[str, int]:
@@ -144,10 +150,65 @@ def sum_into_layer_norm(nodes: list, keep=()) -> list:
     return out
 
 
-def rewrite(nodes: list, types: dict, keep=()) -> tuple[list, set]:
+def _same_shape(t, target) -> bool:
+    """Whether Reshape(value of type ``t``, ``target``) is the identity."""
+    if not isinstance(t, TensorType) or len(target) != t.rank or list(target).count(-1) > 1:
+        return False
+    # every entry the known dim itself, or one -1 (then it is the one dim left over)
+    return all(v == -1 or (isinstance(d, int) and v == d > 0) for v, d in zip(target, t.shape))
+
+
+def drop_noops(nodes: list, types: dict, keep=(), consts=None, elem_of=None) -> tuple[list, set]:
+    """``nodes`` without identity Reshapes (to a constant shape, ``consts``: name ->
+    int64 array) and Casts to the type a value has (``elem_of(dtype)``: the ONNX
+    element type the run gives an IR dtype); their readers read the input instead."""
+    consts = consts or {}
+    alias: dict[str, str] = {}
+    gone: set[str] = set()
+    keep = set(keep)
+    out = []
+    for n in nodes:
+        for k, x in enumerate(n.input):
+            if x in alias:
+                n.input[k] = alias[x]
+        y = n.output[0] if len(n.output) == 1 else None
+        if y is not None and y not in keep and n.domain in ("", "ai.onnx"):
+            t = types.get(n.input[0]) if n.input else None
+            noop = False
+            if n.op_type == "Reshape" and n.input[1] in consts:
+                noop = _same_shape(t, consts[n.input[1]].tolist())
+            elif n.op_type == "Cast" and elem_of is not None and isinstance(t, TensorType):
+                to = next((a.i for a in n.attribute if a.name == "to"), None)
+                noop = to is not None and to == elem_of(t.dtype)
+            if noop:
+                alias[y] = n.input[0]
+                gone.add(y)
+                continue
+        out.append(n)
+    if alias:  # loop bodies read outer values by name
+        stack = [a for n in out for a in n.attribute]
+        while stack:
+            a = stack.pop()
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                for n in g.node:
+                    for k, x in enumerate(n.input):
+                        if x in alias:
+                            n.input[k] = alias[x]
+                    stack.extend(n.attribute)
+    return out, gone
+
+
+def int_consts(initializers) -> dict:
+    """name -> value of the 1-D int64 initializers (candidate Reshape targets)."""
+    return {t.name: np.frombuffer(t.raw_data, dtype="<i8") for t in initializers
+            if t.data_type == TensorProto.INT64 and len(t.dims) == 1 and t.raw_data}
+
+
+def rewrite(nodes: list, types: dict, keep=(), consts=None, elem_of=None) -> tuple[list, set]:
     """Every rewrite of this module: (new nodes, value names that vanished)."""
-    nodes, gone = fuse_gemm(nodes, types, keep)
-    return sum_into_layer_norm(nodes, keep), gone
+    nodes, gone = drop_noops(nodes, types, keep, consts, elem_of)
+    nodes, more = fuse_gemm(nodes, types, keep)
+    return sum_into_layer_norm(nodes, keep), gone | more
 
 
 def _rename(name: str, taken: set, old: str = "MatMul", new_op: str = "Gemm") -> str:
@@ -164,4 +225,4 @@ def _rename(name: str, taken: set, old: str = "MatMul", new_op: str = "Gemm") ->
     return new
 
 
-__all__ = ["fuse_gemm", "rewrite", "sum_into_layer_norm"]
+__all__ = ["drop_noops", "fuse_gemm", "int_consts", "rewrite", "sum_into_layer_norm"]
