@@ -128,6 +128,10 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
                                 consts=int_consts(o.initializers), elem_of=o.elem_type)
     if gone:
         typed = [(v, t) for v, t in typed if v not in gone]
+        # constants only the dropped nodes read (a Reshape's target shape)
+        read = _reads(o.nodes) | {vi.name for vi in outputs}
+        made = set(o._consts.values())
+        o.initializers = [t for t in o.initializers if t.name in read or t.name not in made]
     g = helper.make_graph(o.nodes, name, inputs, outputs, initializer=o.initializers,
                           doc_string=doc, value_info=_value_infos(o, typed, inputs, outputs))
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -330,6 +334,19 @@ def _value_infos(o: Builder, typed, inputs, outputs) -> list:
         if proto is None:
             proto = types[key] = value_info("", o.elem_type(t.dtype), t.shape).type
         out.append(onnx.ValueInfoProto(name=v, type=proto))
+    return out
+
+
+def _reads(nodes) -> set:
+    """Every value name the nodes (and their subgraphs) read."""
+    out, stack = set(), [nodes]
+    while stack:
+        for n in stack.pop():
+            out.update(n.input)
+            for a in n.attribute:
+                if a.HasField("g"):
+                    stack.append(a.g.node)
+                stack.extend(g.node for g in a.graphs)
     return out
 
 
