@@ -193,8 +193,12 @@ def cold_breakdown(tmp: Path, repeat: int) -> dict:
 def bench_cold_compile(tmp: Path, repeat: int, results: dict) -> dict:
     out = {}
     dlc_onnx = tmp / "dlc_mlp.onnx"
+    # the same model as the torch script's, so that (c) compares like with like: `dlc
+    # compile` builds the train block's sizes (hidden = 256) and only the `output`s
+    # unless told, the torch script SIZES (hidden = 128) with probs, ce and acc
     out["dlc"] = cold([sys.executable, "-m", "compiler", "compile", str(SPEC.relative_to(ROOT)),
-                       "--to", "onnx", "-o", str(dlc_onnx)], repeat)
+                       "--to", "onnx", "-o", str(dlc_onnx), "--set", f"hidden={SIZES['hidden']}",
+                       "--with-losses"], repeat)
     results["paths"]["dlc_onnx"] = str(dlc_onnx)
     script = tmp / "torch_export.py"
     script.write_text(TORCH_EXPORT_SCRIPT)

@@ -66,7 +66,8 @@ def test_mlp_nodes_are_named_after_their_layers(tmp_path):
     got = names(proto)
     assert len(set(got)) == len(got)  # unique
     for k in range(3):  # three Dense instances, auto-named dense0..dense2 in order
-        assert f"dense{k}/MatMul" in got and f"dense{k}/Add" in got
+        # x @ W + b is one Gemm (backends/onnx/peephole.py), named after its MatMul
+        assert f"dense{k}/Gemm" in got and f"dense{k}/Add" not in got
     assert "dense0/Relu" in got and "dense1/Relu" in got and "dense2/Relu" not in got
     # the op types agree with the names (a name is not stuck on the wrong node)
     for n in proto.graph.node:
@@ -94,7 +95,7 @@ def test_doc_strings_carry_the_spec_location_and_the_users_call(tmp_path):
     by_name = {n.name: n for n in proto.graph.node}
     lines = (ROOT / "specs" / "mlp.dl").read_text().splitlines()
     call_line = next(i for i, t in enumerate(lines, 1) if "Dense(hidden, relu)" in t)
-    doc = by_name["dense0/MatMul"].doc_string
+    doc = by_name["dense0/Gemm"].doc_string
     # made inside the std library's Dense, asked for on the user's `logits = ...` line
     mm = re.fullmatch(r"std/layers\.dl:(\d+):(\d+); called at (.+):(\d+):(\d+)", doc)
     assert mm, doc
@@ -116,8 +117,8 @@ def test_value_info_holds_the_inferred_shapes_with_named_dims(tmp_path):
     def dims(name):
         return [d.dim_param or d.dim_value for d in vi[name].type.tensor_type.shape.dim]
 
-    assert dims(out_of["dense0/MatMul"]) == ["B", 32]
-    assert dims(out_of["dense2/Add"]) == ["B", 10]
+    assert dims(out_of["dense0/Gemm"]) == ["B", 32]
+    assert dims(out_of["dense2/Gemm"]) == ["B", 10]
     assert vi[out_of["dense0/Relu"]].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     # onnx's own shape inference agrees with every value_info entry (no conflict raised
     # by full_check above) and finds the same shapes where it can infer them
@@ -135,10 +136,10 @@ def test_nested_composites_and_repeat_give_slash_paths(tmp_path):
     got = set(names(proto))
     for i in range(2):  # Encoder `encoder` > repeat `layers` > Block i > Dense attn/ff
         for sub in ("attn", "ff"):
-            assert f"encoder/layers/{i}/{sub}/MatMul" in got
+            assert f"encoder/layers/{i}/{sub}/Gemm" in got
         assert f"encoder/layers/{i}/attn/Relu" in got
         assert f"encoder/layers/{i}/Add" in got  # the residual `+ x` of Block itself
-    assert "dense0/MatMul" in got  # the readout, at model level
+    assert "dense0/Gemm" in got  # the readout, at model level
 
 
 def test_gradient_nodes_carry_the_layer_path(tmp_path):
@@ -148,11 +149,12 @@ def test_gradient_nodes_carry_the_layer_path(tmp_path):
     proto, _ = export(m, tmp_path, "nested_step", train_step=True)
     got = names(proto)
     assert len(set(got)) == len(got)
-    # d/dx of x @ W inside each Dense is a MatMul with the transposed weight
+    # d/dx of x @ W inside each Dense is a product with the transposed weight: a Gemm
+    # with transB (the Transpose folded in, backends/onnx/peephole.py)
     for p in ("dense0", "encoder/layers/0/attn", "encoder/layers/1/ff"):
-        assert any(n.startswith(f"{p}/grad/MatMul") for n in got), p
+        assert any(n.startswith(f"{p}/grad/Gemm") for n in got), p
     grads = [n for n in proto.graph.node if "/grad/" in n.name]
-    assert grads and all(n.doc_string for n in grads if n.op_type == "MatMul")
+    assert grads and all(n.doc_string for n in grads if n.op_type == "Gemm")
 
 
 @pytest.mark.parametrize("spec", ["cnn", "lstm", "transformer"])

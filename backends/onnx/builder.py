@@ -121,6 +121,10 @@ class Builder:
         self._node_names: dict[str, int] = {}  # root: base node name -> uses so far
         self._np_dtypes: dict[str, np.dtype] = {}
         self.f32_ops: frozenset = frozenset()  # root: op types run in float32 in f64 runs
+        # root: value name -> the IR type of the node it holds (args and results of
+        # every lowered node), for the peephole rewrites (peephole.py) that need ranks
+        self.types: dict[str, object] = {}
+        self.peephole = True                   # root: run peephole.py on the built nodes
 
     # ---- dtypes -------------------------------------------------------------
     def np_dtype(self, dtype):

@@ -18,13 +18,14 @@ from compiler.primitives import get_primitive
 from compiler.core.types import TensorType, dim_add, norm_axis
 
 from .builder import OPSET, ORT_F32_ONLY, Builder, Names, ir_version, value_info
+from .peephole import int_consts, rewrite
 
 PARAMS_AS = ("inputs", "initializers")
 
 
 def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: str = "dlc",
           params_as: str | None = None, param_values: dict | None = None,
-          f32_ops=(), doc: str | None = None) -> onnx.ModelProto:
+          f32_ops=(), doc: str | None = None, peephole: bool = True) -> onnx.ModelProto:
     """The ONNX model computing ``results`` (name -> node id) of ``graph``.
 
     ``dtype`` is the run float (``"f32"`` or ``"f64"``): every float node runs in it.
@@ -33,8 +34,11 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
     ``param_values[name]``); the default is initializers when ``param_values`` is
     given. Inputs and noises are always graph inputs. ``f32_ops``: ONNX op types to
     compute in float32 (with casts) in a float64 model; pass ``True`` for
-    `ORT_F32_ONLY`, the ops onnxruntime has no double kernel for. Raises `MissingRule`
-    when a primitive on the way has no ONNX rule.
+    `ORT_F32_ONLY`, the ops onnxruntime has no double kernel for. ``peephole``: rewrite
+    the built nodes (2-D MatMul + bias Add -> Gemm, Add -> LayerNormalization as Sum,
+    identity Reshape/Cast dropped: backends/onnx/peephole.py); off
+    gives the node-per-primitive graph. Raises `MissingRule` when a primitive on the
+    way has no ONNX rule.
     """
     results = dict(results)
     if params_as is None:
@@ -53,6 +57,7 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
 
     o = Builder(graph, dtype, names=Names(list(source_names) + list(results)))
     o.f32_ops = frozenset(ORT_F32_ONLY if f32_ops is True else (f32_ops or ()))
+    o.peephole = peephole
     fed: dict[str, int] = {}        # graph input name -> node id (for ordering)
 
     def source(nid: int) -> str | None:
@@ -100,6 +105,7 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
             if isinstance(v, str):
                 if nid in result_of and len(o.nodes) > n_before:
                     v = o.env[nid] = _name_result(o, v, result_of[nid])
+                    o.types[v] = d["type"]
                 typed.append((v, d["type"]))
     o.path = o.doc = None
 
@@ -116,6 +122,16 @@ def lower(graph: Graph, results: dict[str, int], dtype: str = "f32", *, name: st
         outputs.append(value_info(rname, o.elem_type(t.dtype), t.shape))
 
     inputs = sorted(o.inputs, key=lambda vi: fed[vi.name])
+    gone = ()
+    if peephole:
+        o.nodes, gone = rewrite(o.nodes, o.types, keep=[vi.name for vi in outputs],
+                                consts=int_consts(o.initializers), elem_of=o.elem_type)
+    if gone:
+        typed = [(v, t) for v, t in typed if v not in gone]
+        # constants only the dropped nodes read (a Reshape's target shape)
+        read = _reads(o.nodes) | {vi.name for vi in outputs}
+        made = set(o._consts.values())
+        o.initializers = [t for t in o.initializers if t.name in read or t.name not in made]
     g = helper.make_graph(o.nodes, name, inputs, outputs, initializer=o.initializers,
                           doc_string=doc, value_info=_value_infos(o, typed, inputs, outputs))
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -134,6 +150,10 @@ def lower_node(o: Builder, nid: int) -> None:
     if not callable(rule):
         raise TypeError(f"ONNX lowering of `{node.op}` must be a function, got {rule!r}")
     args = [o.env[a] for a in node.args]
+    types = o.root.types
+    for a, v in zip(node.args, args):
+        if isinstance(v, str):
+            types[v] = o.graph.type(a)
     out = rule(o, node, *args)
     if isinstance(out, tuple):
         out = list(out)
@@ -141,6 +161,8 @@ def lower_node(o: Builder, nid: int) -> None:
     if not ok:
         raise TypeError(f"ONNX lowering of `{node.op}` returned {out!r}, not a value name")
     o.env[nid] = out
+    if isinstance(out, str):
+        types[out] = node.type
 
 
 def _inline(o: Builder, prim, node) -> str:
@@ -231,6 +253,9 @@ def lower_scan(o: Builder, node, *args):
             # evaluator); for 1-D values both give [steps, n]. Reshaped back below.
             b._emit("Reshape", [v, b.ints([-1])], [nm], {})
             g_outputs.append(value_info(nm, b.elem_type(t.dtype), [_flat(t.shape)]))
+    if o.root.peephole:
+        b.nodes, _ = rewrite(b.nodes, o.root.types, keep=[vi.name for vi in g_outputs],
+                             consts=int_consts(o.root.initializers), elem_of=o.elem_type)
     gp = helper.make_graph(b.nodes, o.names.fresh("scan_body"), g_inputs, g_outputs)
 
     outs = o.op("Loop", o.dim_scalar(length), o.const(np.array(True)), *carries,
@@ -309,6 +334,19 @@ def _value_infos(o: Builder, typed, inputs, outputs) -> list:
         if proto is None:
             proto = types[key] = value_info("", o.elem_type(t.dtype), t.shape).type
         out.append(onnx.ValueInfoProto(name=v, type=proto))
+    return out
+
+
+def _reads(nodes) -> set:
+    """Every value name the nodes (and their subgraphs) read."""
+    out, stack = set(), [nodes]
+    while stack:
+        for n in stack.pop():
+            out.update(n.input)
+            for a in n.attribute:
+                if a.HasField("g"):
+                    stack.append(a.g.node)
+                stack.extend(g.node for g in a.graphs)
     return out
 
 
