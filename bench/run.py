@@ -738,13 +738,12 @@ def notes(res: dict) -> list[str]:
     big = [r for r in res.get("graph_sizes", []) if "ratio" in r and r["ratio"] > 3]
     if big:
         names = ", ".join(f"{r['spec']} ({r['ratio']:.2f}x)" for r in big)
-        out.append(f"Gradient graph size over 3x for {names}. The composites shrink the "
-                   "forward count (a layer norm or an attention is one node) while their "
-                   "VJPs are written in primitives (layer norm's fused rule recomputes x̂; "
-                   "attention's VJP differentiates its decomposition): fused VJP composites "
-                   "(`layer_norm_grad` → `aten.native_layer_norm_backward`, an SDPA "
-                   "backward) would bring them down. The recurrent models' backward scans "
-                   "now read residuals and hoist the weight gradients (see below).")
+        out.append(f"Gradient graph size over 3x for {names}: a max reduction's VJP "
+                   "splits the cotangent evenly among ties (as JAX and torch's amax do), "
+                   "about seven nodes per max (the mask, its count, the division); layer "
+                   "norm and attention have fused VJP composites now (`layer_norm_grad`, "
+                   "`attention_grad`), and the recurrent models' backward scans read "
+                   "residuals and hoist the weight gradients.")
     out += model_notes(res)
     return out
 
@@ -757,13 +756,14 @@ def model_notes(res: dict) -> list[str]:
         ratios = ", ".join(f"{r['model']}: {_ratio(r['dlc_torch'], r['eager']):.2f}x" for r in lstm)
         out.append(f"LSTM ({ratios}, PyTorch backend): the std `LSTM` layer is the "
                    "composite `lstm` (compiler/primitives/recurrent.py): its decomposition is "
-                   "the `LSTMCell` scan (NumPy and ONNX run it), its torch lowering "
-                   "`torch._VF.lstm`, and its fused VJP one `torch.autograd.grad` on the "
-                   "forward's tape (no second forward). The remaining gap at T = 200 is the "
-                   "layout conversion (transposed weights, the forget bias folded into the "
-                   "input bias) and the output stacking per step against eager's "
-                   "contiguous weights. The torch.compile column graph-breaks at the fused "
-                   "kernel, so it is slower than not compiling for the LSTM.")
+                   "the `LSTMCell` scan (NumPy runs it, and ONNX in float64), its torch "
+                   "lowering `torch._VF.lstm`, and its fused VJP one `torch.autograd.grad` on "
+                   "the forward's tape (no second forward). On ONNX in float32 the forward is "
+                   "onnxruntime's `LSTM` op (gates reordered to i, o, f, c, weights transposed, "
+                   "the forget bias folded into Wb) and `lstm_grad` a backward `Scan` of the "
+                   "recurrence alone (backends/onnx/rnn_grad.py): gate pre-activations, "
+                   "per-step factors and the weight gradients are batched over [T*B, .] "
+                   "outside it. The torch.compile column graph-breaks at the fused kernel.")
     c = rows.get("cnn")
     if c:
         out.append("cnn: profiled against eager; the gap was the max-pool VJP (it "
@@ -775,21 +775,24 @@ def model_notes(res: dict) -> list[str]:
     t = rows.get("transformer")
     if t:
         out.append("transformer: layer norm, softmax cross-entropy and attention run as "
-                   "`F.layer_norm`, `F.cross_entropy`, `F.scaled_dot_product_attention`; "
-                   "the page faults (thousands per step with glibc's defaults) are gone "
-                   "with `tune_allocator` (`dlc train` applies it). Its gradient graph is "
-                   "3.04x its (now smaller) forward: see the graph-size note.")
+                   "`F.layer_norm`, `F.cross_entropy`, `F.scaled_dot_product_attention`, and "
+                   "their VJPs as torch's fused backwards on the forward's saved statistics "
+                   "or autograd tape (`aten.native_layer_norm_backward`, the SDPA backward); "
+                   "the page faults (thousands per step with glibc's defaults) are gone with "
+                   "`tune_allocator` (`dlc train` applies it), and the generated step frees "
+                   "each temporary after its last use (backends/liveness.py: its peak memory "
+                   "was 4.3x eager's before). ORT inference: onnxruntime fuses Add + "
+                   "LayerNormalization into its contrib `SkipLayerNormalization` when shapes "
+                   "are known (dlc's `value_info`), a kernel 3.5-6x slower than the pair on "
+                   "the CPU; dlc writes that Add as `Sum`, which it does not fuse "
+                   "(docs/ort_bugs.md).")
     out.append("The zoo-model table comes from `bench/models.py` in the same run "
                "(eager and dlc samples interleaved); torch.compile times include inductor's "
                "C++ compilation with a cold cache.")
-    out.append("Not done in this session: the ONNX `LSTM` op for inference (the "
-               "gate reorder i, o, f, c), a fused GRU on the CPU (torch's CPU GRU kernel "
-               "is itself a per-step loop and measured slower than dlc's scan, so the std "
-               "GRU stays a scan), batch norm as a composite, `dlc train`'s round down "
-               "to 1.05x the bare step (the remainder is the one fused finite check over "
-               "every result, ~0.14 ms on mlp; checking fewer tensors would miss an "
-               "optimizer slot overflowing while the params stay finite), and peak "
-               "memory of LSTM T = 200 (not re-measured).")
+    out.append("Not done: a fused GRU on the CPU for torch (torch's CPU GRU kernel is "
+               "itself a per-step loop and measured slower than dlc's scan, so the std GRU "
+               "stays a scan there; ONNX runs the `GRU` op), batch norm as a composite (no "
+               "zoo model of this table uses it), and the CUDA rows (no GPU was lent).")
     return out
 
 
