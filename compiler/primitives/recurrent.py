@@ -7,8 +7,10 @@ scanned over axis 1 of x [B, T, in] (W [in, 4H], U [H, 4H], b [4H], gates i, f, 
 attrs ``forget_bias``, ``reverse``), results (h_T, C_T, ys [B, T, H]) like the scan's.
 ``gru(h0, x, W, U, bx, bh)`` is ``GRU`` likewise (gates r, u, n; attr ``reverse``),
 results (h_T, ys). Each decomposition is that scan, built here node for node as the
-std cell reads; the NumPy and ONNX backends inline it. Torch runs `torch._VF.lstm` /
-`torch._VF.gru` (one fused kernel, cuDNN on a GPU), and the VJP is one ``*_grad`` node
+std cell reads; the NumPy backend inlines it. Torch runs `torch._VF.lstm` /
+`torch._VF.gru` (one fused kernel, cuDNN on a GPU), ONNX its ``LSTM`` / ``GRU`` op in
+float32 runs (`_onnx_rnn.py`; onnxruntime has no float64 kernels: float64 inlines the
+decomposition), and the VJP is one ``*_grad`` node
 whose torch lowering takes torch's fused backward; its decomposition, the
 decomposition's VJP, needs autodiff (a later layer), which registers it:
 `compiler/transform/autodiff.py`.
@@ -19,6 +21,7 @@ decomposition (the ``*_grad`` ops' six cotangents).
 from __future__ import annotations
 
 from compiler.core.types import TensorType, TypeMismatch
+from compiler.primitives import _onnx_rnn
 from compiler.primitives._rules import require_float
 from compiler.primitives.table import defprim
 
@@ -201,7 +204,7 @@ def _(g, args, attrs):
 
 lstm.vjp(_fused_vjp)
 lstm.torch(_torch_fwd("lstm", ("forget_bias",)))
-# NumPy inlines the decomposition; ONNX too (its LSTM op would serve inference only)
+lstm.onnx(_onnx_rnn.lstm_onnx)  # NumPy inlines the decomposition
 
 lstm_grad = defprim(
     "lstm_grad", "cotangents of (h0, C0, x, W, U, b) for those of lstm's (h_T, C_T, ys)", 9,
@@ -234,6 +237,7 @@ def _(g, args, attrs):
 
 gru.vjp(_fused_vjp)
 gru.torch(_torch_fwd("gru"))
+gru.onnx(_onnx_rnn.gru_onnx)
 
 gru_grad = defprim(
     "gru_grad", "cotangents of (h0, x, W, U, bx, bh) for those of gru's (h_T, ys)", 8,

@@ -1,0 +1,94 @@
+"""ONNX lowerings of the recurrent composites (`recurrent.py`): `lstm` -> ONNX ``LSTM``,
+`gru` -> ONNX ``GRU`` (linear_before_reset=1), one fused kernel each in onnxruntime
+instead of a ``Loop`` whose every iteration costs tens of microseconds.
+
+dlc's layout -> ONNX's (opset 18, layout=0, one direction):
+
+* x [B, T, in] -> X [T, B, in] (onnxruntime's CPU kernels reject layout=1);
+* W [in, kH], U [H, kH] -> W [1, kH, in], R [1, kH, H], rows in ONNX's gate order:
+  LSTM i, o, f, c from dlc's i, f, g, o; GRU z, r, h from dlc's r, u, n (u is z: dlc's
+  h' = (1-u) n + u h is ONNX's H = (1-z) h~ + z H);
+* LSTM: B = [b with forget_bias on the f rows, 0]; GRU: B = [bx, bh] (ONNX's Rbh sits
+  inside r * (.), as dlc's bh_n does: linear_before_reset=1);
+* reverse -> direction="reverse" (ONNX's Y stays in time order, as dlc's ys);
+* results Y [T, 1, B, H], Y_h / Y_c [1, B, H] -> (h_T, [C_T,] ys [B, T, H]).
+
+onnxruntime's CPU RNN kernels are float32-only: a float64 run inlines the
+decomposition (exact) instead of computing the layer in float32.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# ONNX gate order as indices of dlc's gate blocks
+_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2)}
+
+
+def _rows(op, hid):
+    """Row indices taking dlc's gate blocks (of `hid` rows each) to ONNX's order."""
+    return np.concatenate([np.arange(j * hid, (j + 1) * hid) for j in _ORDER[op]])
+
+
+def native_ok(o, n):
+    """The fused ONNX op applies: a float32 run with a static hidden size."""
+    hid = o.type_of(n.args[0]).shape[1]
+    return o.run_dtype == "f32" and isinstance(hid, int)
+
+
+def _inline(o, n):
+    from backends.onnx.lower import inline_decomposition
+    return inline_decomposition(o, n)
+
+
+def weights(o, op, hid, w, u):
+    """(W, R) in ONNX's layout: [1, kH, in] and [1, kH, H], gates reordered."""
+    rows = o.ints(_rows(op, hid))
+    zero = o.ints([0])
+    return [o.op("Unsqueeze", o.op("Gather", o.op("Transpose", m, perm=[1, 0]), rows, axis=0), zero)
+            for m in (w, u)]
+
+
+def bias_rows(o, op, hid, b):
+    return o.op("Gather", b, o.ints(_rows(op, hid)), axis=0)
+
+
+def time_major(o, x):
+    return o.op("Transpose", x, perm=[1, 0, 2])
+
+
+def batch_major(o, y):
+    """ONNX's Y [T, 1, B, H] as dlc's ys [B, T, H]."""
+    return o.op("Transpose", o.op("Squeeze", y, o.ints([1])), perm=[1, 0, 2])
+
+
+def lstm_onnx(o, n, h0, c0, x, w, u, b):
+    if not native_ok(o, n):
+        return _inline(o, n)
+    a = n.attrs
+    hid = o.type_of(n.args[0]).shape[1]
+    wx, r = weights(o, "lstm", hid, w, u)
+    wb = bias_rows(o, "lstm", hid, b)
+    if a["forget_bias"] != 0.0:  # ONNX order i, o, f, c: the f rows are the third block
+        fb = np.zeros(4 * hid)
+        fb[2 * hid:3 * hid] = a["forget_bias"]
+        wb = o.op("Add", wb, o.const(fb))
+    bias = o.op("Unsqueeze", o.op("Concat", wb, o.const(np.zeros(4 * hid)), axis=0), o.ints([0]))
+    zero = o.ints([0])
+    y, yh, yc = o.op("LSTM", time_major(o, x), wx, r, bias, "", o.op("Unsqueeze", h0, zero),
+                     o.op("Unsqueeze", c0, zero), outputs=3, hidden_size=hid,
+                     direction="reverse" if a["reverse"] else "forward")
+    return [o.op("Squeeze", yh, zero), o.op("Squeeze", yc, zero), batch_major(o, y)]
+
+
+def gru_onnx(o, n, h0, x, w, u, bx, bh):
+    if not native_ok(o, n):
+        return _inline(o, n)
+    hid = o.type_of(n.args[0]).shape[1]
+    wx, r = weights(o, "gru", hid, w, u)
+    bias = o.op("Unsqueeze", o.op("Concat", bias_rows(o, "gru", hid, bx),
+                                  bias_rows(o, "gru", hid, bh), axis=0), o.ints([0]))
+    zero = o.ints([0])
+    y, yh = o.op("GRU", time_major(o, x), wx, r, bias, "", o.op("Unsqueeze", h0, zero),
+                 outputs=2, hidden_size=hid, linear_before_reset=1,
+                 direction="reverse" if n.attrs["reverse"] else "forward")
+    return [o.op("Squeeze", yh, zero), batch_major(o, y)]
