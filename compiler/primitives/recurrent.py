@@ -9,8 +9,8 @@ attrs ``forget_bias``, ``reverse``), results (h_T, C_T, ys [B, T, H]) like the s
 results (h_T, ys). Each decomposition is that scan, built here node for node as the
 std cell reads; the NumPy backend inlines it. Torch runs `torch._VF.lstm` /
 `torch._VF.gru` (one fused kernel, cuDNN on a GPU), ONNX its ``LSTM`` / ``GRU`` op in
-float32 runs (`_onnx_rnn.py`; onnxruntime has no float64 kernels: float64 inlines the
-decomposition), and the VJP is one ``*_grad`` node
+float32 runs (backends/onnx/rnn.py, registered there; onnxruntime has no float64
+kernels: float64 inlines the decomposition), and the VJP is one ``*_grad`` node
 whose torch lowering takes torch's fused backward; its decomposition, the
 decomposition's VJP, needs autodiff (a later layer), which registers it:
 `compiler/transform/autodiff.py`.
@@ -21,7 +21,6 @@ decomposition (the ``*_grad`` ops' six cotangents).
 from __future__ import annotations
 
 from compiler.core.types import TensorType, TypeMismatch
-from compiler.primitives import _onnx_rnn
 from compiler.primitives._rules import require_float
 from compiler.primitives.table import defprim
 
@@ -204,7 +203,7 @@ def _(g, args, attrs):
 
 lstm.vjp(_fused_vjp)
 lstm.torch(_torch_fwd("lstm", ("forget_bias",)))
-lstm.onnx(_onnx_rnn.lstm_onnx)  # NumPy inlines the decomposition
+# NumPy inlines the decomposition; ONNX's rules (its LSTM/GRU ops): backends/onnx/rnn.py
 
 lstm_grad = defprim(
     "lstm_grad", "cotangents of (h0, C0, x, W, U, b) for those of lstm's (h_T, C_T, ys)", 9,
@@ -237,7 +236,6 @@ def _(g, args, attrs):
 
 gru.vjp(_fused_vjp)
 gru.torch(_torch_fwd("gru"))
-gru.onnx(_onnx_rnn.gru_onnx)
 
 gru_grad = defprim(
     "gru_grad", "cotangents of (h0, x, W, U, bx, bh) for those of gru's (h_T, ys)", 8,

@@ -1,4 +1,5 @@
-"""ONNX lowerings of the recurrent composites (`recurrent.py`): `lstm` -> ONNX ``LSTM``,
+"""ONNX lowerings of the recurrent composites (compiler/primitives/recurrent.py):
+`lstm` -> ONNX ``LSTM``,
 `gru` -> ONNX ``GRU`` (linear_before_reset=1), one fused kernel each in onnxruntime
 instead of a ``Loop`` whose every iteration costs tens of microseconds.
 
@@ -14,7 +15,8 @@ dlc's layout -> ONNX's (opset 18, layout=0, one direction):
 * results Y [T, 1, B, H], Y_h / Y_c [1, B, H] -> (h_T, [C_T,] ys [B, T, H]).
 
 onnxruntime's CPU RNN kernels are float32-only: a float64 run inlines the
-decomposition (exact) instead of computing the layer in float32.
+decomposition (exact) instead of computing the layer in float32. `lstm_grad`: see
+`rnn_grad.py`. The rules are attached by `register_rnn` (as `register_scan` does).
 """
 from __future__ import annotations
 
@@ -35,8 +37,8 @@ def native_ok(o, n):
     return o.run_dtype == "f32" and isinstance(hid, int)
 
 
-def _inline(o, n):
-    from backends.onnx.lower import inline_decomposition
+def inline(o, n):
+    from .lower import inline_decomposition  # lower.py imports this module's users
     return inline_decomposition(o, n)
 
 
@@ -57,13 +59,13 @@ def time_major(o, x):
 
 
 def batch_major(o, y):
-    """ONNX's Y [T, 1, B, H] as dlc's ys [B, T, H]."""
-    return o.op("Transpose", o.op("Squeeze", y, o.ints([1])), perm=[1, 0, 2])
+    """ONNX's Y [T, 1, B, H] as dlc's ys [B, T, H]: one Transpose (ORT folds the size-1 axis)."""
+    return o.op("Reshape", o.op("Transpose", y, perm=[2, 0, 1, 3]), o.ints([0, 0, -1]))
 
 
 def lstm_onnx(o, n, h0, c0, x, w, u, b):
     if not native_ok(o, n):
-        return _inline(o, n)
+        return inline(o, n)
     a = n.attrs
     hid = o.type_of(n.args[0]).shape[1]
     wx, r = weights(o, "lstm", hid, w, u)
@@ -77,12 +79,14 @@ def lstm_onnx(o, n, h0, c0, x, w, u, b):
     y, yh, yc = o.op("LSTM", time_major(o, x), wx, r, bias, "", o.op("Unsqueeze", h0, zero),
                      o.op("Unsqueeze", c0, zero), outputs=3, hidden_size=hid,
                      direction="reverse" if a["reverse"] else "forward")
-    return [o.op("Squeeze", yh, zero), o.op("Squeeze", yc, zero), batch_major(o, y)]
+    ys = batch_major(o, y)
+    o.root.memo[("time_major", ys)] = o.op("Squeeze", y, o.ints([1]))  # for lstm_grad
+    return [o.op("Squeeze", yh, zero), o.op("Squeeze", yc, zero), ys]
 
 
 def gru_onnx(o, n, h0, x, w, u, bx, bh):
     if not native_ok(o, n):
-        return _inline(o, n)
+        return inline(o, n)
     hid = o.type_of(n.args[0]).shape[1]
     wx, r = weights(o, "gru", hid, w, u)
     bias = o.op("Unsqueeze", o.op("Concat", bias_rows(o, "gru", hid, bx),
@@ -92,3 +96,23 @@ def gru_onnx(o, n, h0, x, w, u, bx, bh):
                  outputs=2, hidden_size=hid, linear_before_reset=1,
                  direction="reverse" if n.attrs["reverse"] else "forward")
     return [o.op("Squeeze", yh, zero), batch_major(o, y)]
+
+
+def lstm_grad_onnx(o, n, *srcs):
+    # BPTT with only the recurrence per step (rnn_grad.py); the forward's hidden states
+    # come from the `lstm` node on the same operands when it was lowered already
+    from compiler.primitives.recurrent import _partners
+    from .rnn_grad import lstm_grad
+    t_x, hid = o.type_of(n.args[2]), o.type_of(n.args[0]).shape[1]
+    if not all(isinstance(d, int) for d in (hid, t_x.shape[2])):
+        return inline(o, n)
+    fwd = [m for m in _partners(o, n, "lstm", 6) if m in o.env]
+    return lstm_grad(o, n, *srcs, partner_ys=o.env[fwd[0]][2] if fwd else None)
+
+
+def register_rnn() -> None:
+    """Attach the rules above to the recurrent primitives."""
+    from compiler.primitives import get_primitive
+    get_primitive("lstm").onnx(lstm_onnx)
+    get_primitive("gru").onnx(gru_onnx)
+    get_primitive("lstm_grad").onnx(lstm_grad_onnx)
