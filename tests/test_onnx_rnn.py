@@ -49,25 +49,28 @@ def test_fused_onnx_rnn_matches_decomposition(op, forget_bias, reverse):
         np.testing.assert_allclose(got[k], ref[k], rtol=0, atol=2e-5 * scale, err_msg=k)
 
 
-@pytest.mark.parametrize("reverse,forget_bias", [(False, 0.0), (True, 1.0)])
+@pytest.mark.parametrize("op,reverse,forget_bias", [("lstm", False, 0.0), ("lstm", True, 1.0),
+                                                    ("gru", False, 0.0), ("gru", True, 0.0)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_native_lstm_grad_matches_decomposition(dtype, reverse, forget_bias):
-    """`lstm_grad` (backends/onnx/rnn_grad.py): in a train step (the forward `lstm` on
-    the same operands lowered first) it reads that node's hidden states; alone (a
-    program of the cotangents only) it recomputes them with its forward Scan. Both
-    run as Scans (no Loop: the decomposition's VJP is not inlined). Its ops all have
-    float64 kernels: 1e-10 there (summation order only, as test_composites), 2e-5 of
-    the largest magnitude in float32 (as above)."""
-    g_ref, r_ref, feeds = _build_rnn("lstm", True, reverse, forget_bias)
+def test_native_rnn_grad_matches_decomposition(dtype, op, reverse, forget_bias):
+    """`lstm_grad` / `gru_grad` (backends/onnx/rnn_grad.py): in a train step (the
+    forward on the same operands lowered first) they read that node's hidden states
+    and run BPTT as Scans (no Loop: the decomposition's VJP is not inlined; in
+    float64 the forward itself is the inlined decomposition, a Loop). Alone (a program
+    of the cotangents only) lstm_grad recomputes the states with its forward Scan,
+    gru_grad inlines its decomposition. Their ops all have float64 kernels: 1e-10
+    there (summation order only, as test_composites), 2e-5 of the largest magnitude
+    in float32 (as above)."""
+    g_ref, r_ref, feeds = _build_rnn(op, True, reverse, forget_bias)
     ref = _run("numpy", g_ref, r_ref, feeds, np.float64)
-    g, r, _ = _build_rnn("lstm", False, reverse, forget_bias)
+    g, r, _ = _build_rnn(op, False, reverse, forget_bias)
     grads = {k: v for k, v in r.items() if k.startswith("d_")}
     run = "f64" if dtype == np.float64 else "f32"
     tol = 1e-10 if dtype == np.float64 else 2e-5
-    for results, fwd_op in ((r, "LSTM" if run == "f32" else "Loop"), (grads, None)):
+    fused = op.upper() if run == "f32" else None
+    for results, want in ((r, {"Scan", fused or "Loop"}), (grads, {"Scan"} if op == "lstm" else {"Loop"})):
         ops = _op_types(box.lower(g, results, run))
-        assert "Scan" in ops and ("Loop" in ops) == (fwd_op == "Loop"), ops
-        assert ("LSTM" in ops) == (fwd_op == "LSTM"), ops
+        assert want <= ops and not ({"Scan", "Loop", "LSTM", "GRU"} - want) & ops, (want, ops)
         got = _run("onnx", g, results, feeds, dtype)
         for k in results:
             scale = max(1.0, float(np.max(np.abs(ref[k]))))

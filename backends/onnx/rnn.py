@@ -95,7 +95,9 @@ def gru_onnx(o, n, h0, x, w, u, bx, bh):
     y, yh = o.op("GRU", time_major(o, x), wx, r, bias, "", o.op("Unsqueeze", h0, zero),
                  outputs=2, hidden_size=hid, linear_before_reset=1,
                  direction="reverse" if n.attrs["reverse"] else "forward")
-    return [o.op("Squeeze", yh, zero), batch_major(o, y)]
+    ys = batch_major(o, y)
+    o.root.memo[("time_major", ys)] = o.op("Squeeze", y, o.ints([1]))  # for gru_grad
+    return [o.op("Squeeze", yh, zero), ys]
 
 
 def lstm_grad_onnx(o, n, *srcs):
@@ -110,9 +112,21 @@ def lstm_grad_onnx(o, n, *srcs):
     return lstm_grad(o, n, *srcs, partner_ys=o.env[fwd[0]][2] if fwd else None)
 
 
+def gru_grad_onnx(o, n, *srcs):
+    # only beside its forward (a train step): alone, the decomposition's VJP (a Loop)
+    from compiler.primitives.recurrent import _partners
+    from .rnn_grad import gru_grad
+    t_x, hid = o.type_of(n.args[1]), o.type_of(n.args[0]).shape[1]
+    fwd = [m for m in _partners(o, n, "gru", 6) if m in o.env]
+    if not fwd or not all(isinstance(d, int) for d in (hid, t_x.shape[2])):
+        return inline(o, n)
+    return gru_grad(o, n, *srcs, partner_ys=o.env[fwd[0]][1])
+
+
 def register_rnn() -> None:
     """Attach the rules above to the recurrent primitives."""
     from compiler.primitives import get_primitive
     get_primitive("lstm").onnx(lstm_onnx)
     get_primitive("gru").onnx(gru_onnx)
     get_primitive("lstm_grad").onnx(lstm_grad_onnx)
+    get_primitive("gru_grad").onnx(gru_grad_onnx)

@@ -172,3 +172,67 @@ def lstm_grad(o, n, h0, c0, x, w, u, b, ct_h, ct_c, ct_ys, partner_ys=None):
     shapes = [(h0, (bsz, hid)), (c0, (bsz, hid)), (x, (bsz, length, d_in)),
               (w, (d_in, 4 * hid)), (u, (hid, 4 * hid)), (b_in, (4 * hid,))]
     return [v if v is not None else _zeros(o, like, s) for v, (like, s) in zip(out, shapes)]
+
+
+def gru_grad(o, n, h0, x, w, u, bx, bh, ct_h, ct_ys, partner_ys):
+    """`gru_grad` likewise, from the forward `gru` node's ys (no cell state to rebuild:
+    no forward Scan at all). With dlc's gates r, u (z), n, per step p, all linear in dh
+    (dys_p included): q = dh (1-z)(1-n²) is n's pre-activation cotangent, and
+       dGh = dh [Pr, Pu, q/dh · r],  dGx = dh [Pr, Pu, q/dh]   (Pr = q/dh · hn r(1-r),
+       Pu = (h_prev - n) z(1-z)),  dh_{p-1} = dGh Uᵀ + dh z + dys_{p-1};
+    dW = Xᵀ dGx, dbx = Σ dGx, dU = H_prevᵀ dGh, dbh = Σ dGh, dx = dGx Wᵀ after it."""
+    a = n.attrs
+    reverse, needed = a["reverse"], a["needed"]
+    bsz, length, d_in = o.type_of(n.args[1]).shape
+    hid = o.type_of(n.args[0]).shape[1]
+    tm = lambda v: (_flip(o, o.op("Transpose", v, perm=[1, 0, 2])) if reverse  # noqa: E731
+                    else o.op("Transpose", v, perm=[1, 0, 2]))
+    flat = lambda v, k: o.op("Reshape", v, o.ints([-1, k]))  # noqa: E731
+    steps = lambda v, k: o.op("Reshape", v, o.dims((length, bsz, k)))  # noqa: E731
+    xf = flat(tm(x), d_in)
+    hs = o.root.memo.get(("time_major", partner_ys))
+    hs = (_flip(o, hs) if reverse else hs) if hs is not None else tm(partner_ys)
+    hprev = flat(_shift_in(o, h0, hs), hid)
+    cut = lambda m, j, ax: o.op("Slice", m, o.ints([j * hid]), o.ints([(j + 1) * hid]),  # noqa: E731
+                                o.ints([ax]))
+    xg = [o.op("Gemm", xf, cut(w, j, 1), cut(bx, j, 0)) for j in range(3)]
+    hg = [o.op("Gemm", hprev, cut(u, j, 1), cut(bh, j, 0)) for j in range(3)]
+    r = o.op("Sigmoid", o.op("Add", xg[0], hg[0]))
+    z = o.op("Sigmoid", o.op("Add", xg[1], hg[1]))
+    nn = o.op("Tanh", o.op("Add", xg[2], o.op("Mul", r, hg[2])))
+    less = lambda p, q, s: o.op("Sub", p, o.op("Mul", q, s))  # noqa: E731
+    omz = less(o.const(np.ones(())), z, o.const(np.ones(())))  # 1 - z
+    q = less(omz, o.op("Mul", omz, nn), nn)                    # (1-z)(1-n²)
+    qr = o.op("Mul", q, r)
+    qrh = o.op("Mul", qr, hg[2])
+    p_r = less(qrh, qrh, r)                                     # q hn r(1-r)
+    p_u = o.op("Mul", o.op("Sub", hprev, nn), less(z, z, z))   # (h_prev - n) z(1-z)
+    fac_h = steps(o.op("Concat", p_r, p_u, qr, axis=1), 3 * hid)
+    fac_x = steps(o.op("Concat", p_r, p_u, q, axis=1), 3 * hid)
+    dys = tm(ct_ys)
+    dys_next = _shift_in(o, _zeros(o, h0, [bsz, hid]), dys)
+    dh_init = o.op("Add", ct_h, o.op("Gather", dys, o.const(np.array(-1, np.int64)), axis=0))
+
+    def step(bb, carry, xs):
+        (dh,), (fh, fx, zz, dn) = carry, xs
+        dh3 = bb.op("Concat", dh, dh, dh, axis=1)
+        dgh = bb.op("Mul", dh3, fh)
+        dh2 = bb.op("Gemm", dgh, u, bb.op("Add", bb.op("Mul", dh, zz), dn), transB=1)
+        return [dh2], [(dgh, [bsz, 3 * hid]), (bb.op("Mul", dh3, fx), [bsz, 3 * hid])]
+    dh0, dgh, dgx = _scan(o, "gru_bptt", [(dh_init, [bsz, hid])],
+                          [(fac_h, [bsz, 3 * hid]), (fac_x, [bsz, 3 * hid]), (steps(z, hid), [bsz, hid]),
+                           (dys_next, [bsz, hid])], step, True)
+    dghf, dgxf = flat(dgh, 3 * hid), flat(dgx, 3 * hid)
+    out = [dh0, None, None, None, None, None]
+    if needed[1]:
+        dx = o.op("MatMul", dgx, o.op("Transpose", w, perm=[1, 0]))
+        out[1] = o.op("Transpose", _flip(o, dx) if reverse else dx, perm=[1, 0, 2])
+    for k, v in ((2, lambda: o.op("Gemm", xf, dgxf, transA=1)),
+                 (3, lambda: o.op("Gemm", hprev, dghf, transA=1)),
+                 (4, lambda: o.op("ReduceSum", dgxf, o.ints([0]), keepdims=0)),
+                 (5, lambda: o.op("ReduceSum", dghf, o.ints([0]), keepdims=0))):
+        if needed[k]:
+            out[k] = v()
+    shapes = [(h0, (bsz, hid)), (x, (bsz, length, d_in)), (w, (d_in, 3 * hid)),
+              (u, (hid, 3 * hid)), (bx, (3 * hid,)), (bh, (3 * hid,))]
+    return [v if v is not None else _zeros(o, like, s) for v, (like, s) in zip(out, shapes)]
