@@ -1,7 +1,7 @@
 """ONNX lowerings of the recurrent composites (compiler/primitives/recurrent.py):
-`lstm` -> ONNX ``LSTM``,
-`gru` -> ONNX ``GRU`` (linear_before_reset=1), one fused kernel each in onnxruntime
-instead of a ``Loop`` whose every iteration costs tens of microseconds.
+`lstm` -> ONNX ``LSTM``, `gru` -> ONNX ``GRU`` (linear_before_reset=1), one fused
+kernel each in onnxruntime instead of a ``Loop`` whose every iteration costs tens of
+microseconds.
 
 dlc's layout -> ONNX's (opset 18, layout=0, one direction):
 
@@ -15,8 +15,9 @@ dlc's layout -> ONNX's (opset 18, layout=0, one direction):
 * results Y [T, 1, B, H], Y_h / Y_c [1, B, H] -> (h_T, [C_T,] ys [B, T, H]).
 
 onnxruntime's CPU RNN kernels are float32-only: a float64 run inlines the
-decomposition (exact) instead of computing the layer in float32. `lstm_grad`: see
-`rnn_grad.py`. The rules are attached by `register_rnn` (as `register_scan` does).
+decomposition (exact) instead of computing the layer in float32. `lstm_grad` /
+`gru_grad`: `rnn_grad.py` (they read the forward's time-major Y, left in
+``o.root.memo``). The rules are attached by `register_rnn` (as `register_scan` does).
 """
 from __future__ import annotations
 

@@ -1,27 +1,31 @@
-"""ONNX lowering of `lstm_grad` (compiler/primitives/recurrent.py): backpropagation through time with the
-per-step work cut to what is truly sequential, in place of the decomposition's VJP (a
-forward scan and a backward Loop of ~40 nodes a step).
+"""ONNX lowerings of `lstm_grad` / `gru_grad` (compiler/primitives/recurrent.py):
+backpropagation through time with the per-step work cut to what is truly sequential,
+in place of the decomposition's VJP (a forward Loop and a backward Loop of ~40 nodes
+a step, each iteration tens of microseconds in onnxruntime).
 
-In processing order p (p = t, or T-1-t when reversed), with dlc's gates i, f, g, o:
+`lstm_grad`, in processing order p (p = t, or T-1-t when reversed), gates i, f, g, o:
 
 1. h_p: the forward `lstm` node's ys when one on the same operands was lowered before
-   (a train step: its fused ONNX LSTM op), else a forward ``Scan``;
-2. the gate pre-activations of all steps at once, X W + H_prev U + b (two batched
-   MatMuls over [T, B, .]), the activations vectorised; c_p = f_p c_{p-1} + i_p g_p,
-   elementwise only, is a 2-node ``Scan`` (or comes from the forward ``Scan``);
+   (a train step: its fused ONNX LSTM op; `rnn.py` leaves its time-major Y in
+   ``o.root.memo``), else a forward ``Scan``;
+2. the gate pre-activations of all steps at once, X W + H_prev U + b (a Gemm a gate
+   over [T·B, .]), the activations vectorised; c_p = f_p c_{p-1} + i_p g_p, elementwise
+   only, is a 2-node ``Scan`` (or comes from the forward ``Scan``);
 3. the backward ``Scan`` (reverse over p) carries (dh, dc), dh including dys_p, with
    precomputed per-step factors A = o(1 - tanh²c), P = [g i(1-i), c_prev f(1-f),
    i(1-g²), tanh(c) o(1-o)]:
        dc' = dc + dh A;  dpre = [dc', dc', dc', dh] P;
        dh_{p-1} = dpre Uᵀ + dys_{p-1} (one Gemm);  dc_{p-1} = dc' f,
-   and stacks dpre (6 nodes a step; measured ~11 us a step in onnxruntime, a ``Loop``
-   with a Gather per input ~30 us);
+   and stacks dpre: 6 nodes a step (~11 us a step measured in onnxruntime, one thread;
+   a ``Loop`` with a Gather per input ~30 us);
 4. after it, one matmul each over the stacked [T·B, .]: dW = Xᵀ dG, dU = H_prevᵀ dG,
    db = Σ dG, dx = dG Wᵀ; dh0, dc0 are the final carries.
 
+`gru_grad`: the same plan, with no state but h (see `gru_grad`).
+
 Scans are used over Loops: ONNX ``Scan`` slices its inputs itself (no Gather nodes) and
 runs reversed by attribute. Every op here has float64 kernels: the same lowering runs
-in both run floats (the fused LSTM op, float32-only, only where the forward node used it).
+in both run floats (the fused LSTM/GRU op, float32-only, only where the forward used it).
 """
 from __future__ import annotations
 
@@ -34,7 +38,9 @@ from .proto import helper
 def _scan(o, name, carries, xs, step, reverse):
     """ONNX ``Scan``: carries [(value, shape)], scan inputs xs [(value, step shape)] (axis 0);
     step(b, carry names, x names) -> (new carries, per-step outputs [(value, shape)]).
-    Returns the final carries then the stacked outputs (in input order even when reversed)."""
+    Returns the final carries then the stacked outputs (in input order even when reversed).
+    Reversed by flipping inputs and outputs, not by ``scan_*_directions``: onnx's
+    reference evaluator (which tests check exported models with) has forward Scans only."""
     b = o.subgraph(o.graph)
     elem = o.elem_type("f32")
     ins = [(b.names.fresh(name + "_c"), s) for _, s in carries] + \
@@ -49,10 +55,16 @@ def _scan(o, name, carries, xs, step, reverse):
                              [value_info(n, elem, s) for n, s in ins],
                              [value_info(n, elem, s) for n, s in outs])
     k = len(carries) + len(ys)
-    r = o.op("Scan", *[v for v, _ in carries], *[v for v, _ in xs], outputs=k, body=body,
-             num_scan_inputs=len(xs), scan_input_directions=[int(reverse)] * len(xs),
-             scan_output_directions=[int(reverse)] * len(ys))
-    return [r] if k == 1 else list(r)
+    seqs = [_flip(o, v) if reverse else v for v, _ in xs]
+    r = o.op("Scan", *[v for v, _ in carries], *seqs, outputs=k, body=body,
+             num_scan_inputs=len(xs))
+    r = [r] if k == 1 else list(r)
+    return r[:len(carries)] + [_flip(o, v) if reverse else v for v in r[len(carries):]]
+
+
+def _gate(o, m, j, hid, axis):
+    """Gate block j (of `hid` entries) of m along axis."""
+    return o.op("Slice", m, o.ints([j * hid]), o.ints([(j + 1) * hid]), o.ints([axis]))
 
 
 def _flip(o, v):
@@ -61,10 +73,11 @@ def _flip(o, v):
                 o.ints([-1]))
 
 
-def _shift_in(o, first, seq):
-    """[first; seq[:-1]] along axis 0 (first: one step, [B, H])."""
-    head = o.op("Unsqueeze", first, o.ints([0]))
-    return o.op("Concat", head, o.op("Slice", seq, o.ints([0]), o.ints([-1]), o.ints([0])), axis=0)
+def _shift_out(o, last, seq):
+    """[seq[1:]; last] along axis 0 (last: one step, [B, H])."""
+    tail = o.op("Unsqueeze", last, o.ints([0]))
+    rest = o.op("Slice", seq, o.ints([1]), o.ints([np.iinfo(np.int64).max]), o.ints([0]))
+    return o.op("Concat", rest, tail, axis=0)
 
 
 def _zeros(o, like, shape):
@@ -85,7 +98,7 @@ def _forward_scan(o, xw, h0, c0, u, bsz, hid):
         h2 = b.op("Mul", b.op("Sigmoid", oo), b.op("Tanh", c2))
         return [h2, c2], [(h2, [bsz, hid]), (c2, [bsz, hid])]
     return _scan(o, "lstm_fwd", [(h0, [bsz, hid]), (c0, [bsz, hid])],
-                 [(xw, [bsz, 4 * hid])], step, False)[2:]
+                 [(xw, [bsz, 4 * hid])], step, True)[2:]
 
 
 def _cell_scan(o, c0, f, u, bsz, hid):
@@ -95,16 +108,18 @@ def _cell_scan(o, c0, f, u, bsz, hid):
         fc = b.op("Mul", x[0], carry[0])
         return [b.op("Add", fc, x[1])], [(fc, [bsz, hid])]
     return _scan(o, "lstm_cell", [(c0, [bsz, hid])], [(f, [bsz, hid]), (u, [bsz, hid])],
-                 step, False)[1]
+                 step, True)[1]
 
 
 def lstm_grad(o, n, h0, c0, x, w, u, b, ct_h, ct_c, ct_ys, partner_ys=None):
+    """The six cotangents (zeros where `needed` says unused); partner_ys: the forward's ys."""
     a = n.attrs
     reverse, needed = a["reverse"], a["needed"]
     bsz, length, d_in = o.type_of(n.args[2]).shape
     hid = o.type_of(n.args[0]).shape[1]
-    tm = lambda v: (_flip(o, o.op("Transpose", v, perm=[1, 0, 2])) if reverse  # noqa: E731
-                    else o.op("Transpose", v, perm=[1, 0, 2]))
+    # time-major in backprop order q (q = T-1-p): the backward Scan runs forwards
+    tm = lambda v: (o.op("Transpose", v, perm=[1, 0, 2]) if reverse  # noqa: E731
+                    else _flip(o, o.op("Transpose", v, perm=[1, 0, 2])))
     xp = tm(x)  # [T, B, in], processing order
     b_in = b
     if a["forget_bias"] != 0.0:
@@ -116,14 +131,13 @@ def lstm_grad(o, n, h0, c0, x, w, u, b, ct_h, ct_c, ct_ys, partner_ys=None):
     xf = flat(xp, d_in)
     if partner_ys is not None:
         hs = o.root.memo.get(("time_major", partner_ys))
-        hs = (_flip(o, hs) if reverse else hs) if hs is not None else tm(partner_ys)
+        hs = (hs if reverse else _flip(o, hs)) if hs is not None else tm(partner_ys)
     else:
         hs, cs = _forward_scan(o, steps(o.op("Gemm", xf, w, b), 4 * hid), h0, c0, u, bsz, hid)
-    hprev = _shift_in(o, h0, hs)
+    hprev = _shift_out(o, h0, hs)
     hf = flat(hprev, hid)
     # one Gemm a gate ([T·B, H] each, the biases ride along): no Split of [T·B, 4H]
-    cut = lambda m, j, ax: o.op("Slice", m, o.ints([j * hid]), o.ints([(j + 1) * hid]),  # noqa: E731
-                                o.ints([ax]))
+    cut = lambda m, j, ax: _gate(o, m, j, hid, ax)  # noqa: E731
     pre = [o.op("Gemm", hf, cut(u, j, 1), o.op("Gemm", xf, cut(w, j, 1), cut(b, j, 0)))
            for j in range(4)]
     i, f, g, og = (o.op("Sigmoid", pre[0]), o.op("Sigmoid", pre[1]), o.op("Tanh", pre[2]),
@@ -134,7 +148,7 @@ def lstm_grad(o, n, h0, c0, x, w, u, b, ct_h, ct_c, ct_ys, partner_ys=None):
         cs = o.op("Add", fc, ig)
     else:
         cs = flat(cs, hid)
-        fc = o.op("Mul", f, flat(_shift_in(o, c0, steps(cs, hid)), hid))
+        fc = o.op("Mul", f, flat(_shift_out(o, c0, steps(cs, hid)), hid))
     tc, hf_ = o.op("Tanh", cs), flat(hs, hid)
     # the factors with h = o tanh c, i g and f c_prev reused: 2 ops each
     less = lambda p, q, r: o.op("Sub", p, o.op("Mul", q, r))  # noqa: E731
@@ -144,8 +158,8 @@ def lstm_grad(o, n, h0, c0, x, w, u, b, ct_h, ct_c, ct_ys, partner_ys=None):
                   4 * hid)
     f = steps(f, hid)
     dys = tm(ct_ys)
-    dys_next = _shift_in(o, _zeros(o, h0, [bsz, hid]), dys)  # dys_{p-1}: added after step p
-    last = o.op("Gather", dys, o.const(np.array(-1, np.int64)), axis=0)
+    dys_next = _shift_out(o, _zeros(o, h0, [bsz, hid]), dys)  # dys_{p-1}: added after step p
+    last = o.op("Gather", dys, o.const(np.array(0, np.int64)), axis=0)
     dh_init = o.op("Add", ct_h, last)
 
     def step(bb, carry, xs):
@@ -157,12 +171,12 @@ def lstm_grad(o, n, h0, c0, x, w, u, b, ct_h, ct_c, ct_ys, partner_ys=None):
         return [dh2, bb.op("Mul", dct, fg)], [(dpre, [bsz, 4 * hid])]
     dh0, dc0, dg = _scan(o, "lstm_bptt", [(dh_init, [bsz, hid]), (ct_c, [bsz, hid])],
                          [(fac_a, [bsz, hid]), (fac_p, [bsz, 4 * hid]), (f, [bsz, hid]),
-                          (dys_next, [bsz, hid])], step, True)
+                          (dys_next, [bsz, hid])], step, False)
     dgf = flat(dg, 4 * hid)
     out = [dh0, dc0, None, None, None, None]
     if needed[2]:
         dx = o.op("MatMul", dg, o.op("Transpose", w, perm=[1, 0]))
-        out[2] = o.op("Transpose", _flip(o, dx) if reverse else dx, perm=[1, 0, 2])
+        out[2] = o.op("Transpose", dx if reverse else _flip(o, dx), perm=[1, 0, 2])
     if needed[3]:
         out[3] = o.op("Gemm", xf, dgf, transA=1)
     if needed[4]:
@@ -185,16 +199,16 @@ def gru_grad(o, n, h0, x, w, u, bx, bh, ct_h, ct_ys, partner_ys):
     reverse, needed = a["reverse"], a["needed"]
     bsz, length, d_in = o.type_of(n.args[1]).shape
     hid = o.type_of(n.args[0]).shape[1]
-    tm = lambda v: (_flip(o, o.op("Transpose", v, perm=[1, 0, 2])) if reverse  # noqa: E731
-                    else o.op("Transpose", v, perm=[1, 0, 2]))
+    # time-major in backprop order q (q = T-1-p): the backward Scan runs forwards
+    tm = lambda v: (o.op("Transpose", v, perm=[1, 0, 2]) if reverse  # noqa: E731
+                    else _flip(o, o.op("Transpose", v, perm=[1, 0, 2])))
     flat = lambda v, k: o.op("Reshape", v, o.ints([-1, k]))  # noqa: E731
     steps = lambda v, k: o.op("Reshape", v, o.dims((length, bsz, k)))  # noqa: E731
     xf = flat(tm(x), d_in)
     hs = o.root.memo.get(("time_major", partner_ys))
-    hs = (_flip(o, hs) if reverse else hs) if hs is not None else tm(partner_ys)
-    hprev = flat(_shift_in(o, h0, hs), hid)
-    cut = lambda m, j, ax: o.op("Slice", m, o.ints([j * hid]), o.ints([(j + 1) * hid]),  # noqa: E731
-                                o.ints([ax]))
+    hs = (hs if reverse else _flip(o, hs)) if hs is not None else tm(partner_ys)
+    hprev = flat(_shift_out(o, h0, hs), hid)
+    cut = lambda m, j, ax: _gate(o, m, j, hid, ax)  # noqa: E731
     xg = [o.op("Gemm", xf, cut(w, j, 1), cut(bx, j, 0)) for j in range(3)]
     hg = [o.op("Gemm", hprev, cut(u, j, 1), cut(bh, j, 0)) for j in range(3)]
     r = o.op("Sigmoid", o.op("Add", xg[0], hg[0]))
@@ -210,8 +224,8 @@ def gru_grad(o, n, h0, x, w, u, bx, bh, ct_h, ct_ys, partner_ys):
     fac_h = steps(o.op("Concat", p_r, p_u, qr, axis=1), 3 * hid)
     fac_x = steps(o.op("Concat", p_r, p_u, q, axis=1), 3 * hid)
     dys = tm(ct_ys)
-    dys_next = _shift_in(o, _zeros(o, h0, [bsz, hid]), dys)
-    dh_init = o.op("Add", ct_h, o.op("Gather", dys, o.const(np.array(-1, np.int64)), axis=0))
+    dys_next = _shift_out(o, _zeros(o, h0, [bsz, hid]), dys)
+    dh_init = o.op("Add", ct_h, o.op("Gather", dys, o.const(np.array(0, np.int64)), axis=0))
 
     def step(bb, carry, xs):
         (dh,), (fh, fx, zz, dn) = carry, xs
@@ -220,13 +234,13 @@ def gru_grad(o, n, h0, x, w, u, bx, bh, ct_h, ct_ys, partner_ys):
         dh2 = bb.op("Gemm", dgh, u, bb.op("Add", bb.op("Mul", dh, zz), dn), transB=1)
         return [dh2], [(dgh, [bsz, 3 * hid]), (bb.op("Mul", dh3, fx), [bsz, 3 * hid])]
     dh0, dgh, dgx = _scan(o, "gru_bptt", [(dh_init, [bsz, hid])],
-                          [(fac_h, [bsz, 3 * hid]), (fac_x, [bsz, 3 * hid]), (steps(z, hid), [bsz, hid]),
-                           (dys_next, [bsz, hid])], step, True)
+                          [(fac_h, [bsz, 3 * hid]), (fac_x, [bsz, 3 * hid]),
+                           (steps(z, hid), [bsz, hid]), (dys_next, [bsz, hid])], step, False)
     dghf, dgxf = flat(dgh, 3 * hid), flat(dgx, 3 * hid)
     out = [dh0, None, None, None, None, None]
     if needed[1]:
         dx = o.op("MatMul", dgx, o.op("Transpose", w, perm=[1, 0]))
-        out[1] = o.op("Transpose", _flip(o, dx) if reverse else dx, perm=[1, 0, 2])
+        out[1] = o.op("Transpose", dx if reverse else _flip(o, dx), perm=[1, 0, 2])
     for k, v in ((2, lambda: o.op("Gemm", xf, dgxf, transA=1)),
                  (3, lambda: o.op("Gemm", hprev, dghf, transA=1)),
                  (4, lambda: o.op("ReduceSum", dgxf, o.ints([0]), keepdims=0)),
