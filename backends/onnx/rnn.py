@@ -16,7 +16,7 @@ dlc's layout -> ONNX's (opset 18, layout=0, one direction):
 
 onnxruntime's CPU RNN kernels are float32-only: a float64 run inlines the
 decomposition (exact) instead of computing the layer in float32. `lstm_grad` /
-`gru_grad`: `rnn_grad.py` (they read the forward's time-major Y, left in
+`gru_grad`: `rnn_grad.py` (they read the forward's ONNX Y [T, 1, B, H], left in
 ``o.root.memo``). The rules are attached by `register_rnn` (as `register_scan` does).
 """
 from __future__ import annotations
@@ -81,7 +81,7 @@ def lstm_onnx(o, n, h0, c0, x, w, u, b):
                      o.op("Unsqueeze", c0, zero), outputs=3, hidden_size=hid,
                      direction="reverse" if a["reverse"] else "forward")
     ys = batch_major(o, y)
-    o.root.memo[("time_major", ys)] = o.op("Squeeze", y, o.ints([1]))  # for lstm_grad
+    o.root.memo[("onnx_y", ys)] = y  # for lstm_grad: no node here, inference needs none
     return [o.op("Squeeze", yh, zero), o.op("Squeeze", yc, zero), ys]
 
 
@@ -97,7 +97,7 @@ def gru_onnx(o, n, h0, x, w, u, bx, bh):
                  outputs=2, hidden_size=hid, linear_before_reset=1,
                  direction="reverse" if n.attrs["reverse"] else "forward")
     ys = batch_major(o, y)
-    o.root.memo[("time_major", ys)] = o.op("Squeeze", y, o.ints([1]))  # for gru_grad
+    o.root.memo[("onnx_y", ys)] = y  # for gru_grad
     return [o.op("Squeeze", yh, zero), ys]
 
 

@@ -6,12 +6,12 @@ a step, each iteration tens of microseconds in onnxruntime).
 `lstm_grad`, in processing order p (p = t, or T-1-t when reversed), gates i, f, g, o:
 
 1. h_p: the forward `lstm` node's ys when one on the same operands was lowered before
-   (a train step: its fused ONNX LSTM op; `rnn.py` leaves its time-major Y in
-   ``o.root.memo``), else a forward ``Scan``;
+   (a train step: its fused ONNX LSTM op, whose Y `rnn.py` leaves in ``o.root.memo``),
+   else a forward ``Scan``;
 2. the gate pre-activations of all steps at once, X W + H_prev U + b (a Gemm a gate
    over [T·B, .]), the activations vectorised; c_p = f_p c_{p-1} + i_p g_p, elementwise
    only, is a 2-node ``Scan`` (or comes from the forward ``Scan``);
-3. the backward ``Scan`` (reverse over p) carries (dh, dc), dh including dys_p, with
+3. the backward ``Scan`` (over p descending) carries (dh, dc), dh including dys_p, with
    precomputed per-step factors A = o(1 - tanh²c), P = [g i(1-i), c_prev f(1-f),
    i(1-g²), tanh(c) o(1-o)]:
        dc' = dc + dh A;  dpre = [dc', dc', dc', dh] P;
@@ -23,8 +23,10 @@ a step, each iteration tens of microseconds in onnxruntime).
 
 `gru_grad`: the same plan, with no state but h (see `gru_grad`).
 
-Scans are used over Loops: ONNX ``Scan`` slices its inputs itself (no Gather nodes) and
-runs reversed by attribute. Every op here has float64 kernels: the same lowering runs
+Scans are used over Loops: ONNX ``Scan`` slices its inputs itself (no Gather nodes).
+The big tensors are kept in backprop order q = T-1-p, so the backward Scan runs
+forwards and only the LSTM's cell Scan (3 of [T, B, H]) is flipped around (see
+`_scan`). Every op here has float64 kernels: the same lowering runs
 in both run floats (the fused LSTM/GRU op, float32-only, only where the forward used it).
 """
 from __future__ import annotations
@@ -60,6 +62,12 @@ def _scan(o, name, carries, xs, step, reverse):
              num_scan_inputs=len(xs))
     r = [r] if k == 1 else list(r)
     return r[:len(carries)] + [_flip(o, v) if reverse else v for v in r[len(carries):]]
+
+
+def _time_major_y(o, ys):
+    """The fused forward's hidden states [T, B, H] in time order, or None (no fused op)."""
+    y = o.root.memo.get(("onnx_y", ys))
+    return None if y is None else o.op("Squeeze", y, o.ints([1]))
 
 
 def _gate(o, m, j, hid, axis):
@@ -130,7 +138,7 @@ def lstm_grad(o, n, h0, c0, x, w, u, b, ct_h, ct_c, ct_ys, partner_ys=None):
     steps = lambda v, k: o.op("Reshape", v, o.dims((length, bsz, k)))  # noqa: E731
     xf = flat(xp, d_in)
     if partner_ys is not None:
-        hs = o.root.memo.get(("time_major", partner_ys))
+        hs = _time_major_y(o, partner_ys)
         hs = (hs if reverse else _flip(o, hs)) if hs is not None else tm(partner_ys)
     else:
         hs, cs = _forward_scan(o, steps(o.op("Gemm", xf, w, b), 4 * hid), h0, c0, u, bsz, hid)
@@ -205,7 +213,7 @@ def gru_grad(o, n, h0, x, w, u, bx, bh, ct_h, ct_ys, partner_ys):
     flat = lambda v, k: o.op("Reshape", v, o.ints([-1, k]))  # noqa: E731
     steps = lambda v, k: o.op("Reshape", v, o.dims((length, bsz, k)))  # noqa: E731
     xf = flat(tm(x), d_in)
-    hs = o.root.memo.get(("time_major", partner_ys))
+    hs = _time_major_y(o, partner_ys)
     hs = (hs if reverse else _flip(o, hs)) if hs is not None else tm(partner_ys)
     hprev = flat(_shift_out(o, h0, hs), hid)
     cut = lambda m, j, ax: _gate(o, m, j, hid, ax)  # noqa: E731
