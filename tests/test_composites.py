@@ -270,9 +270,10 @@ def _build_rnn(op: str, decomposed: bool, reverse: bool, forget_bias: float = 0.
 def test_rnn_native_matches_decomposition(backend, op, forget_bias, reverse):
     """torch: torch._VF.lstm / gru and torch's fused backward (weights transposed, the
     forget bias folded into the input bias, time flipped for reverse) against the std
-    cell's scan and autodiff's reverse scan, in float64. NumPy and ONNX run the
-    decompositions inlined (*_grad's: the decomposition's VJP, optimised), another code
-    path to the same numbers. 1e-10 of the largest magnitude: only summation order
+    cell's scan and autodiff's reverse scan, in float64. NumPy runs the decompositions
+    inlined (*_grad's: the decomposition's VJP, optimised), another code path to the
+    same numbers; ONNX too in float64 (its LSTM/GRU kernels are float32-only: see
+    tests/test_onnx_rnn.py) but for lstm_grad, whose own BPTT lowering runs here. 1e-10 of the largest magnitude: only summation order
     differs (float64 ulp 1e-16, grown by T = 5 steps of matmuls); a swapped gate or a
     missed bias is O(1)."""
     g_ref, r_ref, feeds = _build_rnn(op, True, reverse, forget_bias)
@@ -337,7 +338,7 @@ def test_rnn_ops_run_under_torch_compile():
         assert torch.equal(want[k], got[k]), k
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("backend", ["numpy", "torch", "onnx"])
 def test_second_order_through_the_fused_lstm_vjp(backend):
     """d/dθ |∂s/∂x|² with s = Σ ys²: through `lstm_grad` (its VJP: the decomposition's,
     differentiated) and through the cotangent of ys, which depends on θ too (a VJP

@@ -14,6 +14,7 @@ from __future__ import annotations
 from .builder import OPSET, ORT_F32_ONLY, Builder, ir_version
 from .lower import lower, lower_node, lower_scan, register_scan
 from .proto import save
+from .rnn import register_rnn
 
 # Lowering needs neither the `onnx` package's Python code nor onnxruntime (both slow
 # to import: see proto.py); running and checking do, and import them when used.
@@ -49,6 +50,7 @@ def lower_program(graph, results, dtype: str = "f32", *, device: str = "cpu",
 
 
 register_scan()
+register_rnn()
 
 __all__ = ["lower", "lower_program", "Program", "reference", "check", "save", "Builder", "OPSET",
            "ORT_F32_ONLY",

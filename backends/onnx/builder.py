@@ -112,6 +112,7 @@ class Builder:
         self._consts: dict = {}
         self.inputs: list[onnx.ValueInfoProto] = []
         self.lazy_source = None               # root: fn(node id) -> value name or None
+        self.memo: dict = {}                  # root: what one rule leaves for another (rnn.py)
         # The graph node being lowered: its layer path names the ONNX nodes it emits
         # (``dense0/MatMul``, made unique at the root) and ``doc`` (its spec location)
         # becomes their doc_string. Set by the lowering loop, kept across an inlined

@@ -165,6 +165,12 @@ def lower_node(o: Builder, nid: int) -> None:
         types[out] = node.type
 
 
+def inline_decomposition(o: Builder, node):
+    """A composite's decomposition lowered in place of the node: for a native rule that
+    does not apply to this run (`lstm`'s ONNX LSTM op in a float64 model, say)."""
+    return _inline(o, get_primitive(node.op), node)
+
+
 def _inline(o: Builder, prim, node) -> str:
     """A composite without an ONNX rule: its decomposition's nodes, in place. Its
     graph is lowered with the builder pointed at it (symbolic dims are then read off

@@ -7,8 +7,10 @@ scanned over axis 1 of x [B, T, in] (W [in, 4H], U [H, 4H], b [4H], gates i, f, 
 attrs ``forget_bias``, ``reverse``), results (h_T, C_T, ys [B, T, H]) like the scan's.
 ``gru(h0, x, W, U, bx, bh)`` is ``GRU`` likewise (gates r, u, n; attr ``reverse``),
 results (h_T, ys). Each decomposition is that scan, built here node for node as the
-std cell reads; the NumPy and ONNX backends inline it. Torch runs `torch._VF.lstm` /
-`torch._VF.gru` (one fused kernel, cuDNN on a GPU), and the VJP is one ``*_grad`` node
+std cell reads; the NumPy backend inlines it. Torch runs `torch._VF.lstm` /
+`torch._VF.gru` (one fused kernel, cuDNN on a GPU), ONNX its ``LSTM`` / ``GRU`` op in
+float32 runs (backends/onnx/rnn.py, registered there; onnxruntime has no float64
+kernels: float64 inlines the decomposition), and the VJP is one ``*_grad`` node
 whose torch lowering takes torch's fused backward; its decomposition, the
 decomposition's VJP, needs autodiff (a later layer), which registers it:
 `compiler/transform/autodiff.py`.
@@ -201,7 +203,7 @@ def _(g, args, attrs):
 
 lstm.vjp(_fused_vjp)
 lstm.torch(_torch_fwd("lstm", ("forget_bias",)))
-# NumPy inlines the decomposition; ONNX too (its LSTM op would serve inference only)
+# NumPy inlines the decomposition; ONNX's rules (its LSTM/GRU ops): backends/onnx/rnn.py
 
 lstm_grad = defprim(
     "lstm_grad", "cotangents of (h0, C0, x, W, U, b) for those of lstm's (h_T, C_T, ys)", 9,
