@@ -764,6 +764,21 @@ def model_notes(res: dict) -> list[str]:
                    "recurrence alone (backends/onnx/rnn_grad.py): gate pre-activations, "
                    "per-step factors and the weight gradients are batched over [T*B, .] "
                    "outside it. The torch.compile column graph-breaks at the fused kernel.")
+    t200 = rows.get("lstm T=200")
+    if t200 and (_ratio(t200.get("dlc_ort_train"), t200["eager"]) or 0) > 1.0:
+        out.append("lstm T=200, ONNX train step missed: the profile (the step cut off after "
+                   "each stage, cumulative, 1 thread, quiet machine, bench/rnn_onnx.py): "
+                   "forward with the `LSTM` op 1.9 ms (the op alone 1.8 ms, torch's forward "
+                   "1.5 ms); the gate pre-activations of all steps recomputed at once +0.4 ms; "
+                   "the per-step cell-state `Scan` +1 ms; the backward's per-step factors "
+                   "+0.5 ms; the backward `Scan` +3.4 ms (alone on its inputs 1.8 ms: ~9 us a "
+                   "step for 6 nodes, onnxruntime's per-iteration cost); weight gradients and "
+                   "Adam the rest (~8.8 ms against eager's 6.7 ms). The recompute and the "
+                   "cell Scan exist because the ONNX `LSTM` op outputs the hidden states but "
+                   "neither the gates nor the cell states; a forward `Scan` that outputs them "
+                   "(2.6 ms against the op's 1.5 ms) would save ~1.8 ms, ~1.1x, still above "
+                   "1.0x: the backward recurrence is a per-step matrix product that no ONNX "
+                   "op fuses.")
     c = rows.get("cnn")
     if c:
         out.append("cnn: profiled against eager; the gap was the max-pool VJP (it "

@@ -87,7 +87,20 @@ def _(g, n, ct):
 
 
 matmul.numpy("{0} @ {1}")
-matmul.torch("torch.matmul({0}, {1})")
+def _torch_matmul(cg, n, a, b):
+    # [..., m, k] @ [k, n]: torch.matmul takes bmm over an expanded weight when the
+    # left operand is not contiguous (an LSTM's batch-first outputs: 4x slower than one
+    # mm on the CPU); folding the leading axes first, as F.linear does, is always one mm
+    ta, tb = cg.graph.type(n.args[0]), cg.graph.type(n.args[1])
+    if ta.rank >= 3 and tb.rank == 2:
+        lead = [cg.dim(d) for d in ta.shape[:-1]]
+        rows = " * ".join(lead)  # not -1: a zero-sized k would leave -1 undetermined
+        return (f"torch.mm({a}.reshape({rows}, {cg.dim(ta.shape[-1])}), {b})"
+                f".view({', '.join(lead)}, {cg.dim(tb.shape[-1])})")
+    return f"torch.matmul({a}, {b})"
+
+
+matmul.torch(_torch_matmul)
 
 
 def _onnx_matmul(o, n, a, b):
