@@ -130,7 +130,10 @@ class Trainer:
         # costly metrics are left out of the step: computed at each metrics row instead
         self.deferred = [(sg, self._lower(*sg.deferred_program())) for sg in self.steps
                          if sg.deferred]
-        self.last_feeds: dict = {}  # group -> the feeds of its last step (for those)
+        # group -> the feeds of its last step (for those; only groups with deferred
+        # metrics keep them: they hold the values from before the update alive)
+        self.last_feeds: dict = {}
+        self._keeps_feeds = {sg.group.name for sg, _ in self.deferred}
         self.grad_progs = {id(sg): self._lower(*_gradient_graph(model, cfg, sg.group))
                            for sg in self.svrg}
         from compiler.training import finetune
@@ -273,7 +276,8 @@ class Trainer:
                          **noise.draw(sg.graph, batch, seed, noise_step, sg.noise_names),
                          "step": np.asarray(group_steps[sg.group.name], np.float32)}
                 out, scalars = self._step(sg, prog, feeds, weight, noise_step, full)
-                self.last_feeds[sg.group.name] = feeds
+                if full or sg.group.name in self._keeps_feeds:
+                    self.last_feeds[sg.group.name] = feeds
                 for k, v in out.items():
                     if k.startswith("new:"):
                         values[k[4:]] = v
