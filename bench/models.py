@@ -475,7 +475,10 @@ def bench_case(label, spec, hp, build, kind, out_kind, repeat, tmp):
         r["loop_vs_step"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
     r["peak_step_kib"] = peak_memory(label)
     try:
-        r["dlc_ort_train"] = timeit(dlc_ort_train(m2, g, res, values, batch), repeat=repeat, warmup=5)
+        # paired with the eager step again: timed apart, load changes between the two
+        # moved this ratio by 30% on the shared machine
+        r["eager_vs_ort"], r["dlc_ort_train"] = paired(
+            e_step, dlc_ort_train(m2, g, res, values, batch), max(repeat, 15))
     except Exception as e:  # noqa: BLE001
         r["dlc_ort_train"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
     fn = (lambda z: torch.softmax(z, -1)) if out_kind == "softmax" else (lambda z: z)
@@ -483,13 +486,10 @@ def bench_case(label, spec, hp, build, kind, out_kind, repeat, tmp):
         path = torch_export(net, batch, fn, Path(tmp) / f"{spec}.onnx")
         sess = ort_session(str(path), 1)
         feeds = {"x": batch["x"]}
-        r["torch_onnx_infer"] = timeit(lambda: sess.run(None, feeds), repeat=repeat, warmup=5)
+        r["dlc_onnx_infer"], r["torch_onnx_infer"] = paired(
+            dlc_ort_infer(m2, values, batch), lambda: sess.run(None, feeds), max(repeat, 15))
     except Exception as e:  # noqa: BLE001
-        r["torch_onnx_infer"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
-    try:
-        r["dlc_onnx_infer"] = timeit(dlc_ort_infer(m2, values, batch), repeat=repeat, warmup=5)
-    except Exception as e:  # noqa: BLE001
-        r["dlc_onnx_infer"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+        r["dlc_onnx_infer"] = r["torch_onnx_infer"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
     return r
 
 

@@ -625,7 +625,7 @@ def render_models(res: dict) -> list[str]:
         L.append(f"| {r['model']} | {_ms(r['eager'])} | {_ms(r['dlc_torch'])} | "
                  f"{_fmt_ratio(_ratio(r['dlc_torch'], r['eager']))} | {comp_cell} | "
                  f"{_fmt_ratio(_ratio(comp, r.get('eager_vs_compiled') or r['eager']))} | {loop_cell} | {_ms(r.get('dlc_ort_train'))} | "
-                 f"{_fmt_ratio(_ratio(r.get('dlc_ort_train'), r['eager']))} | "
+                 f"{_fmt_ratio(_ratio(r.get('dlc_ort_train'), r.get('eager_vs_ort') or r['eager']))} | "
                  f"{_fmt_ratio(infer)} ({_ms(r.get('dlc_onnx_infer'))} / {_ms(r.get('torch_onnx_infer'))}) | "
                  f"{faults0.get(r['model'], '?')} → {r['faults_per_step']} ({r['eager_faults_per_step']}) | "
                  f"{_peak_cell(r.get('peak_step_kib'))} | {ld} / {le} |")
@@ -765,7 +765,7 @@ def model_notes(res: dict) -> list[str]:
                    "per-step factors and the weight gradients are batched over [T*B, .] "
                    "outside it. The torch.compile column graph-breaks at the fused kernel.")
     t200 = rows.get("lstm T=200")
-    if t200 and (_ratio(t200.get("dlc_ort_train"), t200["eager"]) or 0) > 1.0:
+    if t200 and (_ratio(t200.get("dlc_ort_train"), t200.get("eager_vs_ort") or t200["eager"]) or 0) > 1.0:
         out.append("lstm T=200, ONNX train step missed: the profile (the step cut off after "
                    "each stage, cumulative, 1 thread, quiet machine, bench/rnn_onnx.py): "
                    "forward with the `LSTM` op 1.9 ms (the op alone 1.8 ms, torch's forward "
