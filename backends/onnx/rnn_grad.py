@@ -119,15 +119,20 @@ def _cell_scan(o, c0, f, u, bsz, hid):
                  step, True)[1]
 
 
+def _backprop_order(o, v, reverse):
+    """[B, T, .] time-major in backprop order q (q = T-1-p): the backward Scan runs
+    forwards (onnx's reference evaluator has no reversed Scan)."""
+    tm = o.op("Transpose", v, perm=[1, 0, 2])
+    return tm if reverse else _flip(o, tm)
+
+
 def lstm_grad(o, n, h0, c0, x, w, u, b, ct_h, ct_c, ct_ys, partner_ys=None):
     """The six cotangents (zeros where `needed` says unused); partner_ys: the forward's ys."""
     a = n.attrs
     reverse, needed = a["reverse"], a["needed"]
     bsz, length, d_in = o.type_of(n.args[2]).shape
     hid = o.type_of(n.args[0]).shape[1]
-    # time-major in backprop order q (q = T-1-p): the backward Scan runs forwards
-    tm = lambda v: (o.op("Transpose", v, perm=[1, 0, 2]) if reverse  # noqa: E731
-                    else _flip(o, o.op("Transpose", v, perm=[1, 0, 2])))
+    tm = lambda v: _backprop_order(o, v, reverse)  # noqa: E731
     xp = tm(x)  # [T, B, in], processing order
     b_in = b
     if a["forget_bias"] != 0.0:
@@ -207,9 +212,7 @@ def gru_grad(o, n, h0, x, w, u, bx, bh, ct_h, ct_ys, partner_ys):
     reverse, needed = a["reverse"], a["needed"]
     bsz, length, d_in = o.type_of(n.args[1]).shape
     hid = o.type_of(n.args[0]).shape[1]
-    # time-major in backprop order q (q = T-1-p): the backward Scan runs forwards
-    tm = lambda v: (o.op("Transpose", v, perm=[1, 0, 2]) if reverse  # noqa: E731
-                    else _flip(o, o.op("Transpose", v, perm=[1, 0, 2])))
+    tm = lambda v: _backprop_order(o, v, reverse)  # noqa: E731
     flat = lambda v, k: o.op("Reshape", v, o.ints([-1, k]))  # noqa: E731
     steps = lambda v, k: o.op("Reshape", v, o.dims((length, bsz, k)))  # noqa: E731
     xf = flat(tm(x), d_in)
