@@ -145,6 +145,36 @@ softmax_cross_entropy.onnx(_sce_onnx)
 
 
 # ============================================================================
+# a forward and its fused VJP in one generated torch function
+# ============================================================================
+# The forward of a composite whose VJP node is lowered in the same function keeps what
+# torch's fused backward reads (saved statistics, an autograd tape) in a local, noted
+# in the scope's memo under (kind, graph, forward node); the VJP's lowering looks it
+# up. Partners share their first `shared` operands and the attrs.
+
+
+def _lowered_vjps(cg, n, vjp_op, shared):
+    """The `vjp_op` nodes this module computes that are the VJP of forward node `n`."""
+    graph, computed = cg.mod.lowering
+    if cg.graph is not graph:  # a nested function (a scan body): no partner search
+        return []
+    return [u for u in graph.users(n.args[0]) if u in computed and graph.node(u).op == vjp_op
+            and graph.node(u).args[:shared] == n.args[:shared]
+            and graph.node(u).attrs == n.attrs]
+
+
+def _saved_by_forward(cg, n, fwd_op, shared, kind):
+    """What the forward partner of VJP node `n` left in the memo (None: not lowered here)."""
+    for u in cg.graph.users(n.args[0]):
+        m = cg.graph.node(u)
+        key = (kind, id(cg.graph), u)
+        if m.op == fwd_op and m.args[:shared] == n.args[:shared] and m.attrs == n.attrs \
+                and key in cg.memo:
+            return cg.memo[key]
+    return None
+
+
+# ============================================================================
 # layer norm
 # ============================================================================
 
@@ -217,26 +247,10 @@ def _(g, args, attrs):
     return g.op("pack", dx, g.unbroadcast(g.op("mul", ct, xhat), gamma), g.unbroadcast(ct, gamma))
 
 
-def _ln_partner(cg, n):
-    """The layer_norm node whose VJP `n` is, if it was lowered in this scope (its
-    statistics are then bound: `_ln_torch`)."""
-    x, gamma = n.args[:2]
-    for u in cg.graph.users(x):
-        m = cg.graph.node(u)
-        key = ("ln_stats", id(cg.graph), u)
-        if m.op == "layer_norm" and tuple(m.args[:2]) == (x, gamma) and \
-                m.attrs["eps"] == n.attrs["eps"] and key in cg.memo:
-            return cg.memo[key]
-    return None
-
-
 def _ln_torch(cg, n, x, gamma, beta):
     d = cg.dim(n.type.shape[-1])
     eps = n.attrs["eps"]
-    graph, computed = getattr(cg.mod, "lowering", (None, ()))
-    grads = [u for u in cg.graph.users(n.args[0]) if cg.graph.node(u).op == "layer_norm_grad"
-             and cg.graph is graph and u in computed]
-    if not grads:
+    if not _lowered_vjps(cg, n, "layer_norm_grad", 2):
         return f"F.layer_norm({x}, ({d},), {gamma}, {beta}, {eps!r})"
     # a train step: keep the forward's mean and 1/σ for aten's fused backward, as
     # autograd does (F.layer_norm is this same kernel)
@@ -248,7 +262,7 @@ def _ln_torch(cg, n, x, gamma, beta):
 
 def _ln_grad_torch(cg, n, x, gamma, ct):
     d = cg.dim(cg.graph.type(n.args[0]).shape[-1])
-    stats = _ln_partner(cg, n)
+    stats = _saved_by_forward(cg, n, "layer_norm", 2, "ln_stats")
     if stats is None:  # the VJP without its forward in this program: statistics anew
         stats = cg.fresh("ln_stats")
         cg.emit(f"{stats} = torch.ops.aten.native_layer_norm({x}, ({d},), None, None, "
@@ -377,18 +391,9 @@ def _attn_mask(cg, n, keep):
     return mask
 
 
-def _computed_users(cg, n, op):
-    """The `op` users of n's first operand with n's operands that this module lowers."""
-    graph, computed = getattr(cg.mod, "lowering", (None, ()))
-    if cg.graph is not graph:
-        return []
-    return [u for u in cg.graph.users(n.args[0]) if u in computed and
-            cg.graph.node(u).op == op and cg.graph.node(u).args[:len(n.args)] == n.args]
-
-
 def _attn_torch(cg, n, q, k, v, keep):
     mask = _attn_mask(cg, n, keep)
-    if len(_computed_users(cg, n, "attention_grad")) == 1:  # a tape serves one backward
+    if len(_lowered_vjps(cg, n, "attention_grad", 4)) == 1:  # a tape serves one backward
         # a train step: the forward keeps torch's autograd tape (SDPA saves what its
         # fused backward reads: the flash kernel's logsumexp on the CPU), as eager does
         tape = cg.fresh("attn_taped")
@@ -426,11 +431,8 @@ attention_grad = defprim(
 
 
 def _attn_grad_torch(cg, n, q, k, v, keep, ct):
-    fwd = [u for u in cg.graph.users(n.args[0]) if cg.graph.node(u).op == "attention"
-           and cg.graph.node(u).args == n.args[:4]
-           and ("attn_tape", id(cg.graph), u) in cg.memo]
-    if fwd:  # torch's fused backward on the forward's tape
-        tape = cg.memo[("attn_tape", id(cg.graph), fwd[0])]
+    tape = _saved_by_forward(cg, n, "attention", 4, "attn_tape")
+    if tape is not None:  # torch's fused backward on the forward's tape
         return f"{cg.helper('rnn_vjp_taped')}({tape}[1], ({ct},), (True, True, True))"
     # no forward lowered in this program: replay it with autograd on
     return f"{cg.helper('attention_vjp')}({q}, {k}, {v}, {_attn_mask(cg, n, keep)}, {ct})"

@@ -417,33 +417,28 @@ def decomposed_vjp(g, node, ct):
     return [cts.pop(a, None) for a in node.args]
 
 
-def _rnn_grad_decomposition(op: str, n_res: int):
-    """The decomposition of a recurrent composite's fused VJP (`op`_grad, in
-    compiler/primitives/recurrent.py): the VJP of `op`'s decomposition (a reverse scan)
-    as one tuple, the meaning of the fused rule and what NumPy and ONNX run."""
+def _fused_grad_decomposition(op: str, n_res: int, wrt_args: int | None = None):
+    """The decomposition of a composite's fused VJP (`op`_grad: `lstm_grad`, `gru_grad` in
+    compiler/primitives/recurrent.py, `attention_grad` in composite.py): the VJP of
+    `op`'s decomposition as one tuple, the meaning of the fused rule and what backends
+    without a native rule run. Its args are `op`'s then one cotangent per result of `op`;
+    its results the cotangents of the first `wrt_args` operands (all by default)."""
     def decomposition(g, args, attrs):
         n_args = len(args) - n_res
         fwd = {k: v for k, v in attrs.items() if k != "needed"}
         out = get_primitive(op).decomposition(g, list(args[:n_args]), fwd)
-        outs = [g.add("tuple_get", [out], {"index": i}) for i in range(n_res)]
-        needed = attrs.get("needed", (True,) * n_args)
-        # an operand passed twice (h0 = c0 = zeros) gets its whole cotangent once
-        wrt = list(dict.fromkeys(a for a, k in zip(args[:n_args], needed) if k))
+        outs = ([g.add("tuple_get", [out], {"index": i}) for i in range(n_res)]
+                if isinstance(g.type(out), tuple) else [out])
+        operands = args[:n_args if wrt_args is None else wrt_args]
+        needed = attrs.get("needed", (True,) * len(operands))
+        # an operand passed twice (h0 = c0 = zeros, attention(x, x, x)) gets its whole
+        # cotangent once
+        wrt = list(dict.fromkeys(a for a, k in zip(operands, needed) if k))
         cts = dict(zip(wrt, vjp(g, outs, list(args[n_args:]), wrt, leaves=True)))
-        return g.op("pack", *[cts.pop(a) if a in cts else zeros_like(g, a) for a in args[:n_args]])
+        return g.op("pack", *[cts.pop(a) if a in cts else zeros_like(g, a) for a in operands])
     return decomposition
 
 
-def _attention_grad_decomposition(g, args, attrs):
-    """attention_grad's meaning (compiler/primitives/composite.py): the VJP of
-    attention's decomposition, as one tuple (dq, dk, dv); NumPy and ONNX run it."""
-    q, k, v, keep, ct = args
-    out = get_primitive("attention").decomposition(g, [q, k, v, keep], {})
-    wrt = list(dict.fromkeys((q, k, v)))  # attention(x, x, x): x's whole cotangent once
-    cts = dict(zip(wrt, vjp(g, [out], [ct], wrt, leaves=True)))
-    return g.op("pack", *[cts.pop(a) if a in cts else zeros_like(g, a) for a in (q, k, v)])
-
-
-get_primitive("attention_grad").decompose(_attention_grad_decomposition)
-get_primitive("lstm_grad").decompose(_rnn_grad_decomposition("lstm", 3))
-get_primitive("gru_grad").decompose(_rnn_grad_decomposition("gru", 2))
+get_primitive("lstm_grad").decompose(_fused_grad_decomposition("lstm", 3))
+get_primitive("gru_grad").decompose(_fused_grad_decomposition("gru", 2))
+get_primitive("attention_grad").decompose(_fused_grad_decomposition("attention", 1, wrt_args=3))
