@@ -39,9 +39,10 @@ import types
 from typing import Any, Callable
 
 from compiler.core.ir import SOURCE_OPS, Graph
-from .liveness import free_dead_locals
 from compiler.primitives import get_primitive, render_template
 from compiler.core.types import FLOAT_DTYPES, TensorType, check_run_dtype, parse_dim
+
+from .liveness import free_dead_locals
 
 # Names generated code must never assign: modules, builtins, the function's own
 # parameters. Internal names start with "_" and node names never do (see sanitize).

@@ -87,6 +87,8 @@ def _(g, n, ct):
 
 
 matmul.numpy("{0} @ {1}")
+
+
 def _torch_matmul(cg, n, a, b):
     # [..., m, k] @ [k, n]: torch.matmul takes bmm over an expanded weight when the
     # left operand is not contiguous (an LSTM's batch-first outputs: 4x slower than one

@@ -85,19 +85,18 @@ class Position:
 class Trainer:
     def __init__(self, model, cfg: TrainConfig, parts, *, backend="numpy", device="cpu",
                  seed=0, out: Path, progress=None, comm: Comm | None = None,
-                 dtype: str = "f32", horizon: int | None = None, compile: bool = False,
-                 check_every: int = STATE_CHECK_EVERY):
+                 dtype: str = "f32", horizon: int | None = None, compile: bool = False):
         self.model, self.cfg, self.backend, self.device = model, cfg, backend, device
         self.seed, self.out, self.dtype = seed, out, dtype
         # data-parallel: each step is split into a gradient half and an update half,
         # with one all-reduce between them (compiler/training/distributed.py)
         self.comm = comm or Comm()
         # the loss and logged scalars are checked every step (one host read); the whole
-        # state every `check_every` rounds and before anything reads it, replaying the
-        # rounds since the last verified state on a failure (see `verify`)
+        # state every STATE_CHECK_EVERY rounds and before anything reads it, replaying
+        # the rounds since the last verified state on a failure (see `verify`)
         # (data-parallel: every step, as a rank's own batch-norm statistics may differ and
         # a replay on one rank alone would leave the others waiting in the all-reduce)
-        self.check_every = 1 if self.comm.active else max(1, int(check_every))
+        self.check_every = 1 if self.comm.active else STATE_CHECK_EVERY
         self._verified: tuple | None = None  # (values, position) last seen finite
         self._since: list = []  # the batches run since then
         if cfg.bagging is not None:  # each member's bootstrap sample, seeded by the run's seed
